@@ -1,0 +1,336 @@
+"""``Module``, ``Parameter`` and the containers (``Sequential``, ``ModuleList``, ``ModuleDict``).
+
+A Module finds its parameters the way PyTorch's does: assigning a ``Parameter`` or a ``Module``
+to an attribute registers it, in order, under the attribute's name. That gives dotted names such
+as ``layers.0.weight``. A plain Python list of layers registers nothing; we warn about that.
+"""
+
+import warnings
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from ..tensor import Tensor, float32, float64
+
+
+class Parameter(Tensor):
+    """A Tensor that is a learnable weight of a Module: a leaf with ``requires_grad=True``."""
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+def _holds_modules(value):
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, (list, tuple, dict)) and any(isinstance(v, Module) for v in items)
+
+
+def _unregistered_warning(owner, name, value):
+    kind = type(value).__name__
+    container = "nn.ModuleDict" if isinstance(value, dict) else "nn.ModuleList"
+    warnings.warn(f"{type(owner).__name__}.{name} is a plain Python {kind} holding Modules: their "
+                  f"parameters are not registered, so parameters() and the optimizer will not see "
+                  f"them. Use {container}(...) instead.", UserWarning, stacklevel=3)
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class of every layer and model: subclass it, assign layers in ``__init__``, and write
+    ``forward``. Calling the module calls ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- registration -------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        registry = self.__dict__.get("_parameters")
+        if registry is None and isinstance(value, (Parameter, Module)):
+            raise AttributeError(f"cannot assign {type(value).__name__} '{name}' before "
+                                 f"Module.__init__() is called: add super().__init__()")
+        if registry is not None:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+            if isinstance(value, Parameter):
+                self._parameters[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
+            elif _holds_modules(value):
+                _unregistered_warning(self, name, value)
+        object.__setattr__(self, name, value)  # also a plain attribute: fast lookup in forward
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, param):
+        if param is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, param)
+
+    def add_module(self, name, module):
+        setattr(self, name, module)
+
+    # --- walking the tree ---------------------------------------------------------------------
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        """Yield (dotted name, module) for this module and all below it, each once."""
+        seen = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            stack.extend(reversed([(f"{name}.{n}" if name else n, m) for n, m in module._modules.items()]))
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Yield (dotted name, Parameter) in definition order; a shared Parameter appears once."""
+        self._warn_unregistered()
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for module_name, module in modules:
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def _warn_unregistered(self):
+        """The lecture's bug, caught when it bites: a list filled *after* assignment."""
+        for module in self.modules():
+            for name, value in module.__dict__.items():
+                if name not in ("_parameters", "_modules") and _holds_modules(value):
+                    _unregistered_warning(module, name, value)
+
+    # --- training state -----------------------------------------------------------------------
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.data[...] = 0
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, flag=True):
+        for p in self.parameters():
+            p.requires_grad = flag
+        return self
+
+    def apply(self, fn):
+        for m in self.modules():
+            fn(m)
+        return self
+
+    def _cast(self, dtype):
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            if p.grad is not None:
+                p.grad.data = p.grad.data.astype(dtype)
+        return self
+
+    def double(self):
+        return self._cast(float64)
+
+    def float(self):
+        return self._cast(float32)
+
+    # --- saving and loading -------------------------------------------------------------------
+    def state_dict(self):
+        """An ordered dict of dotted name -> detached tensor (sharing memory with the weight)."""
+        return OrderedDict((name, p.detach()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy weights in place from ``state_dict``; with ``strict``, keys must match exactly."""
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        errors = []
+        if strict and missing:
+            errors.append("missing key(s): " + ", ".join(missing))
+        if strict and unexpected:
+            errors.append("unexpected key(s): " + ", ".join(unexpected))
+        for name, param in own.items():
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name].data if isinstance(state_dict[name], Tensor) else state_dict[name])
+            if value.shape != param.shape:
+                errors.append(f"size mismatch for {name}: the checkpoint has shape {value.shape}, "
+                              f"the model has shape {param.shape}")
+        if errors:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                               + "\n\t".join(errors))
+        for name, param in own.items():
+            if name in state_dict:
+                value = state_dict[name]
+                np.copyto(param.data, value.data if isinstance(value, Tensor) else value, casting="same_kind")
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- printing -----------------------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = []
+        for name, module in self._modules.items():
+            child = repr(module).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        if not lines:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        extra = [f"  {self.extra_repr()}"] if self.extra_repr() else []
+        return f"{type(self).__name__}(\n" + "\n".join(extra + lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied one after another: ``Sequential(a, b, c)(x) == c(b(a(x)))``.
+
+    Takes modules as arguments (named "0", "1", ...) or one OrderedDict of name -> module.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(modules):
+                self.add_module(str(i), module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, index):
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        return items[index][1]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class ModuleList(Module):
+    """A list of Modules whose parameters are registered (names "0", "1", ...): use it, not a
+    plain list, to hold a variable number of layers."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self.extend(modules)
+
+    def _renumber(self, modules):
+        for key in list(self._modules):
+            object.__delattr__(self, key)
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return ModuleList(modules[index])
+        return modules[index]
+
+    def __setitem__(self, index, module):
+        modules = list(self._modules.values())
+        modules[index] = module
+        self._renumber(modules)
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index]
+        self._renumber(modules)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """A dict of name -> Module whose parameters are registered."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for name, module in (modules or {}).items():
+            self.add_module(name, module)
+
+    def __getitem__(self, name):
+        return self._modules[name]
+
+    def __setitem__(self, name, module):
+        self.add_module(name, module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, name):
+        return name in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()

@@ -1,0 +1,611 @@
+"""The autograd core: ``Tensor``, the ``Function`` base class and the backward engine.
+
+How a gradient travels from the loss to a weight
+------------------------------------------------
+1. Every differentiable op is a ``Function`` (see ``functions.py``). ``Function.apply`` runs its
+   ``forward`` on NumPy arrays and, when an input requires a gradient, keeps the Function object
+   as the result's ``grad_fn``: it remembers its inputs (``parents``) and whatever ``forward``
+   saved for the backward pass.
+2. ``loss.backward()`` sorts the graph so that every node comes after all nodes that use it, then
+   walks it once from the loss, calling each node's ``backward``: the chain rule,
+   dL/dinput = dL/doutput * doutput/dinput, one op at a time.
+3. Each gradient handed to an input is first passed through ``unbroadcast`` (the one place where
+   broadcasting is undone), then summed into the input's slot: a node used twice gets both
+   contributions. Leaves (tensors made by the user, such as weights) keep theirs in ``.grad``.
+4. The graph is freed as it is walked, so memory does not grow from step to step.
+"""
+
+import contextlib
+import threading
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# dtypes: a Tensor's dtype is a NumPy dtype; these names let code say `torch.float32` as usual.
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+int32 = np.dtype(np.int32)
+uint8 = np.dtype(np.uint8)
+bool_ = np.dtype(np.bool_)
+DEFAULT_FLOAT = float32
+
+
+def _is_float(dtype):
+    return dtype.kind == "f"
+
+
+def _as_array(data, dtype=None):
+    """Turn user data into an ndarray with PyTorch's dtype rules.
+
+    Python floats become float32 (the default), Python ints int64, bools bool. A NumPy array keeps
+    its dtype when it is float32/float64/int64/bool; other floats become float32, other integers
+    int64.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=np.dtype(dtype))
+    arr = np.array(data)
+    if arr.dtype.kind == "f":
+        keep_float64 = arr.dtype == float64 and isinstance(data, (np.ndarray, np.generic))
+        return arr if keep_float64 or arr.dtype == float32 else arr.astype(float32)
+    if arr.dtype.kind in "iu":
+        return arr if arr.dtype == int64 else arr.astype(int64)
+    if arr.dtype.kind == "b":
+        return arr
+    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Grad mode: inside `no_grad()` no graph is recorded (evaluation, optimizer steps).
+_grad_mode = threading.local()
+
+
+def is_grad_enabled():
+    return getattr(_grad_mode, "enabled", True)
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager and decorator that turns graph recording on or off."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        self.prev = is_grad_enabled()
+        _grad_mode.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self.prev
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """``with no_grad():`` or ``@no_grad()``: compute without recording a graph."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+# ---------------------------------------------------------------------------------------------
+def unbroadcast(grad, shape):
+    """Undo NumPy broadcasting on a gradient: the one place where this happens.
+
+    If ``x`` of shape ``shape`` was broadcast to ``grad.shape`` in the forward pass, every copy
+    of an element contributed to the output, so its gradient is the *sum* over the copies:
+    sum over the leading axes broadcasting added, and over the axes where ``x`` had size 1.
+    """
+    if grad.shape == shape:
+        return grad
+    added = grad.ndim - len(shape)
+    stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)
+    return grad.sum(axis=tuple(range(added)) + stretched, keepdims=True).reshape(shape)
+
+
+class Function:
+    """One differentiable op. Subclasses define, side by side:
+
+    ``forward(ctx, *arrays, **options) -> ndarray`` computes the output from input arrays and may
+    save what backward needs on ``ctx``;
+    ``backward(ctx, grad) -> tuple`` maps dL/doutput to one dL/dinput per input (``None`` where
+    an input needs no gradient; ``ctx.needs_input_grad[i]`` says which do).
+
+    Gradients may have the broadcast shape of the output: the engine un-broadcasts them.
+    """
+
+    parents = ()
+    needs_input_grad = ()
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        ctx = cls()
+        out = cls.forward(ctx, *[t.data for t in inputs], **options)
+        if out.dtype == float64 and not any(t.data.dtype == float64 for t in inputs):
+            out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
+        needs = tuple(t.requires_grad for t in inputs)
+        if True in needs and is_grad_enabled():
+            ctx.parents = inputs
+            ctx.needs_input_grad = needs
+            return Tensor._make(out, True, ctx)
+        return Tensor._make(out, False, None)
+
+    def name(self):
+        return type(self).__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class _FreedGraph(Function):
+    """Stands in for a node whose graph was freed by an earlier backward()."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("Trying to backward through the graph a second time: its saved values "
+                           "were freed by the first backward(). Pass retain_graph=True to the "
+                           "first call if you need to call backward() twice.")
+
+
+_FREED = _FreedGraph()
+
+
+def _topological_order(root):
+    """Non-leaf nodes reachable from ``root``, each after every node it depends on.
+
+    An explicit stack instead of recursion, so a chain of 10,000 ops does not hit Python's
+    recursion limit.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._ctx.parents:
+            if parent._ctx is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def _accumulate_leaf(leaf, grad, routed):
+    """Add ``grad`` to ``leaf.grad``. A fresh array is adopted as is; one that is shared (a view,
+    or an array also routed elsewhere in this pass) is copied, so no two grads alias."""
+    if leaf.grad is None:
+        private = grad.base is None and grad.flags.writeable and id(grad) not in routed
+        leaf.grad = Tensor._make(grad if private else grad.copy(), False, None)
+        routed.add(id(grad))
+    else:
+        leaf.grad.data += grad
+
+
+def backward(root, gradient, retain_graph=False):
+    """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf."""
+    grads = {id(root): gradient}  # dL/dnode for nodes not yet processed
+    routed = {id(gradient)}       # arrays already handed to some node in this pass
+    for node in reversed(_topological_order(root)):
+        grad = grads.pop(id(node), None)
+        if grad is None:
+            continue
+        ctx = node._ctx
+        input_grads = ctx.backward(ctx, grad)  # a staticmethod: the Function object is its ctx
+        if not retain_graph:
+            node._ctx = _FREED
+        for parent, g in zip(ctx.parents, input_grads):
+            if g is None or not parent.requires_grad:
+                continue
+            g = unbroadcast(g, parent.data.shape)
+            if g.dtype != parent.data.dtype:
+                g = g.astype(parent.data.dtype)
+            if parent._ctx is None:
+                _accumulate_leaf(parent, g, routed)
+            elif id(parent) in grads:
+                grads[id(parent)] = grads[id(parent)] + g  # never in place: g may be shared
+            else:
+                grads[id(parent)] = g
+                routed.add(id(g))
+    if not retain_graph:
+        root._ctx = root._ctx if root._ctx is None else _FREED
+
+
+# ---------------------------------------------------------------------------------------------
+def _as_operand(value, like):
+    """Wrap a Python number or array as a constant Tensor for an op with ``like``.
+
+    A Python float takes ``like``'s float dtype, so ``x64 * 0.1`` stays exact in float64 and
+    ``x32 * 0.1`` stays float32 (NumPy would promote a float64 scalar).
+    """
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return Tensor._make(value, False, None)
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
+        if isinstance(value, (float, np.floating)) or _is_float(like.data.dtype):
+            dtype = like.data.dtype if _is_float(like.data.dtype) else DEFAULT_FLOAT
+        else:
+            dtype = int64 if not isinstance(value, (bool, np.bool_)) else bool_
+        return Tensor._make(np.asarray(value, dtype=dtype), False, None)
+    raise TypeError(f"unsupported operand of type {type(value).__name__} for a Tensor op")
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was computed, so it can be differentiated.
+
+    ``data`` is the NumPy array; ``grad`` is ``None`` or a Tensor of the same shape holding
+    dL/dself after ``backward()``; ``grad_fn`` is the Function that made it (``None`` for leaves).
+    """
+
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray * Tensor` call Tensor.__rmul__, not NumPy's loop
+    __hash__ = object.__hash__  # == is elementwise, so hash by identity like PyTorch
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._ctx = None
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _make(cls, data, requires_grad, ctx):
+        """Fast constructor for the engine: no conversions or checks."""
+        t = object.__new__(Tensor)
+        t.data, t.grad, t._requires_grad, t._ctx = data, None, requires_grad, ctx
+        return t
+
+    # --- autograd -----------------------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if flag and not _is_float(self.data.dtype):
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype "
+                            f"{self.data.dtype}; convert with .float() first")
+        if not flag and self._ctx is not None:
+            raise RuntimeError("requires_grad can only be turned off on a leaf tensor; use .detach()")
+        self._requires_grad = bool(flag)
+
+    def requires_grad_(self, flag=True):
+        self.requires_grad = flag
+        return self
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Compute dself/dleaf for every leaf that requires a gradient, adding into ``leaf.grad``.
+
+        Gradients *accumulate*: call ``zero_grad()`` (or set ``.grad = None``) between steps.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: no input of "
+                               "the computation had requires_grad=True (or it ran under no_grad)")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient works only on a scalar, this "
+                                   f"tensor has shape {self.shape}: pass gradient= of that shape")
+            gradient = np.ones_like(self.data)
+        else:
+            gradient = _as_array(gradient, self.data.dtype)
+            if gradient.shape != self.data.shape:
+                raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
+        if self._ctx is None:  # a leaf: its gradient is the given one
+            _accumulate_leaf(self, gradient.copy(), set())
+            return
+        backward(self, gradient, retain_graph)
+
+    def detach(self):
+        """The same data, cut off from the graph."""
+        return Tensor._make(self.data, False, None)
+
+    # --- conversion and inspection ------------------------------------------------------------
+    def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad: "
+                               "use tensor.detach().numpy()")
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
+        return bool(self.data)
+
+    def __int__(self):
+        return int(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu":
+            raise TypeError("only integer tensors can be used as an index")
+        return int(self.item())
+
+    def __format__(self, spec):
+        if self.data.ndim == 0:
+            return format(self.data.item(), spec)
+        return format(repr(self), spec)
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.data.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype={self.data.dtype}")
+        if self._ctx is not None and self._ctx is not _FREED:
+            extras.append(f"grad_fn={self._ctx!r}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    # --- dtype conversion (differentiable for float -> float) ---------------------------------
+    def to(self, dtype):
+        dtype = np.dtype(dtype)
+        if dtype == self.data.dtype:
+            return self
+        if self.requires_grad and _is_float(dtype):
+            return F.Cast.apply(self, dtype=dtype)
+        return Tensor._make(self.data.astype(dtype), False, None)
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
+
+    def long(self):
+        return self.to(int64)
+
+    def clone(self):
+        return F.Cast.apply(self, dtype=self.data.dtype)
+
+    # --- in-place arithmetic, allowed only where no graph is being recorded --------------------
+    def _inplace(self, other, ufunc):
+        if is_grad_enabled() and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)):
+            raise RuntimeError("in-place arithmetic on a tensor that requires grad cannot be "
+                               "recorded: write `x = x + y`, or update weights under no_grad()")
+        ufunc(self.data, _as_operand(other, self).data, out=self.data, casting="same_kind")
+        return self
+
+    def __iadd__(self, other):
+        return self._inplace(other, np.add)
+
+    def __isub__(self, other):
+        return self._inplace(other, np.subtract)
+
+    def __imul__(self, other):
+        return self._inplace(other, np.multiply)
+
+    def __itruediv__(self, other):
+        return self._inplace(other, np.divide)
+
+    def zero_(self):
+        self.data[...] = 0
+        return self
+
+    # --- differentiable ops: each is one Function in functions.py ------------------------------
+    def __add__(self, other):
+        return F.Add.apply(self, _as_operand(other, self))
+
+    def __radd__(self, other):
+        return F.Add.apply(_as_operand(other, self), self)
+
+    def __sub__(self, other):
+        return F.Sub.apply(self, _as_operand(other, self))
+
+    def __rsub__(self, other):
+        return F.Sub.apply(_as_operand(other, self), self)
+
+    def __mul__(self, other):
+        return F.Mul.apply(self, _as_operand(other, self))
+
+    def __rmul__(self, other):
+        return F.Mul.apply(_as_operand(other, self), self)
+
+    def __truediv__(self, other):
+        return F.Div.apply(self, _as_operand(other, self))
+
+    def __rtruediv__(self, other):
+        return F.Div.apply(_as_operand(other, self), self)
+
+    def __neg__(self):
+        return F.Neg.apply(self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            raise TypeError("only a Python number exponent is supported: x ** 2, not x ** tensor")
+        return F.Pow.apply(self, exponent=exponent)
+
+    def __matmul__(self, other):
+        return F.MatMul.apply(self, _as_operand(other, self))
+
+    def __rmatmul__(self, other):
+        return F.MatMul.apply(_as_operand(other, self), self)
+
+    def sum(self, dim=None, keepdim=False):
+        return F.Sum.apply(self, dim=dim, keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return F.Mean.apply(self, dim=dim, keepdim=keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        """``x.max()`` is the largest element; ``x.max(dim)`` returns ``(values, indices)``."""
+        if dim is None:
+            return F.Max.apply(self, dim=None, keepdim=False)
+        indices = self.argmax(dim, keepdim=keepdim)
+        return MaxResult(F.Max.apply(self, dim=dim, keepdim=keepdim), indices)
+
+    def argmax(self, dim=None, keepdim=False):
+        idx = np.argmax(self.data, axis=dim, keepdims=keepdim)
+        return Tensor._make(np.asarray(idx, dtype=int64), False, None)
+
+    def exp(self):
+        return F.Exp.apply(self)
+
+    def log(self):
+        return F.Log.apply(self)
+
+    def sqrt(self):
+        return F.Sqrt.apply(self)
+
+    def relu(self):
+        return F.ReLU.apply(self)
+
+    def tanh(self):
+        return F.Tanh.apply(self)
+
+    def sigmoid(self):
+        return F.Sigmoid.apply(self)
+
+    def softmax(self, dim):
+        return F.Softmax.apply(self, dim=dim)
+
+    def log_softmax(self, dim):
+        return F.LogSoftmax.apply(self, dim=dim)
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return F.Reshape.apply(self, shape=tuple(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.data.ndim == 0:
+            return self.reshape(1)
+        start, end = start_dim % self.data.ndim, end_dim % self.data.ndim
+        shape = self.data.shape
+        return self.reshape(shape[:start] + (-1,) + shape[end + 1:])
+
+    def unsqueeze(self, dim):
+        dim = dim % (self.data.ndim + 1)
+        return self.reshape(self.data.shape[:dim] + (1,) + self.data.shape[dim:])
+
+    def squeeze(self, dim=None):
+        shape = self.data.shape
+        if dim is None:
+            return self.reshape(tuple(n for n in shape if n != 1))
+        dim = dim % self.data.ndim
+        return self.reshape(shape[:dim] + shape[dim + 1:]) if shape[dim] == 1 else self
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return F.Permute.apply(self, dims=tuple(d % self.data.ndim for d in dims))
+
+    def transpose(self, dim0, dim1):
+        dims = list(range(self.data.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return F.Permute.apply(self, dims=tuple(dims))
+
+    @property
+    def T(self):
+        return F.Permute.apply(self, dims=tuple(reversed(range(self.data.ndim))))
+
+    def __getitem__(self, index):
+        return F.GetItem.apply(self, index=_index_to_numpy(index))
+
+    # --- comparisons: not differentiable, give bool tensors ------------------------------------
+    def _compare(self, other, ufunc):
+        return Tensor._make(ufunc(self.data, _as_operand(other, self).data), False, None)
+
+    def __eq__(self, other):
+        return self._compare(other, np.equal)
+
+    def __ne__(self, other):
+        return self._compare(other, np.not_equal)
+
+    def __lt__(self, other):
+        return self._compare(other, np.less)
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal)
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater)
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal)
+
+
+def _index_to_numpy(index):
+    """Indices may hold Tensors (``x[labels]``); NumPy wants arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+class MaxResult(tuple):
+    """``(values, indices)`` from ``max(dim)``, also readable as ``.values`` and ``.indices``."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """Make a new leaf tensor (a copy of ``data``), like ``torch.tensor``."""
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+
+
+# The ops: imported last because each Function there subclasses `Function` above.
+from . import functions as F  # noqa: E402
+
