@@ -17,3 +17,89 @@ def test_xor_example_learns_xor():
     out = run_example("xor.py")
     predictions = [float(v) for v in out.split("predictions:")[1].strip(" []\n").split(",")]
     assert [round(p) for p in predictions] == [0, 1, 1, 0]
+
+
+# --- MNIST examples -----------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from conftest import mnist_dir  # noqa: E402
+
+sys.path.insert(0, str(REPO / "examples"))
+import mnist_common as common  # noqa: E402
+
+DATA = str(mnist_dir())
+
+
+def test_short_training_run_beats_90_percent():
+    torch, nn, optim = common.load_engine("tinygrad_edu")
+    torch.manual_seed(0)
+    train, test = common.load_mnist(DATA)
+    loader = torch.utils.data.DataLoader(train, batch_size=12, shuffle=True, seed=0)
+    model = common.make_mlp(nn, common.hidden_units_for(2))
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    common.train_epoch(torch, model, loader, nn.CrossEntropyLoss(), optimizer, epoch=0, log_every=0)
+    correct, total = common.evaluate(torch, model, torch.utils.data.DataLoader(test, batch_size=1000))
+    assert total == 10000 and correct / total > 0.90
+
+
+def test_sweep_quick_writes_png_csv_json(tmp_path):
+    out = run_example("mnist_sweep.py", "--quick", "--data-dir", DATA, "--out", str(tmp_path), "--jobs", "2")
+    assert "4 runs: 0 already finished" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["layers"] for r in results] == [2, 3, 4, 5]
+    assert [r["hidden_units"] for r in results] == [[512], [512, 256], [512, 256, 128], [512, 256, 128, 64]]
+    for r in results:
+        assert len(r["test_accuracy"]) == 1 and 0.1 < r["final_test_accuracy"] <= 1
+        assert r["backend"] in ("c", "numpy") and r["seconds"] > 0
+    assert results[0]["final_test_accuracy"] > 0.75   # 2 layers learn fast even on a fifth of the data
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("layers,hidden_units,seed") and len(csv_lines) == 5
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_resumes_after_kill_without_recomputing(tmp_path):
+    args = [sys.executable, str(REPO / "examples" / "mnist_sweep.py"), "--quick", "--data-dir", DATA,
+            "--out", str(tmp_path), "--jobs", "1", "--layers", "2", "3", "4"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    run_dir = tmp_path / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir.exists() and any(run_dir.glob("*.json"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.read_text() for p in run_dir.glob("*.json")}
+    assert 1 <= len(finished) < 3, "the sweep should have been killed part-way"
+    out = run_example("mnist_sweep.py", "--quick", "--data-dir", DATA, "--out", str(tmp_path),
+                      "--jobs", "1", "--layers", "2", "3", "4")
+    assert f"3 runs: {len(finished)} already finished" in out
+    for name, text in finished.items():   # finished runs were reused, not retrained
+        assert (run_dir / name).read_text() == text
+    assert len(json.loads((tmp_path / "results.json").read_text())) == 3
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--layers", "0"], "layers must be between 1 and 5"),
+    (["--layers", "6"], "layers must be between 1 and 5"),
+    (["--batch-size", "0"], "must be a positive integer"),
+    (["--data-dir", "/nonexistent/mnist"], "does not exist"),
+])
+def test_sweep_rejects_bad_flags(flags, message):
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *flags],
+                            capture_output=True, text=True, cwd=REPO, env=dict(os.environ, TINYGRAD_EDU_DATA=DATA))
+    assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.slow
+def test_lecture_run_reaches_the_lectures_level(tmp_path):
+    """The lecture's settings (10 epochs, batch 12, lr 0.01) with seed 0, the whole output format."""
+    out = run_example("mnist_mlp.py", "--data-dir", DATA, "--out", str(tmp_path), "--seed", "0")
+    assert "[10,  4000] loss:" in out and "Finished Training" in out and "GroundTruth" in out
+    correct = int(out.split("/10000")[0].split()[-1])
+    assert correct / 10000 >= 0.970
+    assert f"Accuracy: {correct / 10000:.3f}" in out
+    assert (tmp_path / "predictions.png").exists()

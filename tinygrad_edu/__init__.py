@@ -163,4 +163,4 @@ def transpose(x, dim0, dim1):
     return x.transpose(dim0, dim1)
 
 
-from . import nn, optim  # noqa: E402  (they build on everything above)
+from . import nn, optim, utils, vision  # noqa: E402  (they build on everything above)

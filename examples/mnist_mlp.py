@@ -1,0 +1,66 @@
+"""The lecture's MNIST run: MLP 784-512-256-128-64-10, batch 12, SGD lr 0.01, 10 epochs.
+
+    python examples/mnist_mlp.py                      # tinygrad_edu, the lecture's settings
+    python examples/mnist_mlp.py --engine torch       # the same lines on PyTorch, for comparison
+
+Prints the loss every 2000 mini-batches and the test accuracy in the lecture's format, saves the
+GroundTruth/Prediction figure and a JSON summary in --out.
+"""
+
+import argparse
+import json
+import time
+
+import mnist_common as common
+from tinygrad_edu.utils.data import DataLoader
+from tinygrad_edu.vision.utils import save_prediction_figure
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, out_default="runs/mnist_mlp")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=["tinygrad_edu", "torch"], default="tinygrad_edu")
+    args = parser.parse_args(argv)
+
+    torch, nn, optim = common.load_engine(args.engine)
+    torch.manual_seed(args.seed)
+    train_data, test_data = common.load_mnist(args.data_dir)
+    # the data order comes from one seeded generator, the same for both engines
+    train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    test_loader = DataLoader(test_data, batch_size=args.batch_size)
+
+    model = common.make_mlp(nn, common.LECTURE_HIDDEN)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=args.lr)
+
+    epoch_seconds = []
+    for epoch in range(args.epochs):  # loop over the dataset multiple times
+        start = time.perf_counter()
+        common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch)
+        epoch_seconds.append(common.seconds_since(start))
+    print('Finished Training')
+
+    images, labels = next(iter(test_loader))
+    with torch.no_grad():
+        _, predicted = torch.max(model(common.to_engine(torch, images)), 1)
+    print('GroundTruth')
+    print("    " + ' '.join('%3s' % label.item() for label in labels))
+    print("Prediction")
+    print("    " + ' '.join('%3s' % label.item() for label in predicted))
+    figure = save_prediction_figure(images, labels, predicted.numpy(), args.out / "predictions.png")
+
+    n_correct, n_predict = common.evaluate(torch, model, test_loader)
+    print(f"{n_correct}/{n_predict}")
+    print(f"Accuracy: {n_correct/n_predict:.3f}")
+
+    summary = {"engine": args.engine, "seed": args.seed, "epochs": args.epochs,
+               "batch_size": args.batch_size, "lr": args.lr, "accuracy": n_correct / n_predict,
+               "seconds_per_epoch": epoch_seconds, "figure": str(figure)}
+    path = args.out / f"mnist_mlp_{args.engine}_seed{args.seed}.json"
+    common.atomic_write_text(path, json.dumps(summary, indent=2))
+    print(f"saved {figure} and {path}")
+
+
+if __name__ == "__main__":
+    main()
