@@ -140,10 +140,8 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
                              f"({a2.shape[-1]} != {b2.shape[-2]})")
         ctx.a, ctx.b = a2, b2
-        if a2.ndim == 2 and b2.ndim == 2 and a2.dtype == b2.dtype and a2.dtype.kind == "f":
-            y = backend.gemm(a2, b2)
-        else:
-            y = np.matmul(a2, b2)
+        ctx.gemm = a2.ndim == 2 and b2.ndim == 2 and a2.dtype == b2.dtype and a2.dtype.kind == "f"
+        y = backend.gemm(a2, b2) if ctx.gemm else np.matmul(a2, b2)
         if ctx.b_vec:
             y = y[..., 0]
         if ctx.a_vec:
@@ -160,11 +158,11 @@ class MatMul(Function):
             g = g[..., None]
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = np.matmul(g, np.swapaxes(b, -1, -2))
+            da = backend.gemm(g, b, trans_b=True) if ctx.gemm else np.matmul(g, np.swapaxes(b, -1, -2))
             if ctx.a_vec:
                 da = da[..., 0, :]
         if ctx.needs_input_grad[1]:
-            db = np.matmul(np.swapaxes(a, -1, -2), g)
+            db = backend.gemm(a, g, trans_a=True) if ctx.gemm else np.matmul(np.swapaxes(a, -1, -2), g)
             if ctx.b_vec:
                 db = db[..., 0]
         return da, db

@@ -1,0 +1,356 @@
+/* One instruction-set flavour of every kernel, for one element type.
+ *
+ * Included several times by kernels.c, each time under a different `#pragma GCC target`, with
+ *   T   element type (float or double),   VB  vector width in bytes (16, 32 or 64),
+ *   SUF a suffix that makes the function names unique (e.g. f32_avx2).
+ * GCC vector extensions keep the code ISA-neutral: `V` is a vector of VB bytes, and the compiler
+ * emits SSE, AVX2 or AVX-512 instructions for it depending on the target in force.
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+#define VL ((int)(VB / sizeof(T)))   /* lanes per vector */
+#define MR 6                          /* rows of the register tile of C */
+#define NR (2 * VL)                   /* columns of the register tile: two vectors */
+#define KC 256                        /* depth of one packed block (fits L1 with a tile of B) */
+#define NC 1024                       /* columns of one packed block of B (fits L2) */
+#define SMALL_M 32                    /* up to this many rows (or depth), skip packing */
+
+typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));
+#define V FN(vec)
+
+static inline V FN(load)(const T *p) { V v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void FN(store)(T *p, V v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* The micro-kernel: an MR x NR tile of C lives in 2*MR vector registers while k runs over the
+ * packed panels a (MR values per k) and b (NR values per k). Then C_tile = alpha*acc + beta*C. */
+static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *restrict c, long ldc,
+                      T alpha, T beta, int m, int n)
+{
+    V acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
+    for (long p = 0; p < kc; p++) {
+        V b0 = FN(load)(b), b1 = FN(load)(b + VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            acc[i][0] += a[i] * b0;
+            acc[i][1] += a[i] * b1;
+        }
+        a += MR;
+        b += NR;
+    }
+    if (m == MR && n == NR) {
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < 2; j++) {
+                T *cp = c + i * ldc + j * VL;
+                V r = alpha * acc[i][j];
+                if (beta != 0) r += beta * FN(load)(cp);
+                FN(store)(cp, r);
+            }
+        return;
+    }
+    T tile[MR * NR];  /* an edge tile: write only the m x n part that exists */
+    for (int i = 0; i < MR; i++) {
+        FN(store)(tile + i * NR, acc[i][0]);
+        FN(store)(tile + i * NR + VL, acc[i][1]);
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            T r = alpha * tile[i * NR + j];
+            c[i * ldc + j] = beta != 0 ? r + beta * c[i * ldc + j] : r;
+        }
+}
+
+/* Copy the mc x kc block of op(A) at (i0, p0) into row panels of MR, zero-padded. */
+static void FN(pack_a)(int trans, const T *A, long lda, long i0, long p0, long mc, long kc, T *out)
+{
+    for (long ir = 0; ir < mc; ir += MR) {
+        int m = mc - ir < MR ? (int)(mc - ir) : MR;
+        for (long p = 0; p < kc; p++) {
+            for (int i = 0; i < m; i++) {
+                long row = i0 + ir + i, col = p0 + p;
+                out[p * MR + i] = trans ? A[col * lda + row] : A[row * lda + col];
+            }
+            for (int i = m; i < MR; i++) out[p * MR + i] = 0;
+        }
+        out += MR * kc;
+    }
+}
+
+/* Copy the kc x nc block of op(B) at (p0, j0) into column panels of NR, zero-padded. */
+static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long kc, long nc, T *out)
+{
+    for (long jr = 0; jr < nc; jr += NR) {
+        int n = nc - jr < NR ? (int)(nc - jr) : NR;
+        if (!trans) {
+            for (long p = 0; p < kc; p++) {
+                const T *src = B + (p0 + p) * ldb + j0 + jr;
+                for (int j = 0; j < n; j++) out[p * NR + j] = src[j];
+                for (int j = n; j < NR; j++) out[p * NR + j] = 0;
+            }
+        } else {  /* op(B)[p][j] = B[j][p]: read rows of B, which run along p */
+            for (int j = 0; j < n; j++) {
+                const T *src = B + (j0 + jr + j) * ldb + p0;
+                for (long p = 0; p < kc; p++) out[p * NR + j] = src[p];
+            }
+            for (int j = n; j < NR; j++)
+                for (long p = 0; p < kc; p++) out[p * NR + j] = 0;
+        }
+        out += NR * kc;
+    }
+}
+
+/* Columns [j_begin, j_end) of C: blocks of B (NC x KC) packed once and reused for all rows. */
+static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, long lda,
+                          const T *B, long ldb, T beta, T *C, long ldc, long j_begin, long j_end,
+                          T *abuf, T *bbuf)
+{
+    long mpad = (M + MR - 1) / MR * MR;
+    for (long jc = j_begin; jc < j_end; jc += NC) {
+        long nc = j_end - jc < NC ? j_end - jc : NC;
+        for (long pc = 0; pc < K; pc += KC) {
+            long kc = K - pc < KC ? K - pc : KC;
+            T beta_block = pc == 0 ? beta : 1;  /* later K blocks add to what the first wrote */
+            FN(pack_b)(tb, B, ldb, pc, jc, kc, nc, bbuf);
+            FN(pack_a)(ta, A, lda, 0, pc, M, kc, abuf);
+            for (long jr = 0; jr < nc; jr += NR) {
+                int n = nc - jr < NR ? (int)(nc - jr) : NR;
+                for (long ir = 0; ir < mpad; ir += MR) {
+                    int m = M - ir < MR ? (int)(M - ir) : MR;
+                    FN(micro)(kc, abuf + ir * kc, bbuf + jr * kc, C + ir * ldc + jc + jr, ldc,
+                              alpha, beta_block, m, n);
+                }
+            }
+        }
+    }
+}
+
+/* Small M (a mini-batch of 12): packing B would cost as much as the product itself, so the
+ * kernels below read A and B where they are. The register tile is the same MR x NR one; A(i, p)
+ * is read through two strides so that op(A) = A^T costs nothing. */
+static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
+                             T *restrict c, long ldc, T alpha, T beta, int m, int n)
+{
+    V acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
+    if (m == MR && n == NR) {
+        for (long p = 0; p < kc; p++) {
+            V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                T ai = a[i * a_rs + p * a_cs];
+                acc[i][0] += ai * b0;
+                acc[i][1] += ai * b1;
+            }
+        }
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < 2; j++) {
+                T *cp = c + i * ldc + j * VL;
+                V r = alpha * acc[i][j];
+                if (beta != 0) r += beta * FN(load)(cp);
+                FN(store)(cp, r);
+            }
+        return;
+    }
+    for (int i = 0; i < m; i++)  /* edge tile: plain loops, never reading past row or column ends */
+        for (int j = 0; j < n; j++) {
+            T s = 0;
+            for (long p = 0; p < kc; p++) s += a[i * a_rs + p * a_cs] * b[p * ldb + j];
+            T *cp = c + i * ldc + j;
+            *cp = beta != 0 ? alpha * s + beta * *cp : alpha * s;
+        }
+}
+
+static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long lda, const T *B,
+                            long ldb, T beta, T *C, long ldc, long j_begin, long j_end)
+{
+    long a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
+    for (long jr = j_begin; jr < j_end; jr += NR) {
+        int n = j_end - jr < NR ? (int)(j_end - jr) : NR;
+        for (long pc = 0; pc < K; pc += KC) {  /* a KC x NR strip of B stays in L1 for all rows */
+            long kc = K - pc < KC ? K - pc : KC;
+            T beta_block = pc == 0 ? beta : 1;
+            for (long ir = 0; ir < M; ir += MR) {
+                int m = M - ir < MR ? (int)(M - ir) : MR;
+                FN(micro_direct)(kc, A + ir * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + jr, ldb,
+                                 C + ir * ldc + jr, ldc, alpha, beta_block, m, n);
+            }
+        }
+    }
+}
+
+/* C = A B^T with B stored N x K (``x @ W.T`` in nn.Linear): rows of A and rows of B are both
+ * contiguous along k, so each C element is a dot product vectorised along k. A DM x DN block of
+ * dot products shares its loads; a block of B rows stays in L1 while all rows of A pass by. */
+#define DM 4
+#define DN (VB == 64 ? 4 : 3)
+
+static inline T FN(hsum)(V v)
+{
+    T s = 0;
+    for (int l = 0; l < VL; l++) s += v[l];
+    return s;
+}
+
+static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
+                         T beta, T *C, long ldc, long j_begin, long j_end)
+{
+    long kv = K / VL * VL;
+    for (long j0 = j_begin; j0 < j_end; j0 += DN) {
+        int n = j_end - j0 < DN ? (int)(j_end - j0) : DN;
+        for (long i0 = 0; i0 < M; i0 += DM) {
+            int m = M - i0 < DM ? (int)(M - i0) : DM;
+            T out[DM][DN];
+            if (m == DM && n == DN) {
+                V acc[DM][DN];
+                for (int i = 0; i < DM; i++)
+                    for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
+                for (long p = 0; p < kv; p += VL) {
+                    V a[DM], b[DN];
+                    for (int i = 0; i < DM; i++) a[i] = FN(load)(A + (i0 + i) * lda + p);
+                    for (int j = 0; j < DN; j++) b[j] = FN(load)(B + (j0 + j) * ldb + p);
+#pragma GCC unroll 16
+                    for (int i = 0; i < DM; i++)
+                        for (int j = 0; j < DN; j++) acc[i][j] += a[i] * b[j];
+                }
+                for (int i = 0; i < DM; i++)
+                    for (int j = 0; j < DN; j++) out[i][j] = FN(hsum)(acc[i][j]);
+            } else {
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        V acc = (V){0};
+                        for (long p = 0; p < kv; p += VL)
+                            acc += FN(load)(A + (i0 + i) * lda + p) * FN(load)(B + (j0 + j) * ldb + p);
+                        out[i][j] = FN(hsum)(acc);
+                    }
+            }
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    T s = out[i][j];
+                    for (long p = kv; p < K; p++) s += A[(i0 + i) * lda + p] * B[(j0 + j) * ldb + p];
+                    T *cp = C + (i0 + i) * ldc + j0 + j;
+                    *cp = beta != 0 ? alpha * s + beta * *cp : alpha * s;
+                }
+        }
+    }
+}
+#undef DM
+#undef DN
+
+static long FN(abuf_len)(long M) { return (M + MR - 1) / MR * MR * KC; }
+static long FN(bbuf_len)(void) { return (long)NC * KC + NR * KC; }
+static long FN(col_step)(void) { return NR; }
+
+/* One thread's share of the work: columns [j0, j1) of C, with its own packing buffers. */
+typedef struct {
+    int ta, tb, status;
+    long M, K, lda, ldb, ldc, j0, j1;
+    T alpha, beta;
+    const T *A, *B;
+    T *C;
+} FN(job);
+
+static void *FN(run_job)(void *arg)
+{
+    FN(job) *job = arg;
+    job->status = 0;
+    if (job->M <= SMALL_M && job->tb && !job->ta) {
+        FN(gemm_dot)(job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb, job->beta,
+                     job->C, job->ldc, job->j0, job->j1);
+        return NULL;
+    }
+    if ((job->M <= SMALL_M || job->K <= SMALL_M) && !job->tb) {
+        FN(gemm_direct)(job->ta, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
+                        job->beta, job->C, job->ldc, job->j0, job->j1);
+        return NULL;
+    }
+    T *abuf = NULL, *bbuf = NULL;
+    if (posix_memalign((void **)&abuf, 64, sizeof(T) * FN(abuf_len)(job->M)) != 0 ||
+        posix_memalign((void **)&bbuf, 64, sizeof(T) * FN(bbuf_len)()) != 0) {
+        free(abuf);
+        job->status = -1;
+        return NULL;
+    }
+    FN(gemm_cols)(job->ta, job->tb, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
+                  job->beta, job->C, job->ldc, job->j0, job->j1, abuf, bbuf);
+    free(abuf);
+    free(bbuf);
+    return NULL;
+}
+
+/* Split the columns of C between up to `nthreads` threads. Threads are created per call and
+ * joined before returning: no pool survives between calls, so nothing can hang after fork(). */
+static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A, long lda,
+                    const T *B, long ldb, T beta, T *C, long ldc, int nthreads)
+{
+    if (M == 0 || N == 0) return 0;
+    if (K == 0) {  /* op(A) op(B) is all zeros */
+        for (long i = 0; i < M; i++)
+            for (long j = 0; j < N; j++) C[i * ldc + j] = beta != 0 ? beta * C[i * ldc + j] : 0;
+        return 0;
+    }
+    long step = FN(col_step)();
+    long max_threads = (N + step - 1) / step;
+    int t = nthreads < 1 ? 1 : nthreads > 64 ? 64 : nthreads;
+    if (t > max_threads) t = (int)max_threads;
+    long chunk = ((N + t - 1) / t + step - 1) / step * step;
+    FN(job) jobs[64];
+    pthread_t threads[64];
+    int started[64] = {0};
+    for (int i = 0; i < t; i++) {
+        long j0 = i * chunk, j1 = j0 + chunk < N ? j0 + chunk : N;
+        jobs[i] = (FN(job)){ta, tb, 0, M, K, lda, ldb, ldc, j0, j1, alpha, beta, A, B, C};
+        if (j0 >= j1) continue;
+        if (i > 0) started[i] = pthread_create(&threads[i], NULL, FN(run_job), &jobs[i]) == 0;
+    }
+    for (int i = 1; i < t; i++)  /* a thread that could not start runs here instead */
+        if (!started[i] && jobs[i].j0 < jobs[i].j1) FN(run_job)(&jobs[i]);
+    FN(run_job)(&jobs[0]);
+    int status = jobs[0].status;
+    for (int i = 1; i < t; i++) {
+        if (started[i]) pthread_join(threads[i], NULL);
+        if (jobs[i].status != 0) status = jobs[i].status;
+    }
+    return status;
+}
+
+static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long lda)
+{
+    for (long i = 0; i < M; i++) {
+        T s = alpha * x[i];
+        T *restrict row = A + i * lda;
+        for (long j = 0; j < N; j++) row[j] += s * y[j];
+    }
+}
+
+static void FN(bias_relu)(long M, long N, T *Y, const T *b)
+{
+    for (long i = 0; i < M; i++) {
+        T *restrict row = Y + i * N;
+        for (long j = 0; j < N; j++) {
+            T v = row[j] + b[j];
+            row[j] = v > 0 ? v : 0;
+        }
+    }
+}
+
+static void FN(relu_backward)(long n, T *restrict G, const T *restrict Y)
+{
+    for (long i = 0; i < n; i++) G[i] = Y[i] > 0 ? G[i] : 0;
+}
+
+static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
+{
+    for (long i = 0; i < n; i++) Y[i] += alpha * X[i];
+}
+
+#undef V
+#undef VL
+#undef MR
+#undef NR
+#undef KC
+#undef NC
+#undef SMALL_M
+#undef FN

@@ -1,0 +1,136 @@
+/* tinygrad_edu C kernels: dispatch to the best instruction set this CPU has.
+ *
+ * gemm_impl.h is compiled once per (element type, instruction set); at run time
+ * __builtin_cpu_supports picks AVX-512, AVX2+FMA or the SSE2 baseline, so one build runs on any
+ * x86-64. On other CPUs only the portable flavour is built (GCC lowers the vectors itself).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "kernels.h"
+
+#define T float
+#define VB 16
+#define SUF f32_base
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+#define T double
+#define VB 16
+#define SUF f64_base
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86_FLAVOURS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define T float
+#define VB 32
+#define SUF f32_avx2
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+#define T double
+#define VB 32
+#define SUF f64_avx2
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#define T float
+#define VB 64
+#define SUF f32_avx512
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+#define T double
+#define VB 64
+#define SUF f64_avx512
+#include "gemm_impl.h"
+#undef T
+#undef VB
+#undef SUF
+#pragma GCC pop_options
+#endif
+
+enum { ISA_PORTABLE = 0, ISA_SSE2 = 1, ISA_AVX2 = 2, ISA_AVX512 = 3 };
+static int isa = -1;  /* chosen on first use; a benign race: every thread computes the same */
+
+static int detect_isa(void)
+{
+#ifdef HAVE_X86_FLAVOURS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
+    return ISA_SSE2;
+#else
+    return ISA_PORTABLE;
+#endif
+}
+
+int tge_isa(void)
+{
+    if (isa < 0) isa = detect_isa();
+    return isa;
+}
+
+int tge_set_isa(int wanted)
+{
+    int best = detect_isa();
+    isa = wanted < 0 || wanted > best ? best : wanted;
+#ifdef HAVE_X86_FLAVOURS
+    if (isa == ISA_PORTABLE) isa = ISA_SSE2;  /* on x86-64 the baseline flavour is SSE2 */
+#endif
+    return isa;
+}
+
+#ifdef HAVE_X86_FLAVOURS
+#define DISPATCH(name, type, ...)                                              \
+    switch (tge_isa()) {                                                       \
+    case ISA_AVX512: return name##_##type##_avx512(__VA_ARGS__);               \
+    case ISA_AVX2: return name##_##type##_avx2(__VA_ARGS__);                   \
+    default: return name##_##type##_base(__VA_ARGS__);                         \
+    }
+#else
+#define DISPATCH(name, type, ...) return name##_##type##_base(__VA_ARGS__);
+#endif
+
+int tge_sgemm(int ta, int tb, long M, long N, long K, float alpha, const float *A, long lda,
+              const float *B, long ldb, float beta, float *C, long ldc, int nthreads)
+{
+    DISPATCH(gemm, f32, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nthreads)
+}
+
+int tge_dgemm(int ta, int tb, long M, long N, long K, double alpha, const double *A, long lda,
+              const double *B, long ldb, double beta, double *C, long ldc, int nthreads)
+{
+    DISPATCH(gemm, f64, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nthreads)
+}
+
+void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda)
+{
+    DISPATCH(ger, f32, M, N, alpha, x, y, A, lda)
+}
+
+void tge_dger(long M, long N, double alpha, const double *x, const double *y, double *A, long lda)
+{
+    DISPATCH(ger, f64, M, N, alpha, x, y, A, lda)
+}
+
+void tge_sbias_relu(long M, long N, float *Y, const float *b) { DISPATCH(bias_relu, f32, M, N, Y, b) }
+void tge_dbias_relu(long M, long N, double *Y, const double *b) { DISPATCH(bias_relu, f64, M, N, Y, b) }
+void tge_srelu_backward(long n, float *G, const float *Y) { DISPATCH(relu_backward, f32, n, G, Y) }
+void tge_drelu_backward(long n, double *G, const double *Y) { DISPATCH(relu_backward, f64, n, G, Y) }
+void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
+void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }

@@ -1,0 +1,218 @@
+"""The kernel interface: both backends agree with NumPy, bad input is refused before C sees it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_edu as tg
+from tinygrad_edu import backend
+
+BACKENDS = backend.available()
+SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512), (784, 12, 512),
+          (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259)]
+
+
+@pytest.fixture(params=BACKENDS)
+def each_backend(request):
+    with backend.use(request.param):
+        yield request.param
+
+
+def test_the_c_backend_is_built_where_ci_requires_it():
+    import os
+    if os.environ.get("TINYGRAD_EDU_REQUIRE_C"):
+        assert "c" in BACKENDS and backend.name() in ("c", os.environ.get("TINYGRAD_EDU_BACKEND", "c"))
+
+
+def _operands(rng, m, k, n, trans_a, trans_b, dtype):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b
+
+
+def _reference(a, b, trans_a, trans_b):
+    return (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+
+
+def _assert_matches(result, expected, k, dtype):
+    # float rounding grows with the reduction length k: compare after scaling by it
+    eps = np.finfo(dtype).eps
+    scale = max(np.abs(expected).max(initial=0.0), 1.0) * max(k, 1)
+    assert np.abs(result - expected).max(initial=0.0) <= 10 * eps * scale
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True), (True, True)], ids=str)
+@pytest.mark.parametrize("m, k, n", SHAPES, ids=str)
+def test_gemm_matches_numpy(each_backend, m, k, n, trans, dtype):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a, b = _operands(rng, m, k, n, *trans, dtype)
+    out = backend.gemm(a, b, *trans)
+    assert out.shape == (m, n) and out.dtype == dtype
+    _assert_matches(out, _reference(a, b, *trans), k, dtype)
+
+
+@pytest.mark.parametrize("alpha, beta", [(1.0, 1.0), (0.5, 2.0), (-1.0, 0.0), (2.0, -0.5)])
+def test_gemm_alpha_beta_accumulate(each_backend, alpha, beta):
+    rng = np.random.default_rng(1)
+    a, b = _operands(rng, 12, 50, 33, False, True, np.float32)
+    c0 = rng.standard_normal((12, 33)).astype(np.float32)
+    out = c0.copy()
+    backend.gemm(a, b, trans_b=True, alpha=alpha, beta=beta, out=out)
+    _assert_matches(out, alpha * _reference(a, b, False, True) + beta * c0, 50, np.float32)
+
+
+def test_beta_zero_does_not_read_old_out(each_backend):
+    out = np.full((3, 4), np.nan, np.float32)
+    backend.gemm(np.ones((3, 2), np.float32), np.ones((2, 4), np.float32), out=out)
+    assert np.array_equal(out, np.full((3, 4), 2.0))
+
+
+def test_views_transposed_sliced_and_strided(each_backend):
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((40, 50)).astype(np.float32)
+    cases = [(big[:12, :30], big[5:35, 10:27]),          # row slices with a leading dimension
+             (big.T[:20, :13], big[:13, ::1].T.T),        # column-major views
+             (big[::2, ::3][:10, :9], big[1::2, ::2][:9, :7]),   # general strides: copied
+             (np.broadcast_to(big[0, :6], (4, 6)), big[:6, :5])]  # stride 0
+    for a, b in cases:
+        _assert_matches(backend.gemm(a, b), _reference(a, b, False, False), a.shape[1], np.float32)
+        _assert_matches(backend.gemm(a.T, b.T, trans_a=True, trans_b=True), _reference(a, b, False, False), a.shape[1], np.float32)
+    out_rows = np.zeros((12, 40), np.float32)[:, 3:20]    # out with a leading dimension
+    backend.gemm(big[:12, :30], big[:30, :17], out=out_rows)
+    _assert_matches(out_rows, _reference(big[:12, :30], big[:30, :17], False, False), 30, np.float32)
+
+
+def test_nan_and_inf_propagate(each_backend):
+    a = np.ones((13, 20), np.float32)
+    b = np.ones((20, 35), np.float32)
+    a[2, 3], b[4, 34] = np.nan, np.inf
+    out = backend.gemm(a, b)
+    expected = _reference(a, b, False, False)
+    assert np.array_equal(np.isnan(out), np.isnan(expected)) and np.array_equal(np.isinf(out), np.isinf(expected))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n", [(0, 5), (1, 1), (7, 13), (512, 784), (97, 3)])
+def test_ger_matches_numpy(each_backend, m, n, dtype):
+    rng = np.random.default_rng(m + n)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    x, y = rng.standard_normal(m).astype(dtype), rng.standard_normal(n).astype(dtype)
+    expected = A + 0.5 * np.outer(x, y)
+    assert backend.ger(A, x, y, alpha=0.5) is A
+    assert np.allclose(A, expected, rtol=10 * np.finfo(dtype).eps, atol=10 * np.finfo(dtype).eps)
+
+
+def test_ger_on_a_row_sliced_matrix_leaves_the_rest_alone(each_backend):
+    big = np.zeros((6, 10), np.float32)
+    x, y = np.ones(6, np.float32), np.arange(4, dtype=np.float32)
+    backend.ger(big[:, 2:6], x, y)
+    assert np.array_equal(big[:, 2:6], np.tile(y, (6, 1))) and big[:, :2].sum() == 0 and big[:, 6:].sum() == 0
+
+
+# --- bad input: Python exceptions naming the problem ------------------------------------------
+def test_bad_input_is_refused(each_backend):
+    f32 = np.ones((3, 4), np.float32)
+    with pytest.raises(TypeError, match="same dtype"):
+        backend.gemm(f32, np.ones((4, 2)))                       # float64 where float32 expected
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.gemm(f32.astype(np.int64), f32.T)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        backend.gemm([[1.0]], f32)
+    with pytest.raises(ValueError, match="inner dimensions 4 and 3"):
+        backend.gemm(f32, f32)
+    with pytest.raises(ValueError, match="2-D"):
+        backend.gemm(np.ones(3, np.float32), f32)
+    with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
+        backend.gemm(f32, f32.T.copy(), out=np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="dtype float32"):
+        backend.gemm(f32, f32.T.copy(), out=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        backend.gemm(f32, f32.T.copy(), out=np.zeros((3, 3), np.float32).T)
+    with pytest.raises(ValueError, match="read-only"):
+        out = np.zeros((3, 3), np.float32)
+        out.flags.writeable = False
+        backend.gemm(f32, f32.T.copy(), out=out)
+    square = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="out overlaps a"):
+        backend.gemm(square, square.copy(), beta=1.0, out=square)
+    with pytest.raises(ValueError, match="A must have shape"):
+        backend.ger(np.zeros((3, 4), np.float32), np.ones(3, np.float32), np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="overlaps x"):
+        A = np.zeros((4, 4), np.float32)
+        backend.ger(A, A[0], np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="share a dtype"):
+        backend.ger(np.zeros((2, 2), np.float32), np.ones(2, np.float32), np.ones(2))
+
+
+def test_use_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        with backend.use("cuda"):
+            pass
+
+
+def test_environment_variable_forces_the_backend():
+    code = "import tinygrad_edu as t; print(t.backend.name())"
+    for wanted in BACKENDS:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": wanted})
+        assert out.stdout.strip() == wanted, out.stderr
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": "gpu"})
+    assert bad.returncode != 0 and "unknown backend 'gpu'" in bad.stderr
+
+
+# --- the engine on both backends ----------------------------------------------------------------
+def test_autograd_gradients_are_the_same_under_both_backends():
+    grads = {}
+    for name in BACKENDS:
+        with backend.use(name):
+            tg.manual_seed(0)
+            model = tg.nn.Sequential(tg.nn.Linear(20, 16), tg.nn.ReLU(), tg.nn.Linear(16, 5))
+            x = tg.tensor(np.random.default_rng(0).standard_normal((12, 20)).astype(np.float32))
+            loss = tg.nn.CrossEntropyLoss()(model(x), tg.tensor(np.arange(12) % 5))
+            loss.backward()
+            u, v = tg.randn(7, requires_grad=True), tg.randn(9, requires_grad=True)
+            (tg.outer(u, v) * tg.arange(63).reshape(7, 9).float()).sum().backward()
+            grads[name] = [p.grad.numpy() for p in model.parameters()] + [u.grad.numpy(), v.grad.numpy()]
+    for g_c, g_np in zip(*grads.values()):
+        assert np.allclose(g_c, g_np, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
+@pytest.mark.parametrize("isa", [3, 2, 1])
+def test_every_instruction_set_flavour_agrees(isa):
+    from tinygrad_edu.backend import c_kernels
+    lib = c_kernels.lib
+    try:
+        used = lib.tge_set_isa(isa)
+        rng = np.random.default_rng(isa)
+        with backend.use("c"):
+            for m, k, n in [(12, 784, 512), (37, 19, 53), (100, 300, 70)]:
+                for trans in [(False, False), (True, False), (False, True)]:
+                    a, b = _operands(rng, m, k, n, *trans, np.float32)
+                    _assert_matches(backend.gemm(a, b, *trans), _reference(a, b, *trans), k, np.float32)
+            A = np.zeros((5, 37), np.float32)
+            backend.ger(A, np.ones(5, np.float32), np.arange(37, dtype=np.float32))
+            assert np.array_equal(A[4], np.arange(37))
+        assert used <= isa
+    finally:
+        lib.tge_set_isa(-1)
+
+
+def test_gemm_in_a_forked_child_does_not_hang():
+    """The sweep's workers may be forked: kernels must not depend on a thread pool from the parent."""
+    import multiprocessing
+    big = np.ones((600, 600), np.float32)
+    backend.gemm(big, big)  # threads were used in the parent
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_child_gemm).get(timeout=60)
+    assert result == 600.0
+
+
+def _child_gemm():
+    big = np.ones((600, 600), np.float32)
+    return float(backend.gemm(big, big)[0, 0])

@@ -1,0 +1,126 @@
+"""The kernels behind the engine: matrix product (``gemm``) and rank-1 update (``ger``).
+
+Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
+``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
+forces a choice, and ``with backend.use("numpy"):`` switches for a block of code. Every argument
+is checked here, once, before either backend sees it, so bad input gets a Python exception
+naming the problem and never reaches C.
+"""
+
+import contextlib
+import os
+import warnings
+
+import numpy as np
+
+from . import numpy_kernels
+
+try:
+    from . import c_kernels
+except ImportError as error:  # not built (no compiler at install time): NumPy does the work
+    c_kernels, _c_import_error = None, error
+
+_BACKENDS = {"numpy": numpy_kernels}
+if c_kernels is not None:
+    _BACKENDS["c"] = c_kernels
+
+
+def available():
+    """Names of the backends that can run here."""
+    return sorted(_BACKENDS)
+
+
+def _resolve(wanted):
+    if wanted not in ("c", "numpy"):
+        raise ValueError(f"unknown backend {wanted!r}: choose 'c' or 'numpy'")
+    if wanted == "c" and c_kernels is None:
+        raise RuntimeError(f"the C kernels are not built ({_c_import_error}); build them with "
+                           f"`python build_ext.py` or `pip install -e .` with a C compiler, or use "
+                           f"the 'numpy' backend")
+    return _BACKENDS[wanted]
+
+
+def _initial_backend():
+    wanted = os.environ.get("TINYGRAD_EDU_BACKEND", "").strip().lower()
+    if wanted:
+        return _resolve(wanted)
+    if c_kernels is None:
+        warnings.warn("tinygrad_edu: C kernels not built, running on NumPy "
+                      "(build them with `python build_ext.py`)", RuntimeWarning, stacklevel=3)
+        return numpy_kernels
+    return c_kernels
+
+
+_active = _initial_backend()
+
+
+def name():
+    """``"c"`` or ``"numpy"``: the backend in use."""
+    return _active.NAME
+
+
+@contextlib.contextmanager
+def use(backend_name):
+    """``with backend.use("numpy"): ...`` runs the block on that backend."""
+    global _active
+    previous, _active = _active, _resolve(backend_name)
+    try:
+        yield
+    finally:
+        _active = previous
+
+
+# --- argument checks (shared by both backends) -------------------------------------------------
+def _check_float_array(what, x, ndim):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{what} must be float32 or float64, got {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
+
+
+def _check_out(what, out, shape, dtype, inputs):
+    _check_float_array(what, out, 2)
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"{what} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    if out.size and (out.strides[1] != out.itemsize or out.strides[0] < out.shape[1] * out.itemsize):
+        raise ValueError(f"{what} must have contiguous rows (row-major, as from np.empty), "
+                         f"got strides {out.strides}")
+    for label, x in inputs:
+        if np.may_share_memory(out, x):
+            raise ValueError(f"{what} overlaps {label}: the result would overwrite its own input")
+
+
+def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
+    """``out = alpha * op(a) @ op(b) + beta * out``, op = transpose where asked.
+
+    With ``out=None`` a new array is returned (``beta`` is then ignored). ``beta=1`` accumulates
+    into ``out``: how a gradient is added without a temporary. ``a`` and ``b`` may be views
+    (transposed, sliced); ``out`` needs contiguous rows and must not overlap them.
+    """
+    _check_float_array("a", a, 2)
+    _check_float_array("b", b, 2)
+    if a.dtype != b.dtype:
+        raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k2, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k2:
+        raise ValueError(f"gemm: op(a) has shape {(m, k)} and op(b) has shape {(k2, n)}; "
+                         f"inner dimensions {k} and {k2} differ")
+    if out is None:
+        return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype))
+    _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b)])
+    return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out)
+
+
+def ger(A, x, y, alpha=1.0):
+    """Rank-1 update in place: ``A += alpha * outer(x, y)``; returns ``A``."""
+    _check_float_array("x", x, 1)
+    _check_float_array("y", y, 1)
+    _check_out("A", A, (x.shape[0], y.shape[0]), x.dtype, [("x", x), ("y", y)])
+    if y.dtype != x.dtype:
+        raise TypeError(f"A, x and y must share a dtype, got {A.dtype}, {x.dtype}, {y.dtype}")
+    return _active.ger(A, x, y, alpha)

@@ -1,0 +1,25 @@
+"""The NumPy backend: ``gemm`` and ``ger`` on NumPy/OpenBLAS. Arguments arrive checked."""
+
+import numpy as np
+
+NAME = "numpy"
+
+
+def gemm(a, b, trans_a, trans_b, alpha, beta, out):
+    A = a.T if trans_a else a
+    B = b.T if trans_b else b
+    if beta == 0.0:
+        np.matmul(A, B, out=out)
+        if alpha != 1.0:
+            out *= alpha
+    else:
+        product = A @ B
+        if beta != 1.0:
+            out *= beta
+        out += product if alpha == 1.0 else alpha * product
+    return out
+
+
+def ger(A, x, y, alpha):
+    A += alpha * np.outer(x, y)
+    return A
