@@ -325,27 +325,6 @@ static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long 
     }
 }
 
-static void FN(bias_relu)(long M, long N, T *Y, const T *b)
-{
-    for (long i = 0; i < M; i++) {
-        T *restrict row = Y + i * N;
-        for (long j = 0; j < N; j++) {
-            T v = row[j] + b[j];
-            row[j] = v > 0 ? v : 0;
-        }
-    }
-}
-
-static void FN(relu_backward)(long n, T *restrict G, const T *restrict Y)
-{
-    for (long i = 0; i < n; i++) G[i] = Y[i] > 0 ? G[i] : 0;
-}
-
-static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
-{
-    for (long i = 0; i < n; i++) Y[i] += alpha * X[i];
-}
-
 #undef V
 #undef VL
 #undef MR

@@ -127,10 +127,3 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 {
     DISPATCH(ger, f64, M, N, alpha, x, y, A, lda)
 }
-
-void tge_sbias_relu(long M, long N, float *Y, const float *b) { DISPATCH(bias_relu, f32, M, N, Y, b) }
-void tge_dbias_relu(long M, long N, double *Y, const double *b) { DISPATCH(bias_relu, f64, M, N, Y, b) }
-void tge_srelu_backward(long n, float *G, const float *Y) { DISPATCH(relu_backward, f32, n, G, Y) }
-void tge_drelu_backward(long n, double *G, const double *Y) { DISPATCH(relu_backward, f64, n, G, Y) }
-void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
-void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }

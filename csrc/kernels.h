@@ -19,17 +19,6 @@ int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);
 void tge_dger(long M, long N, double alpha, const double *x, const double *y, double *A, long lda);
 
-/* Fused helpers on contiguous arrays.
- * bias_relu: Y (M x N) = max(Y + b, 0) in place, b of length N (Linear + ReLU forward).
- * relu_backward: G *= (Y > 0), elementwise over n (the ReLU mask in the backward pass).
- * axpy: Y += alpha * X over n (the in-place SGD update p -= lr * g). */
-void tge_sbias_relu(long M, long N, float *Y, const float *b);
-void tge_dbias_relu(long M, long N, double *Y, const double *b);
-void tge_srelu_backward(long n, float *G, const float *Y);
-void tge_drelu_backward(long n, double *G, const double *Y);
-void tge_saxpy(long n, float alpha, const float *X, float *Y);
-void tge_daxpy(long n, double alpha, const double *X, double *Y);
-
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);
