@@ -103,3 +103,13 @@ def test_lecture_run_reaches_the_lectures_level(tmp_path):
     assert correct / 10000 >= 0.970
     assert f"Accuracy: {correct / 10000:.3f}" in out
     assert (tmp_path / "predictions.png").exists()
+
+
+@pytest.mark.parametrize("use_mnist", [False, True])
+def test_shallow_gradients_example_curves_coincide(tmp_path, use_mnist):
+    args = ["--out", str(tmp_path), "--epochs", "50"] + (["--data-dir", DATA] if use_mnist else ["--data-dir", ""])
+    out = run_example("shallow_gradients.py", *args)
+    assert out.count("hand form gradients_outer") == 2 and "deep MLP 20-16-8-4-2-10 (5 layers), float32" in out
+    gap = float(out.split("largest gap between the curves ")[1].split(",")[0])
+    assert gap < 1e-9 and ("MNIST 0 vs 1" in out) == use_mnist
+    assert (tmp_path / "shallow_training.png").read_bytes()[:4] == b"\x89PNG"

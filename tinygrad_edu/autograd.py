@@ -9,7 +9,7 @@ import numpy as np
 
 from .tensor import Function, Tensor, backward, enable_grad, no_grad, set_grad_enabled  # noqa: F401
 
-__all__ = ["GradcheckError", "gradcheck", "Function", "no_grad", "enable_grad", "set_grad_enabled"]
+__all__ = ["GradcheckError", "gradcheck", "numerical_jacobian", "Function", "no_grad", "enable_grad", "set_grad_enabled"]
 
 
 class GradcheckError(RuntimeError):
@@ -19,6 +19,22 @@ class GradcheckError(RuntimeError):
 def _outputs(fn, inputs):
     out = fn(*inputs)
     return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def numerical_jacobian(fn, x, eps=1e-6):
+    """d fn() / d x by central differences: ``fn`` reads the array ``x``, which is nudged in place
+    one element at a time (and restored). Returns an (fn().size, x.size) float64 matrix."""
+    columns = []
+    for e in range(x.size):
+        orig = x.flat[e]
+        with no_grad():
+            x.flat[e] = orig + eps
+            plus = np.array(fn(), dtype=np.float64).ravel()  # a copy: fn() may return a view of x
+            x.flat[e] = orig - eps
+            minus = np.array(fn(), dtype=np.float64).ravel()
+        x.flat[e] = orig
+        columns.append((plus - minus) / (2 * eps))
+    return np.stack(columns, axis=1) if columns else np.zeros((0, 0))
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
@@ -53,16 +69,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         # numerical Jacobian, one column per input element
         for i in checked:
             x = inputs[i].data
-            numerical = np.zeros_like(analytical[i])
-            for e in range(x.size):
-                orig = x.flat[e]
-                with no_grad():
-                    x.flat[e] = orig + eps
-                    plus = _outputs(fn, inputs)[k].data.astype(np.float64).ravel()
-                    x.flat[e] = orig - eps
-                    minus = _outputs(fn, inputs)[k].data.astype(np.float64).ravel()
-                x.flat[e] = orig
-                numerical[:, e] = (plus - minus) / (2 * eps)
+            numerical = numerical_jacobian(lambda: _outputs(fn, inputs)[k].data, x, eps)
             excess = np.abs(analytical[i] - numerical) - (atol + rtol * np.abs(numerical))
             if excess.size and excess.max() > 0:
                 j, e = np.unravel_index(np.argmax(excess), excess.shape)
