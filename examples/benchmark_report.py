@@ -1,0 +1,97 @@
+"""Render a pytest-benchmark JSON file as a Markdown table and a bar chart.
+
+    python examples/benchmark_report.py bench.json [--png bench.png]
+
+Within each group, every row is compared with its PyTorch counterpart and its NumPy one (same
+parameters, other implementation), as ratios of minimum times: below 1 means faster.
+"""
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+
+def _split(name):
+    """'test_training_step[12-torch]' -> ('test_training_step', ['12', 'torch'])."""
+    match = re.match(r"(\w+)\[(.*)\]", name)
+    return (match.group(1), match.group(2).split("-")) if match else (name, [])
+
+
+IMPLS = ("tinygrad_edu", "c", "numpy", "np.outer", "numpy-by-hand", "torch", "tinygrad_edu-c", "tinygrad_edu-numpy")
+
+
+def _impl_and_key(bench):
+    params = dict(bench.get("params") or {})
+    impl = params.pop("impl", None) or params.pop("engine", None)
+    key = (bench["group"], tuple(sorted(params.items())))
+    return impl, key
+
+
+def rows(data):
+    by_key = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        impl, key = _impl_and_key(bench)
+        by_key[key][impl] = bench
+    table = []
+    for (group, params), impls in sorted(by_key.items(), key=lambda kv: kv[0][0]):
+        torch_min = impls.get("torch", {}).get("stats", {}).get("min")
+        numpy_min = next((impls[k]["stats"]["min"] for k in ("numpy", "numpy-by-hand") if k in impls), None)
+        for impl, bench in impls.items():
+            stats, extra = bench["stats"], bench.get("extra_info", {})
+            table.append(dict(group=group, case=", ".join(f"{k}={v}" for k, v in params), impl=impl,
+                              min_us=stats["min"] * 1e6, median_us=stats["median"] * 1e6,
+                              vs_torch=stats["min"] / torch_min if torch_min else None,
+                              vs_numpy=stats["min"] / numpy_min if numpy_min else None,
+                              gflops=extra["flops"] / stats["min"] / 1e9 if "flops" in extra else None,
+                              threads=extra.get("threads")))
+    return table
+
+
+def markdown(table, machine):
+    out = [f"Machine: {machine}", "",
+           "| group | case | implementation | min (µs) | median (µs) | vs PyTorch | vs NumPy | GFLOP/s |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    for r in table:
+        out.append(f"| {r['group']} | {r['case']} | {r['impl']} | {r['min_us']:.1f} | {r['median_us']:.1f} | "
+                   f"{fmt(r['vs_torch'], '.2f')} | {fmt(r['vs_numpy'], '.2f')} | {fmt(r['gflops'], '.1f')} |")
+    return "\n".join(out)
+
+
+def bar_chart(table, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tinygrad_edu.vision.utils import atomic_savefig
+    compared = [r for r in table if r["vs_torch"] is not None and r["impl"] != "torch"]
+    if not compared:
+        compared = [r for r in table if r["vs_numpy"] is not None]
+    labels = [f"{r['group']} {r['case']} {r['impl']}" for r in compared]
+    ratios = [r["vs_torch"] if r["vs_torch"] is not None else r["vs_numpy"] for r in compared]
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(labels) + 1.5))
+    ax.barh(labels, ratios, color=["tab:green" if v < 1 else "tab:red" for v in ratios])
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xlabel("time relative to PyTorch (or NumPy), lower is faster")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("json", type=Path)
+    parser.add_argument("--png", type=Path, default=None)
+    args = parser.parse_args(argv)
+    data = json.loads(args.json.read_text())
+    info = data.get("machine_info", {})
+    machine = f"{info.get('cpu', {}).get('brand_raw', '?')}, {info.get('cpu', {}).get('count', '?')} cores, Python {info.get('python_version', '?')}"
+    table = rows(data)
+    print(markdown(table, machine))
+    bar_chart(table, args.png or args.json.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

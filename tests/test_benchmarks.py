@@ -1,0 +1,245 @@
+"""The benchmark suite (pytest-benchmark). In the normal test run each benchmark executes once
+(``--benchmark-disable``) as a smoke test, correctness check included. To measure for real:
+
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 TINYGRAD_EDU_NUM_THREADS=1 python -m pytest \\
+        tests/test_benchmarks.py --benchmark-enable --benchmark-warmup=on --benchmark-min-rounds=30 \\
+        --benchmark-json=bench.json -m "slow or not slow"
+    python examples/benchmark_report.py bench.json      # Markdown table and bar chart
+
+Protocol: the same thread count for NumPy/OpenBLAS, the C kernels and PyTorch (read from
+OMP_NUM_THREADS, reported in extra_info); warm-up rounds; pytest-benchmark keeps min and median;
+inputs rotate between rounds so no cache flatters a result; each benchmark checks its answer.
+"""
+
+import itertools
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import tinygrad_edu as tg
+from tinygrad_edu import backend, handgrad, nn, optim
+
+from conftest import REPO, mnist_dir
+
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+GEMM_SHAPES = {  # (M, K, N, trans_a, trans_b): the lecture MLP's products at batch 12, then others
+    "fwd 12x784 @ (512x784)^T": (12, 784, 512, False, True),
+    "dW (12x512)^T @ 12x784": (512, 12, 784, True, False),
+    "dx 12x512 @ 512x784": (12, 512, 784, False, False),
+    "fwd 12x512 @ (256x512)^T": (12, 512, 256, False, True),
+    "fwd 12x128 @ (64x128)^T": (12, 128, 64, False, True),
+    "fwd b128 128x784 @ (512x784)^T": (128, 784, 512, False, True),
+    "square 512^3": (512, 512, 512, False, False),
+}
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+def _info(benchmark, **extra):
+    benchmark.extra_info.update(threads=THREADS, backend=backend.name(), **extra)
+
+
+def _rotating(make, count=4):
+    """A function returning a different prepared input on each call (no flattering caches)."""
+    return itertools.cycle([make(i) for i in range(count)]).__next__
+
+
+# --- (a) kernels --------------------------------------------------------------------------------
+@pytest.mark.benchmark(group="gemm")
+@pytest.mark.parametrize("impl", ["c", "numpy"])
+@pytest.mark.parametrize("case", list(GEMM_SHAPES))
+def test_gemm(benchmark, case, impl):
+    if impl not in backend.available():
+        pytest.skip("C kernels not built")
+    m, k, n, ta, tb = GEMM_SHAPES[case]
+    rng = np.random.default_rng(0)
+
+    def make(i):
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        return a, b, np.empty((m, n), np.float32)
+
+    nxt = _rotating(make)
+    with backend.use(impl):
+        a, b, out = nxt()
+        expected = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+        backend.gemm(a, b, ta, tb, out=out)
+        assert np.abs(out - expected).max() <= 1e-5 * np.abs(expected).max() * 4
+
+        def run():
+            a, b, out = nxt()
+            backend.gemm(a, b, ta, tb, out=out)
+
+        benchmark(run)
+    flops = 2 * m * n * k
+    _info(benchmark, flops=flops, shape=case,
+          gflops_min=flops / benchmark.stats["min"] / 1e9 if benchmark.stats else None)
+
+
+@pytest.mark.benchmark(group="ger")
+@pytest.mark.parametrize("impl", ["c", "numpy", "np.outer"])
+def test_rank1_update(benchmark, impl):
+    if impl == "c" and "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    rng = np.random.default_rng(1)
+    nxt = _rotating(lambda i: (np.zeros((512, 784), np.float32), rng.standard_normal(512).astype(np.float32),
+                               rng.standard_normal(784).astype(np.float32)))
+    if impl == "np.outer":
+        def update(A, x, y):
+            A += np.outer(x, y)
+    else:
+        def update(A, x, y):
+            with backend.use(impl):
+                backend.ger(A, x, y)
+    A, x, y = nxt()
+    A0 = A.copy()
+    update(A, x, y)
+    assert np.allclose(A, A0 + np.outer(x, y), atol=1e-5)
+
+    def run():
+        update(*nxt())
+
+    benchmark(run)
+    _info(benchmark, shape="512x784")
+
+
+# --- (b) engine overhead per graph node -----------------------------------------------------------
+OPS = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b, "matmul": lambda a, b: a @ b}
+
+
+@pytest.mark.benchmark(group="overhead")
+@pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_forward_backward_overhead(benchmark, op, engine):
+    lib = tg if engine == "tinygrad_edu" else _torch()
+    a = lib.ones(4, 4, requires_grad=True)
+    b = lib.ones(4, 4, requires_grad=True)
+
+    def run():
+        OPS[op](a, b).sum().backward()
+
+    run()
+    assert float(a.grad.sum()) == {"add": 16.0, "mul": 16.0, "matmul": 64.0}[op]
+    benchmark(run)
+    _info(benchmark, op=op, shape="4x4")
+
+
+# --- (c) one training step of the lecture MLP -------------------------------------------------------
+SIZES = [784, 512, 256, 128, 64, 10]
+
+
+def _batches(batch):
+    rng = np.random.default_rng(batch)
+    return _rotating(lambda i: (rng.random((batch, 784), dtype=np.float32), rng.integers(0, 10, batch)))
+
+
+def _hand_step(batch):
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+    nxt = _batches(batch)
+
+    def step():
+        x, y = nxt()
+        for name, g in mlp.gradients(x, y).items():
+            param = mlp.params()[name]
+            param -= np.float32(0.01) * g
+    return step, mlp
+
+
+def _engine_step(batch, impl):
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+    model = mlp.module()
+    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01)
+    nxt = _batches(batch)
+
+    def step():
+        x, y = nxt()
+        with backend.use(impl):
+            optimizer.zero_grad()
+            criterion(model(tg.from_numpy(x)), tg.from_numpy(y)).backward()
+            optimizer.step()
+    return step, mlp
+
+
+def _torch_step(batch):
+    torch = _torch()
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+    layers = []
+    for i, (W, b) in enumerate(zip(mlp.Ws, mlp.bs)):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(W))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers += [lin] + ([torch.nn.ReLU()] if i < len(mlp.Ws) - 1 else [])
+    model = torch.nn.Sequential(*layers)
+    criterion, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01)
+    nxt = _batches(batch)
+
+    def step():
+        x, y = nxt()
+        optimizer.zero_grad()
+        criterion(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        optimizer.step()
+    return step, model
+
+
+@pytest.mark.benchmark(group="train-step")
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-numpy", "numpy-by-hand", "torch"])
+@pytest.mark.parametrize("batch", [1, 12, 128])
+def test_training_step(benchmark, batch, impl):
+    reference_step, reference = _hand_step(batch)
+    if impl == "numpy-by-hand":
+        step, state = reference_step, reference
+    elif impl == "torch":
+        step, state = _torch_step(batch)
+    else:
+        name = impl.split("-")[1]
+        if name not in backend.available():
+            pytest.skip("C kernels not built")
+        step, state = _engine_step(batch, name)
+    if impl != "numpy-by-hand":   # correctness: two steps agree with the hand-written NumPy step
+        for _ in range(2):
+            step()
+            reference_step()
+        first_weight = state.Ws[0] if impl.startswith("tinygrad") else state[0].weight.detach().numpy()
+        assert np.allclose(first_weight, reference.Ws[0], atol=1e-5)
+    benchmark(step)
+    _info(benchmark, batch=batch, model="784-512-256-128-64-10")
+
+
+# --- (d) a full MNIST epoch (slow) ------------------------------------------------------------------
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="epoch")
+@pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
+def test_mnist_epoch(benchmark, impl):
+    sys.path.insert(0, str(REPO / "examples"))
+    import mnist_common as common
+    torch, nn_, optim_ = common.load_engine(impl)
+    if impl == "torch":
+        _torch()
+    train, test = common.load_mnist(str(mnist_dir()))
+    torch.manual_seed(0)
+    model = common.make_mlp(nn_, common.LECTURE_HIDDEN)
+    criterion, optimizer = nn_.CrossEntropyLoss(), optim_.SGD(model.parameters(), lr=0.01)
+    loader = tg.utils.data.DataLoader(train, batch_size=12, shuffle=True, seed=0)
+    rss = []
+
+    def epoch():
+        rss.append(_rss_mb())
+        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0)
+        rss.append(_rss_mb())
+
+    benchmark.pedantic(epoch, rounds=1, iterations=1)
+    correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))
+    assert correct / total > 0.9
+    _info(benchmark, rss_mb_before=rss[0], rss_mb_after=rss[-1], accuracy=correct / total)
