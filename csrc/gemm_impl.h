@@ -325,6 +325,11 @@ static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long 
     }
 }
 
+static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
+{
+    for (long i = 0; i < n; i++) Y[i] += alpha * X[i];
+}
+
 #undef V
 #undef VL
 #undef MR

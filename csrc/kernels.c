@@ -127,3 +127,6 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 {
     DISPATCH(ger, f64, M, N, alpha, x, y, A, lda)
 }
+
+void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
+void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }

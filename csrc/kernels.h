@@ -19,6 +19,10 @@ int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);
 void tge_dger(long M, long N, double alpha, const double *x, const double *y, double *A, long lda);
 
+/* Y += alpha * X over n contiguous elements (the in-place SGD update). */
+void tge_saxpy(long n, float alpha, const float *X, float *Y);
+void tge_daxpy(long n, double alpha, const double *X, double *Y);
+
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);

@@ -184,7 +184,7 @@ def _accumulate_leaf(leaf, grad, routed):
     if leaf.grad is None:
         private = grad.base is None and grad.flags.writeable and id(grad) not in routed
         leaf.grad = Tensor._make(grad if private else grad.copy(), False, None)
-        routed.add(id(grad))
+        routed[id(grad)] = grad
     else:
         leaf.grad.data += grad
 
@@ -192,7 +192,8 @@ def _accumulate_leaf(leaf, grad, routed):
 def backward(root, gradient, retain_graph=False):
     """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf."""
     grads = {id(root): gradient}  # dL/dnode for nodes not yet processed
-    routed = {id(gradient)}       # arrays already handed to some node in this pass
+    # arrays already handed to some node in this pass, kept alive so that their ids stay unique
+    routed = {id(gradient): gradient}
     for node in reversed(_topological_order(root)):
         grad = grads.pop(id(node), None)
         if grad is None:
@@ -213,7 +214,7 @@ def backward(root, gradient, retain_graph=False):
                 grads[id(parent)] = grads[id(parent)] + g  # never in place: g may be shared
             else:
                 grads[id(parent)] = g
-                routed.add(id(g))
+                routed[id(g)] = g
     if not retain_graph:
         root._ctx = root._ctx if root._ctx is None else _FREED
 
@@ -307,7 +308,7 @@ class Tensor:
             if gradient.shape != self.data.shape:
                 raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
         if self._ctx is None:  # a leaf: its gradient is the given one
-            _accumulate_leaf(self, gradient.copy(), set())
+            _accumulate_leaf(self, gradient.copy(), {})
             return
         backward(self, gradient, retain_graph)
 

@@ -71,12 +71,12 @@ def use(backend_name):
 
 
 # --- argument checks (shared by both backends) -------------------------------------------------
-def _check_float_array(what, x, ndim):
+def _check_float_array(what, x, ndim=None):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{what} must be float32 or float64, got {x.dtype}")
-    if x.ndim != ndim:
+    if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
 
 
@@ -124,3 +124,17 @@ def ger(A, x, y, alpha=1.0):
     if y.dtype != x.dtype:
         raise TypeError(f"A, x and y must share a dtype, got {A.dtype}, {x.dtype}, {y.dtype}")
     return _active.ger(A, x, y, alpha)
+
+
+def axpy(alpha, x, y):
+    """``y += alpha * x`` in place, in one pass and without a temporary (the SGD update)."""
+    _check_float_array("x", x)
+    _check_float_array("y", y)
+    if x.shape != y.shape or x.dtype != y.dtype:
+        raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
+    if not y.flags.writeable:
+        raise ValueError("axpy: y is read-only")
+    if not (x.flags.c_contiguous and y.flags.c_contiguous and x.flags.aligned and y.flags.aligned) \
+            or np.may_share_memory(x, y):
+        return numpy_kernels.axpy(alpha, x, y)   # views and overlaps: NumPy handles every layout
+    return _active.axpy(alpha, x, y)

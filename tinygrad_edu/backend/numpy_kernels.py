@@ -23,3 +23,8 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out):
 def ger(A, x, y, alpha):
     A += alpha * np.outer(x, y)
     return A
+
+
+def axpy(alpha, x, y):
+    y += alpha * x
+    return y

@@ -1,5 +1,6 @@
 """Stochastic gradient descent, with PyTorch's update rule."""
 
+from .. import backend
 from .optimizer import Optimizer
 
 
@@ -44,4 +45,4 @@ class SGD(Optimizer):
                         buf *= momentum
                         buf += (1 - group["dampening"]) * g
                     g = g + momentum * buf if group["nesterov"] else buf
-                p.data -= lr * g
+                backend.axpy(-lr, g, p.data)   # p -= lr * g, in place, one pass
