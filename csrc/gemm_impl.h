@@ -133,18 +133,30 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
 static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
                              T *restrict c, long ldc, T alpha, T beta, int m, int n)
 {
+    /* An edge tile (m < MR rows or n < NR columns) runs the same full-size kernel: missing rows
+     * of A repeat its last row (valid memory, results discarded), missing columns of B are
+     * zero-padded in a copy. Nothing is read or written outside the matrices. */
+    const T *arow[MR];
+    for (int i = 0; i < MR; i++) arow[i] = a + (i < m ? i : m - 1) * a_rs;
+    T bpad[n < NR ? KC * NR : 1] __attribute__((aligned(64)));
+    if (n < NR) {
+        for (long p = 0; p < kc; p++)
+            for (int j = 0; j < NR; j++) bpad[p * NR + j] = j < n ? b[p * ldb + j] : 0;
+        b = bpad;
+        ldb = NR;
+    }
     V acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
-    if (m == MR && n == NR) {
-        for (long p = 0; p < kc; p++) {
-            V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
+    for (long p = 0; p < kc; p++) {
+        V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
 #pragma GCC unroll 16
-            for (int i = 0; i < MR; i++) {
-                T ai = a[i * a_rs + p * a_cs];
-                acc[i][0] += ai * b0;
-                acc[i][1] += ai * b1;
-            }
+        for (int i = 0; i < MR; i++) {
+            T ai = arow[i][p * a_cs];
+            acc[i][0] += ai * b0;
+            acc[i][1] += ai * b1;
         }
+    }
+    if (m == MR && n == NR) {
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < 2; j++) {
                 T *cp = c + i * ldc + j * VL;
@@ -154,12 +166,15 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
             }
         return;
     }
-    for (int i = 0; i < m; i++)  /* edge tile: plain loops, never reading past row or column ends */
+    T tile[MR * NR];
+    for (int i = 0; i < MR; i++) {
+        FN(store)(tile + i * NR, acc[i][0]);
+        FN(store)(tile + i * NR + VL, acc[i][1]);
+    }
+    for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
-            T s = 0;
-            for (long p = 0; p < kc; p++) s += a[i * a_rs + p * a_cs] * b[p * ldb + j];
-            T *cp = c + i * ldc + j;
-            *cp = beta != 0 ? alpha * s + beta * *cp : alpha * s;
+            T r = alpha * tile[i * NR + j];
+            c[i * ldc + j] = beta != 0 ? r + beta * c[i * ldc + j] : r;
         }
 }
 
@@ -200,36 +215,27 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
     long kv = K / VL * VL;
     for (long j0 = j_begin; j0 < j_end; j0 += DN) {
         int n = j_end - j0 < DN ? (int)(j_end - j0) : DN;
+        const T *brow[DN];  /* past the last column, repeat it: valid memory, result discarded */
+        for (int j = 0; j < DN; j++) brow[j] = B + (j0 + (j < n ? j : n - 1)) * ldb;
         for (long i0 = 0; i0 < M; i0 += DM) {
             int m = M - i0 < DM ? (int)(M - i0) : DM;
-            T out[DM][DN];
-            if (m == DM && n == DN) {
-                V acc[DM][DN];
-                for (int i = 0; i < DM; i++)
-                    for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
-                for (long p = 0; p < kv; p += VL) {
-                    V a[DM], b[DN];
-                    for (int i = 0; i < DM; i++) a[i] = FN(load)(A + (i0 + i) * lda + p);
-                    for (int j = 0; j < DN; j++) b[j] = FN(load)(B + (j0 + j) * ldb + p);
+            const T *arow[DM];
+            for (int i = 0; i < DM; i++) arow[i] = A + (i0 + (i < m ? i : m - 1)) * lda;
+            V acc[DM][DN];
+            for (int i = 0; i < DM; i++)
+                for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
+            for (long p = 0; p < kv; p += VL) {
+                V a[DM], b[DN];
+                for (int i = 0; i < DM; i++) a[i] = FN(load)(arow[i] + p);
+                for (int j = 0; j < DN; j++) b[j] = FN(load)(brow[j] + p);
 #pragma GCC unroll 16
-                    for (int i = 0; i < DM; i++)
-                        for (int j = 0; j < DN; j++) acc[i][j] += a[i] * b[j];
-                }
                 for (int i = 0; i < DM; i++)
-                    for (int j = 0; j < DN; j++) out[i][j] = FN(hsum)(acc[i][j]);
-            } else {
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < n; j++) {
-                        V acc = (V){0};
-                        for (long p = 0; p < kv; p += VL)
-                            acc += FN(load)(A + (i0 + i) * lda + p) * FN(load)(B + (j0 + j) * ldb + p);
-                        out[i][j] = FN(hsum)(acc);
-                    }
+                    for (int j = 0; j < DN; j++) acc[i][j] += a[i] * b[j];
             }
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) {
-                    T s = out[i][j];
-                    for (long p = kv; p < K; p++) s += A[(i0 + i) * lda + p] * B[(j0 + j) * ldb + p];
+                    T s = FN(hsum)(acc[i][j]);
+                    for (long p = kv; p < K; p++) s += arow[i][p] * brow[j][p];
                     T *cp = C + (i0 + i) * ldc + j0 + j;
                     *cp = beta != 0 ? alpha * s + beta * *cp : alpha * s;
                 }
