@@ -18,7 +18,7 @@ THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count(
 PARALLEL_MIN_FMAS = 8_000_000
 # below this many, the call's fixed cost dominates and NumPy wins (12x128 @ 128x64: 4.6 us
 # against 6.3 us in the C path; 12x512 @ 512x256 is already 1.5x faster in C), so hand it over
-NUMPY_BELOW_FMAS = 200_000
+NUMPY_BELOW_FMAS = 100_000
 _C_TYPES = {np.dtype(np.float32): ("float", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy),
             np.dtype(np.float64): ("double", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy)}
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
