@@ -24,23 +24,10 @@ typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias)
 static inline V FN(load)(const T *p) { V v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void FN(store)(T *p, V v) { __builtin_memcpy(p, &v, sizeof v); }
 
-/* The micro-kernel: an MR x NR tile of C lives in 2*MR vector registers while k runs over the
- * packed panels a (MR values per k) and b (NR values per k). Then C_tile = alpha*acc + beta*C. */
-static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *restrict c, long ldc,
-                      T alpha, T beta, int m, int n)
+/* C_tile = alpha * acc + beta * C_tile (C not read when beta == 0); of an edge tile only the
+ * m x n part that exists is written. */
+static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha, T beta, int m, int n)
 {
-    V acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
-    for (long p = 0; p < kc; p++) {
-        V b0 = FN(load)(b), b1 = FN(load)(b + VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            acc[i][0] += a[i] * b0;
-            acc[i][1] += a[i] * b1;
-        }
-        a += MR;
-        b += NR;
-    }
     if (m == MR && n == NR) {
         for (int i = 0; i < MR; i++)
             for (int j = 0; j < 2; j++) {
@@ -61,6 +48,26 @@ static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *rest
             T r = alpha * tile[i * NR + j];
             c[i * ldc + j] = beta != 0 ? r + beta * c[i * ldc + j] : r;
         }
+}
+
+/* The micro-kernel: an MR x NR tile of C lives in 2*MR vector registers while k runs over the
+ * packed panels a (MR values per k) and b (NR values per k). Then C_tile = alpha*acc + beta*C. */
+static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *restrict c, long ldc,
+                      T alpha, T beta, int m, int n)
+{
+    V acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
+    for (long p = 0; p < kc; p++) {
+        V b0 = FN(load)(b), b1 = FN(load)(b + VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            acc[i][0] += a[i] * b0;
+            acc[i][1] += a[i] * b1;
+        }
+        a += MR;
+        b += NR;
+    }
+    FN(store_tile)(acc, c, ldc, alpha, beta, m, n);
 }
 
 /* Copy the mc x kc block of op(A) at (i0, p0) into row panels of MR, zero-padded. */
@@ -156,26 +163,7 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
             acc[i][1] += ai * b1;
         }
     }
-    if (m == MR && n == NR) {
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < 2; j++) {
-                T *cp = c + i * ldc + j * VL;
-                V r = alpha * acc[i][j];
-                if (beta != 0) r += beta * FN(load)(cp);
-                FN(store)(cp, r);
-            }
-        return;
-    }
-    T tile[MR * NR];
-    for (int i = 0; i < MR; i++) {
-        FN(store)(tile + i * NR, acc[i][0]);
-        FN(store)(tile + i * NR + VL, acc[i][1]);
-    }
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) {
-            T r = alpha * tile[i * NR + j];
-            c[i * ldc + j] = beta != 0 ? r + beta * c[i * ldc + j] : r;
-        }
+    FN(store_tile)(acc, c, ldc, alpha, beta, m, n);
 }
 
 static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long lda, const T *B,

@@ -65,19 +65,18 @@ class ShallowNet:
     # --- the hand-derived gradients, three ways ---------------------------------------------------
     def gradients_loop(self, X, Y):
         """The lecture's loop: one sample at a time, dW1 from a reshaped column times a row."""
-        grads = {name: np.zeros_like(p) for name, p in self.params().items()}
-        for x, y in zip(X, Y):
-            a2, (z1, a1, z2, _) = self.predict(x)
-            diff = a2 - y                                   # dL/db2 = a2 - y
-            grads["b2"] += diff
-            grads["W2"] += diff * a1                        # dL/dw2_i = (a2 - y) a1_i
-            db1_tmp = diff * self.W2 * (1 - a1 ** 2)        # dL/db1 = (a2 - y)(w2 ⊙ (1 - a1^2))
-            grads["b1"] += db1_tmp
-            grads["W1"] += db1_tmp.reshape(self.num_hidden, 1) * x.reshape(1, self.num_input_features)
-        return grads                                        # dL/dW1 = dL/db1 x^T
+        def add_dW1(dW1, db1_tmp, x):
+            dW1 += db1_tmp.reshape(self.num_hidden, 1) * x.reshape(1, self.num_input_features)
+        return self._per_sample(X, Y, add_dW1)
 
     def gradients_outer(self, X, Y):
-        """The "simpler solution": the same loop, dW1 += outer(db1_tmp, x) as a rank-1 update."""
+        """The "simpler solution": dW1 += outer(db1_tmp, x), run as the backend's rank-1 update."""
+        def add_dW1(dW1, db1_tmp, x):
+            backend.ger(dW1, db1_tmp, np.asarray(x, dtype=db1_tmp.dtype))
+        return self._per_sample(X, Y, add_dW1)
+
+    def _per_sample(self, X, Y, add_dW1):
+        """Sum each sample's gradient; ``add_dW1`` does dL/dW1 += dL/db1 x^T its own way."""
         grads = {name: np.zeros_like(p) for name, p in self.params().items()}
         for x, y in zip(X, Y):
             a2, (z1, a1, z2, _) = self.predict(x)
@@ -86,7 +85,7 @@ class ShallowNet:
             grads["W2"] += diff * a1                        # dL/dw2_i = (a2 - y) a1_i
             db1_tmp = diff * self.W2 * (1 - a1 ** 2)        # dL/db1 = (a2 - y)(w2 ⊙ (1 - a1^2))
             grads["b1"] += db1_tmp
-            backend.ger(grads["W1"], db1_tmp, np.asarray(x, dtype=db1_tmp.dtype))  # dW1 += db1 x^T
+            add_dW1(grads["W1"], db1_tmp, x)                # dL/dW1 = dL/db1 x^T
         return grads
 
     def gradients_batch(self, X, Y):
