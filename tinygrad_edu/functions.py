@@ -6,6 +6,8 @@ Notation follows the lecture: for an op ``y = f(x)`` and a loss ``L``, ``backwar
 ``unbroadcast`` sums them down to each input's shape, so no op here has to.
 """
 
+import math
+
 import numpy as np
 
 from . import backend
@@ -239,8 +241,8 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, x, dim, keepdim):
         ctx.shape, ctx.axes, ctx.keepdim = x.shape, _axes(dim, x.ndim), keepdim
-        ctx.n = int(np.prod([x.shape[a] for a in ctx.axes]))
-        return np.asarray(x.mean(axis=ctx.axes, keepdims=keepdim))
+        ctx.n = math.prod(x.shape[a] for a in ctx.axes)
+        return np.asarray(x.sum(axis=ctx.axes, keepdims=keepdim) / ctx.n)
 
     @staticmethod
     def backward(ctx, grad):
@@ -408,15 +410,17 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, target):
-        logp = log_softmax(logits, -1)
-        ctx.logp, ctx.target = logp, target
-        return -np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+        logp = log_softmax(logits, -1).reshape(-1, logits.shape[-1])  # (C,) becomes one row
+        rows = np.arange(len(logp))
+        ctx.logp, ctx.picked, ctx.shape = logp, (rows, target.reshape(-1)), logits.shape
+        return -logp[ctx.picked].reshape(target.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        dz = np.exp(ctx.logp)
-        np.put_along_axis(dz, ctx.target[..., None], np.take_along_axis(dz, ctx.target[..., None], -1) - 1, -1)
-        return (dz * grad[..., None],)
+        dz = np.exp(ctx.logp)             # softmax(z)
+        dz[ctx.picked] -= 1               # - onehot(y)
+        dz *= grad.reshape(-1, 1)
+        return (dz.reshape(ctx.shape),)
 
 
 class BinaryCrossEntropy(Function):

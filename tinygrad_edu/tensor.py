@@ -125,10 +125,11 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         ctx = cls()
-        out = cls.forward(ctx, *[t.data for t in inputs], **options)
-        if out.dtype == float64 and not any(t.data.dtype == float64 for t in inputs):
+        arrays = [t.data for t in inputs]
+        out = cls.forward(ctx, *arrays, **options)
+        if out.dtype == float64 and float64 not in [a.dtype for a in arrays]:
             out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
-        needs = tuple(t.requires_grad for t in inputs)
+        needs = tuple([t._requires_grad for t in inputs])  # lists: faster than generators here
         if True in needs and is_grad_enabled():
             ctx.parents = inputs
             ctx.needs_input_grad = needs

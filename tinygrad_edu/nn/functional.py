@@ -54,8 +54,10 @@ def _class_targets(input, target, what):
         raise ValueError(f"{what}: input of shape {input.shape} needs a target of shape "
                          f"{input.shape[:-1]}, got {target.shape}")
     n_classes = input.shape[-1]
-    if target.size and (target.min() < 0 or target.max() >= n_classes):
-        bad = target[(target < 0) | (target >= n_classes)].flat[0]
+    # one unsigned comparison finds labels below 0 (they wrap to huge values) and above C - 1
+    out_of_range = target.astype(np.uint64, copy=False) >= n_classes
+    if out_of_range.any():
+        bad = target[out_of_range].flat[0]
         raise IndexError(f"{what}: target {bad} is out of range for {n_classes} classes "
                          f"(labels must be in 0..{n_classes - 1})")
     return target.astype(np.int64, copy=False)
