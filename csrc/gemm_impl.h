@@ -2,7 +2,8 @@
  *
  * Included several times by kernels.c, each time under a different `#pragma GCC target`, with
  *   T   element type (float or double),   VB  vector width in bytes (16, 32 or 64),
- *   SUF a suffix that makes the function names unique (e.g. f32_avx2).
+ *   SUF a suffix that makes the function names unique (e.g. f32_avx2),
+ *   LANES  VB / sizeof(T), spelled out for the preprocessor.
  * GCC vector extensions keep the code ISA-neutral: `V` is a vector of VB bytes, and the compiler
  * emits SSE, AVX2 or AVX-512 instructions for it depending on the target in force.
  */
@@ -190,11 +191,32 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
 #define DM 4
 #define DN (VB == 64 ? 4 : 3)
 
+/* The sum of a vector's lanes: fold it in half log2(LANES) times (a lane-by-lane loop cost as
+ * much as the dot products themselves when K is a few hundred). */
 static inline T FN(hsum)(V v)
 {
+#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#if LANES == 16
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#elif LANES == 8
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#elif LANES == 4
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
+#elif LANES == 2
+    v += __builtin_shufflevector(v, v, 1, 0);
+#endif
+    return v[0];
+#else
     T s = 0;
     for (int l = 0; l < VL; l++) s += v[l];
     return s;
+#endif
 }
 
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,

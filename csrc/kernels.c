@@ -12,17 +12,21 @@
 
 #define T float
 #define VB 16
+#define LANES 4
 #define SUF f32_base
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 #define T double
 #define VB 16
+#define LANES 2
 #define SUF f64_base
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -31,17 +35,21 @@
 #pragma GCC target("avx2,fma")
 #define T float
 #define VB 32
+#define LANES 8
 #define SUF f32_avx2
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 #define T double
 #define VB 32
+#define LANES 4
 #define SUF f64_avx2
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 #pragma GCC pop_options
 
@@ -49,17 +57,21 @@
 #pragma GCC target("avx512f,avx2,fma")
 #define T float
 #define VB 64
+#define LANES 16
 #define SUF f32_avx512
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 #define T double
 #define VB 64
+#define LANES 8
 #define SUF f64_avx512
 #include "gemm_impl.h"
 #undef T
 #undef VB
+#undef LANES
 #undef SUF
 #pragma GCC pop_options
 #endif

@@ -29,6 +29,8 @@ GEMM_SHAPES = {  # (M, K, N, trans_a, trans_b): the lecture MLP's products at ba
     "dW (12x512)^T @ 12x784": (512, 12, 784, True, False),
     "dx 12x512 @ 512x784": (12, 512, 784, False, False),
     "fwd 12x512 @ (256x512)^T": (12, 512, 256, False, True),
+    "fwd 12x256 @ (128x256)^T": (12, 256, 128, False, True),
+    "dW (12x128)^T @ 12x256": (128, 12, 256, True, False),
     "fwd 12x128 @ (64x128)^T": (12, 128, 64, False, True),
     "fwd b128 128x784 @ (512x784)^T": (128, 784, 512, False, True),
     "square 512^3": (512, 512, 512, False, False),
