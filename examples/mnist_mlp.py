@@ -54,7 +54,8 @@ def main(argv=None):
     print(f"{n_correct}/{n_predict}")
     print(f"Accuracy: {n_correct/n_predict:.3f}")
 
-    summary = {"engine": args.engine, "seed": args.seed, "epochs": args.epochs,
+    summary = {"engine": args.engine, "backend": torch.backend.name() if args.engine == "tinygrad_edu" else "torch",
+               "seed": args.seed, "epochs": args.epochs,
                "batch_size": args.batch_size, "lr": args.lr, "accuracy": n_correct / n_predict,
                "seconds_per_epoch": epoch_seconds, "figure": str(figure)}
     path = args.out / f"mnist_mlp_{args.engine}_seed{args.seed}.json"
