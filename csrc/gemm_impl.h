@@ -138,12 +138,28 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
 /* Small M (a mini-batch of 12): packing B would cost as much as the product itself, so the
  * kernels below read A and B where they are. The register tile is the same MR x NR one; A(i, p)
  * is read through two strides so that op(A) = A^T costs nothing. */
+/* The k loop of a direct tile with `rows` rows of A. Always inlined with a constant `rows`, so
+ * each row count gets its own unrolled copy with the accumulators in registers: a one-row
+ * product (batch 1) does one row's work, not MR rows'. */
+static inline __attribute__((always_inline)) void FN(direct_rows)(const int rows, long kc,
+        const T *const *arow, long a_cs, const T *b, long ldb, V acc[MR][2])
+{
+    for (long p = 0; p < kc; p++) {
+        V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
+#pragma GCC unroll 16
+        for (int i = 0; i < rows; i++) {
+            T ai = arow[i][p * a_cs];
+            acc[i][0] += ai * b0;
+            acc[i][1] += ai * b1;
+        }
+    }
+}
+
 static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
                              T *restrict c, long ldc, T alpha, T beta, int m, int n)
 {
-    /* An edge tile (m < MR rows or n < NR columns) runs the same full-size kernel: missing rows
-     * of A repeat its last row (valid memory, results discarded), missing columns of B are
-     * zero-padded in a copy. Nothing is read or written outside the matrices. */
+    /* An edge tile with n < NR columns reads a zero-padded copy of its strip of B, so the
+     * vector loads never run past the matrix. */
     const T *arow[MR];
     for (int i = 0; i < MR; i++) arow[i] = a + (i < m ? i : m - 1) * a_rs;
     T bpad[n < NR ? KC * NR : 1] __attribute__((aligned(64)));
@@ -155,14 +171,13 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
     }
     V acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
-    for (long p = 0; p < kc; p++) {
-        V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            T ai = arow[i][p * a_cs];
-            acc[i][0] += ai * b0;
-            acc[i][1] += ai * b1;
-        }
+    switch (m) {
+    case 1: FN(direct_rows)(1, kc, arow, a_cs, b, ldb, acc); break;
+    case 2: FN(direct_rows)(2, kc, arow, a_cs, b, ldb, acc); break;
+    case 3: FN(direct_rows)(3, kc, arow, a_cs, b, ldb, acc); break;
+    case 4: FN(direct_rows)(4, kc, arow, a_cs, b, ldb, acc); break;
+    case 5: FN(direct_rows)(5, kc, arow, a_cs, b, ldb, acc); break;
+    default: FN(direct_rows)(MR, kc, arow, a_cs, b, ldb, acc); break;
     }
     FN(store_tile)(acc, c, ldc, alpha, beta, m, n);
 }
@@ -219,6 +234,20 @@ static inline T FN(hsum)(V v)
 #endif
 }
 
+/* The k loop of a block of dot products with `rows` rows of A (inlined with a constant). */
+static inline __attribute__((always_inline)) void FN(dot_rows)(const int rows, long kv,
+        const T *const *arow, const T *const *brow, V acc[DM][DN])
+{
+    for (long p = 0; p < kv; p += VL) {
+        V a[DM], b[DN];
+        for (int i = 0; i < rows; i++) a[i] = FN(load)(arow[i] + p);
+        for (int j = 0; j < DN; j++) b[j] = FN(load)(brow[j] + p);
+#pragma GCC unroll 16
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < DN; j++) acc[i][j] += a[i] * b[j];
+    }
+}
+
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
                          T beta, T *C, long ldc, long j_begin, long j_end)
 {
@@ -234,13 +263,11 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
             V acc[DM][DN];
             for (int i = 0; i < DM; i++)
                 for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
-            for (long p = 0; p < kv; p += VL) {
-                V a[DM], b[DN];
-                for (int i = 0; i < DM; i++) a[i] = FN(load)(arow[i] + p);
-                for (int j = 0; j < DN; j++) b[j] = FN(load)(brow[j] + p);
-#pragma GCC unroll 16
-                for (int i = 0; i < DM; i++)
-                    for (int j = 0; j < DN; j++) acc[i][j] += a[i] * b[j];
+            switch (m) {
+            case 1: FN(dot_rows)(1, kv, arow, brow, acc); break;
+            case 2: FN(dot_rows)(2, kv, arow, brow, acc); break;
+            case 3: FN(dot_rows)(3, kv, arow, brow, acc); break;
+            default: FN(dot_rows)(DM, kv, arow, brow, acc); break;
             }
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) {

@@ -17,8 +17,10 @@ THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count(
 # below this many multiply-adds a second thread costs more to start than it saves (measured)
 PARALLEL_MIN_FMAS = 8_000_000
 # below this many, a call's fixed cost (~2.5 us) outweighs the kernel's speed and NumPy is as fast
-# (12x128 @ 128x64, 98k: NumPy 4.6 us, C 5.0 us), so hand it over. Measured on the training step:
+# (12x128 @ 128x64, 98k: NumPy 4.2 us, C 5.2 us), so hand it over. Measured on the training step:
 # 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's slower M=1 path).
+# Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy is 2-6x slower
+# (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
 NUMPY_BELOW_FMAS = 100_000
 _C_TYPES = {np.dtype(np.float32): ("float", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy),
             np.dtype(np.float64): ("double", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy)}
@@ -57,7 +59,7 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out):
     ctype, kernel, _, _ = _C_TYPES[a.dtype]
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    if m * n * k < NUMPY_BELOW_FMAS:
+    if m * n * k < NUMPY_BELOW_FMAS and k > 1:
         return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out)
     a, trans_a, lda = _rows(a, trans_a)
     b, trans_b, ldb = _rows(b, trans_b)
