@@ -71,10 +71,13 @@ def use(backend_name):
 
 
 # --- argument checks (shared by both backends) -------------------------------------------------
+_FLOAT_DTYPES = frozenset([np.dtype(np.float32), np.dtype(np.float64)])  # hashing beats ==
+
+
 def _check_float_array(what, x, ndim=None):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype not in (np.float32, np.float64):
+    if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{what} must be float32 or float64, got {x.dtype}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
