@@ -113,3 +113,17 @@ def test_shallow_gradients_example_curves_coincide(tmp_path, use_mnist):
     gap = float(out.split("largest gap between the curves ")[1].split(",")[0])
     assert gap < 1e-9 and ("MNIST 0 vs 1" in out) == use_mnist
     assert (tmp_path / "shallow_training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
+def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, engine):
+    """The same training lines on tinygrad_edu and on PyTorch: only the imports differ."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+    out = run_example("mnist_mlp.py", "--engine", engine, "--epochs", "1", "--data-dir", DATA,
+                      "--out", str(tmp_path))
+    assert "[1,  4000] loss:" in out and "Prediction" in out
+    correct = int(out.split("/10000")[0].split()[-1])
+    assert correct > 8500
+    summary = json.loads((tmp_path / f"mnist_mlp_{engine}_seed0.json").read_text())
+    assert summary["accuracy"] == correct / 10000 and len(summary["seconds_per_epoch"]) == 1
