@@ -1,0 +1,45 @@
+"""The C build is optional: with no working compiler the package installs and runs on NumPy."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+# Import the copy installed below: run from an empty folder (not the checkout) with it on
+# PYTHONPATH, and drop the editable install's import hook, which would otherwise supply the
+# checkout's compiled tinygrad_edu._kernels when the copy has none.
+IMPORT_INSTALLED_COPY = """
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+import tinygrad_edu, tinygrad_edu.backend as backend
+assert tinygrad_edu.__file__.startswith(sys.argv[1]), tinygrad_edu.__file__
+print(backend.name(), backend.available())
+x = tinygrad_edu.ones(3, 4, requires_grad=True)
+(x @ tinygrad_edu.ones(4, 2)).sum().backward()
+print(float(x.grad.sum()))
+"""
+
+
+def test_install_without_a_compiler_falls_back_to_numpy(tmp_path):
+    source, target = tmp_path / "src", tmp_path / "site"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    env = {k: v for k, v in os.environ.items() if k != "TINYGRAD_EDU_REQUIRE_C"}
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                              "-q", "--target", str(target), str(source)],
+                             capture_output=True, text=True, env=dict(env, CC="false"), timeout=600)
+    assert install.returncode == 0, install.stderr
+    assert not list(target.glob("tinygrad_edu/_kernels*"))
+    run = subprocess.run([sys.executable, "-c", IMPORT_INSTALLED_COPY, str(target)], capture_output=True,
+                         text=True, env=dict(env, PYTHONPATH=str(target)), timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["numpy ['numpy']", "24.0"]
+    assert "C kernels not built, running on NumPy" in run.stderr
+    forced = subprocess.run([sys.executable, "-c", IMPORT_INSTALLED_COPY, str(target)], capture_output=True,
+                            text=True, env=dict(env, PYTHONPATH=str(target), TINYGRAD_EDU_BACKEND="c"),
+                            timeout=120, cwd=tmp_path)
+    assert forced.returncode != 0 and "C kernels are not built" in forced.stderr
