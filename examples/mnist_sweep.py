@@ -47,10 +47,12 @@ def parse_args(argv):
     parser.add_argument("--jobs", type=common.positive_int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per core)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_TRAIN} training and {QUICK_TEST} test images, one epoch")
+                        help=f"smoke run: {QUICK_TRAIN} training and {QUICK_TEST} test images, one epoch "
+                             f"unless --epochs says otherwise")
+    parser.set_defaults(epochs=None)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs = 1
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else 10
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist (it should hold the four MNIST IDX files)")
     return args
@@ -218,7 +220,7 @@ def main(argv=None):
             run_parallel(todo, args, run_dir, progress, finished)
     except KeyboardInterrupt:
         progress.close()
-        saved = sum(r is not None for r in finished.values())
+        saved = sum(load_finished(run_dir, c["key"]) is not None for c in configs)
         print(f"\ninterrupted: {saved} finished run(s) are saved in {run_dir}; run the same "
               f"command again to continue", file=sys.stderr)
         return 130
@@ -260,8 +262,10 @@ def run_parallel(todo, args, run_dir, progress, finished):
                     result = future.result()
                     finished[result["key"]] = result
             _drain(messages, progress)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:   # Ctrl-C: stop now. Finished runs are on disk; the ones cut short
+            pool.shutdown(wait=False, cancel_futures=True)   # are lost, never half-written
+            for worker in multiprocessing.active_children():
+                worker.terminate()
             raise
 
 

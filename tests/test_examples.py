@@ -127,3 +127,21 @@ def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, engine):
     assert correct > 8500
     summary = json.loads((tmp_path / f"mnist_mlp_{engine}_seed0.json").read_text())
     assert summary["accuracy"] == correct / 10000 and len(summary["seconds_per_epoch"]) == 1
+
+
+def test_sweep_stops_on_ctrl_c_and_keeps_finished_runs(tmp_path):
+    args = ["--quick", "--epochs", "4", "--data-dir", DATA, "--out", str(tmp_path), "--jobs", "2",
+            "--layers", "2", "3", "4", "5"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    run_dir = tmp_path / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir.exists() and any(run_dir.glob("*.json"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    saved = len(list(run_dir.glob("*.json")))
+    assert proc.returncode == 130 and f"interrupted: {saved} finished run(s) are saved" in err
+    assert 1 <= saved < 4
+    out = run_example("mnist_sweep.py", *args)
+    assert f"4 runs: {saved} already finished" in out and (tmp_path / "results.json").exists()
