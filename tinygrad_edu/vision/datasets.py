@@ -6,6 +6,7 @@ Files are looked for in ``root`` and in ``root/MNIST/raw`` (torchvision's layout
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import sys
@@ -33,27 +34,47 @@ class DatasetFileError(ValueError):
     """A dataset file is missing, truncated, corrupt or inconsistent; the message names it."""
 
 
+MAX_IDX_BYTES = 1 << 30  # a header promising more than this is corrupt, not a bigger MNIST
+
+
 def _read_idx(path, magic, dims):
-    """Read one IDX file: a big-endian header (magic, then one uint32 per dimension), then uint8s."""
+    """Read one IDX file: a big-endian header (magic, then one uint32 per dimension), then uint8s.
+
+    The data is read straight into an array of the size the header promises (reading the whole
+    stream first would hold it twice), and hashed as it stands. Returns (array, MD5 hex digest
+    of the decompressed bytes).
+    """
+    kind = "gzip" if path.suffix == ".gz" else "IDX"
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            header = f.read(4 * (1 + dims))
+            if len(header) < 4 * (1 + dims):
+                raise DatasetFileError(f"{path}: {len(header)} bytes is too short for an IDX header")
+            found_magic, *shape = struct.unpack(f">{1 + dims}I", header)
+            if found_magic != magic:
+                raise DatasetFileError(
+                    f"{path}: magic number {found_magic} (0x{found_magic:08x}), expected {magic} "
+                    f"(0x{magic:08x}): not an MNIST {'image' if dims == 3 else 'label'} file")
+            expected = math.prod(shape)
+            if expected > MAX_IDX_BYTES:
+                raise DatasetFileError(f"{path}: header promises {shape} = {expected} bytes: corrupt")
+            data = np.empty(expected, dtype=np.uint8)
+            view, got = memoryview(data), 0
+            while got < expected:  # in 1 MB pieces: gzip makes a temporary copy of each piece
+                n = f.readinto(view[got:got + (1 << 20)])
+                if not n:
+                    break
+                got += n
+            extra = len(f.read(1))
     except (OSError, EOFError, zlib.error) as e:
-        raise DatasetFileError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'IDX'} "
-                               f"({e}); the file is corrupt or truncated: delete it and download again") from e
-    header = 4 * (1 + dims)
-    if len(raw) < header:
-        raise DatasetFileError(f"{path}: {len(raw)} bytes is too short for an IDX header")
-    found_magic, *shape = struct.unpack(f">{1 + dims}I", raw[:header])
-    if found_magic != magic:
-        raise DatasetFileError(f"{path}: magic number {found_magic} (0x{found_magic:08x}), expected "
-                               f"{magic} (0x{magic:08x}): not an MNIST {'image' if dims == 3 else 'label'} file")
-    expected = int(np.prod(shape))
-    if len(raw) - header != expected:
+        raise DatasetFileError(f"{path}: cannot be read as {kind} ({e}); the file is corrupt or "
+                               f"truncated: delete it and download again") from e
+    if got != expected or extra:
         raise DatasetFileError(f"{path}: header promises {shape} = {expected} bytes of data, the file "
-                               f"holds {len(raw) - header}: truncated or corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape), raw
+                               f"holds {'more' if extra else got}: truncated or corrupt")
+    digest = hashlib.md5(header)
+    digest.update(data)
+    return data.reshape(shape), digest.hexdigest()
 
 
 class MNIST(Dataset):
@@ -87,13 +108,13 @@ class MNIST(Dataset):
             if not download:
                 raise FileNotFoundError(self._missing_message(names, "pass download=True to fetch them"))
             paths = [p or self._download(name) for p, name in zip(paths, names)]
-        images, image_bytes = _read_idx(paths[0], 2051, 3)
-        labels, label_bytes = _read_idx(paths[1], 2049, 1)
-        for path, name, raw in ((paths[0], names[0], image_bytes), (paths[1], names[1], label_bytes)):
-            if hashlib.md5(raw).hexdigest() != self.resources[name]:
-                raise DatasetFileError(f"{path}: MD5 of the decompressed bytes is "
-                                       f"{hashlib.md5(raw).hexdigest()}, expected {self.resources[name]}: "
-                                       f"the file is corrupt; delete it and download again")
+        images, image_md5 = _read_idx(paths[0], 2051, 3)
+        labels, label_md5 = _read_idx(paths[1], 2049, 1)
+        for path, name, md5 in ((paths[0], names[0], image_md5), (paths[1], names[1], label_md5)):
+            if md5 != self.resources[name]:
+                raise DatasetFileError(f"{path}: MD5 of the decompressed bytes is {md5}, expected "
+                                       f"{self.resources[name]}: the file is corrupt; delete it and "
+                                       f"download again")
         if len(images) != len(labels):
             raise DatasetFileError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
                                    f"{len(labels)} labels")
