@@ -234,3 +234,18 @@ def test_prediction_figure_is_written(tmp_path, mnist_test):
     path = save_prediction_figure(images, labels, labels.numpy()[::-1], tmp_path / "pred.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pred.png"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data + b"\0" * 10, "holds more: truncated or corrupt"),
+    (lambda data: data[:4] + (2 ** 31).to_bytes(4, "big") + data[8:], "bytes: corrupt"),
+])
+def test_overlong_file_and_absurd_header_are_named(tmp_path, damage, message):
+    _copy_test_split(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(path) as f:
+        data = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(damage(data))
+    with pytest.raises(DatasetFileError, match="t10k-labels-idx1-ubyte.gz.*" + message):
+        MNIST(tmp_path, train=False)
