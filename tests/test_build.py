@@ -28,7 +28,7 @@ def test_install_without_a_compiler_falls_back_to_numpy(tmp_path):
     for name in files:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, source / name)
-    env = {k: v for k, v in os.environ.items() if k != "TINYGRAD_EDU_REQUIRE_C"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TINYGRAD_EDU_REQUIRE_C", "TINYGRAD_EDU_BACKEND")}
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                               "-q", "--target", str(target), str(source)],
                              capture_output=True, text=True, env=dict(env, CC="false"), timeout=600)
