@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_edu
-from tinygrad_edu.utils.data import DataLoader, Subset
+from tinygrad_edu.utils.data import Subset
 from tinygrad_edu.vision import datasets, transforms
 
 LECTURE_HIDDEN = (512, 256, 128, 64)   # the lecture's 5-layer MLP: 784-512-256-128-64-10
@@ -138,11 +138,3 @@ def add_common_args(parser, out_default):
 def seconds_since(start):
     return time.perf_counter() - start
 
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)

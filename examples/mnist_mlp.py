@@ -13,6 +13,7 @@ import time
 
 import mnist_common as common
 from tinygrad_edu.utils.data import DataLoader
+from tinygrad_edu.utils.files import atomic_write_text
 from tinygrad_edu.vision.utils import save_prediction_figure
 
 
@@ -59,7 +60,7 @@ def main(argv=None):
                "batch_size": args.batch_size, "lr": args.lr, "accuracy": n_correct / n_predict,
                "seconds_per_epoch": epoch_seconds, "figure": str(figure)}
     path = args.out / f"mnist_mlp_{args.engine}_seed{args.seed}.json"
-    common.atomic_write_text(path, json.dumps(summary, indent=2))
+    atomic_write_text(path, json.dumps(summary, indent=2))
     print(f"saved {figure} and {path}")
 
 

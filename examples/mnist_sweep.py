@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import mnist_common as common
+from tinygrad_edu.utils.files import atomic_write_text
 
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
 
@@ -113,7 +114,7 @@ def train_run(config, data_dir, run_dir):
     result = dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
                   final_test_accuracy=accuracies[-1], seconds=common.seconds_since(start),
                   backend=torch.backend.name())
-    common.atomic_write_text(run_dir / f"{config['key']}.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / f"{config['key']}.json", json.dumps(result, indent=2))
     return result
 
 
@@ -145,14 +146,14 @@ CSV_FIELDS = ["layers", "hidden_units", "seed", "epochs", "batch_size", "lr", "q
 
 def write_results(results, out):
     """results.json, results.csv and sweep.png, each written atomically."""
-    common.atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for r in results:
         writer.writerow(dict(r, hidden_units="-".join(map(str, r["hidden_units"])),
                              test_accuracy=" ".join(f"{a:.4f}" for a in r["test_accuracy"])))
-    common.atomic_write_text(out / "results.csv", buffer.getvalue())
+    atomic_write_text(out / "results.csv", buffer.getvalue())
     plot(results, out / "sweep.png")
 
 

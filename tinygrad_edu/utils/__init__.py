@@ -1,5 +1,5 @@
-"""Utilities above the engine: ``tinygrad_edu.utils.data`` (datasets and loaders)."""
+"""Utilities above the engine: ``utils.data`` (datasets and loaders), ``utils.files`` (atomic writes)."""
 
-from . import data
+from . import data, files
 
-__all__ = ["data"]
+__all__ = ["data", "files"]

@@ -10,7 +10,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from ..utils.data import Dataset
+from ..utils.files import atomic_path
 
 
 def default_root():
@@ -148,21 +148,17 @@ class MNIST(Dataset):
         failures = []
         for mirror in self.mirrors:
             url = mirror + name + ".gz"
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{name}.", suffix=".part")
             try:
-                with os.fdopen(fd, "wb") as out:
-                    _fetch(url, out)
-                with gzip.open(tmp, "rb") as f:
-                    digest = hashlib.md5(f.read()).hexdigest()
-                if digest != self.resources[name]:
-                    raise ValueError(f"MD5 of the decompressed bytes is {digest}, expected {self.resources[name]}")
-                os.replace(tmp, target)
+                with atomic_path(target) as tmp:   # renamed into place only if fetched and intact
+                    with open(tmp, "wb") as out:
+                        _fetch(url, out)
+                    with gzip.open(tmp, "rb") as f:
+                        digest = hashlib.md5(f.read()).hexdigest()
+                    if digest != self.resources[name]:
+                        raise ValueError(f"MD5 of the decompressed bytes is {digest}, expected {self.resources[name]}")
                 return target
             except (OSError, EOFError, zlib.error, ValueError, urllib.error.URLError) as e:
                 failures.append(f"  {url}: {e}")
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
         raise RuntimeError(f"could not download {name}.gz from any mirror:\n" + "\n".join(failures)
                            + "\n" + self._missing_message([name], "fix the network connection"))
 

@@ -1,13 +1,12 @@
 """Pictures: ``make_grid`` (like torchvision's) and the lecture's GroundTruth/Prediction figure."""
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..tensor import Tensor
+from ..utils.files import atomic_path
 
 
 def make_grid(images, nrow=8, padding=2, pad_value=0.0):
@@ -37,16 +36,8 @@ def make_grid(images, nrow=8, padding=2, pad_value=0.0):
 
 def atomic_savefig(fig, path, **kwargs):
     """Save a matplotlib figure to ``path`` via a temporary file, so no half-written PNG is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
 
 
 def save_prediction_figure(images, labels, predicted, path):
