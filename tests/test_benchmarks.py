@@ -215,17 +215,13 @@ def test_training_step(benchmark, batch, impl):
 
 
 # --- (d) a full MNIST epoch (slow) ------------------------------------------------------------------
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch")
 @pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
 def test_mnist_epoch(benchmark, impl):
     sys.path.insert(0, str(REPO / "examples"))
     import mnist_common as common
+    from mnist_memory import resident_mb
     torch, nn_, optim_ = common.load_engine(impl)
     if impl == "torch":
         _torch()
@@ -237,9 +233,9 @@ def test_mnist_epoch(benchmark, impl):
     rss = []
 
     def epoch():
-        rss.append(_rss_mb())
+        rss.append(resident_mb())
         common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0)
-        rss.append(_rss_mb())
+        rss.append(resident_mb())
 
     benchmark.pedantic(epoch, rounds=1, iterations=1)
     correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))

@@ -20,13 +20,10 @@ import numpy as np
 
 from . import backend, nn
 from .autograd import numerical_jacobian
+from .functions import log_softmax, sigmoid   # the engine's stable forms of the same formulas
 from .tensor import Tensor
 
 ShallowCache = namedtuple("ShallowCache", ["z1", "a1", "z2", "a2"])
-
-
-def sigmoid(z):
-    return 1 / (1 + np.exp(-z))
 
 
 class ShallowNet:
@@ -149,9 +146,7 @@ class DeepMLP:
 
     def cost(self, X, y):
         logits, _ = self.forward(X)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return -logp[np.arange(len(y)), y].mean()
+        return -log_softmax(logits, 1)[np.arange(len(y)), y].mean()
 
     def gradients(self, X, y):
         """Back-propagation by hand, from the loss to the first layer:
@@ -161,9 +156,7 @@ class DeepMLP:
         dL/da_in = dL/dz W,  and below a ReLU: dL/dz = dL/da ⊙ 1[z > 0].
         """
         logits, cache = self.forward(X)
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        dz = p
+        dz = np.exp(log_softmax(logits, 1))              # softmax(z_out)
         dz[np.arange(len(y)), y] -= 1                    # softmax - onehot
         dz /= len(y)                                     # the mean over the batch
         grads = {}
