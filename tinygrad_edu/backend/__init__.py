@@ -1,4 +1,5 @@
-"""The kernels behind the engine: matrix product (``gemm``) and rank-1 update (``ger``).
+"""The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``) and the
+in-place ``axpy`` of the SGD update.
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``

@@ -49,10 +49,9 @@ def _rows(x, trans):
         return x, trans, x.strides[0] // item
     if x.strides[0] == item and x.strides[1] >= max(rows, 1) * item and x.strides[1] % item == 0:
         return x, not trans, x.strides[1] // item   # column-major: pass x^T, row-major, flipped
-    if x.flags.c_contiguous:   # a dimension of size 0 or 1, whose stride NumPy leaves arbitrary
-        return x, trans, max(cols, 1)
-    x = np.ascontiguousarray(x)
-    return x, trans, max(cols, 1)
+    # Left: a dimension of size 0 or 1, whose stride NumPy leaves arbitrary (then x is already
+    # C-contiguous), or a general strided view, which is copied.
+    return np.ascontiguousarray(x), trans, max(cols, 1)
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out):

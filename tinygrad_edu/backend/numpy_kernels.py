@@ -1,4 +1,4 @@
-"""The NumPy backend: ``gemm`` and ``ger`` on NumPy/OpenBLAS. Arguments arrive checked."""
+"""The NumPy backend: ``gemm``, ``ger`` and ``axpy`` on NumPy/OpenBLAS. Arguments arrive checked."""
 
 import numpy as np
 
