@@ -5,6 +5,7 @@ matrix as rows with a leading dimension: a row-major view is passed as is, a col
 (such as ``w.T``) as its transpose with the transpose flag flipped, anything else is copied.
 """
 
+import collections
 import os
 
 import numpy as np
@@ -22,8 +23,12 @@ PARALLEL_MIN_FMAS = 8_000_000
 # Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy is 2-6x slower
 # (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
 NUMPY_BELOW_FMAS = 100_000
-_C_TYPES = {np.dtype(np.float32): ("float", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy),
-            np.dtype(np.float64): ("double", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy)}
+# per dtype: the cffi types of its arrays and pointers, and its kernels
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy")
+_KERNELS = {
+    np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy),
+    np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy),
+}
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
 
@@ -32,54 +37,63 @@ def isa():
     return ISA_NAMES[lib.tge_isa()]
 
 
-def _pointer(ctype, x):
-    """A C pointer to x's first element (x stays alive in the caller during the call)."""
-    if x.flags.c_contiguous:
-        return ffi.from_buffer(ctype + "[]", x)   # about 5x cheaper than going through ctypes
-    return ffi.cast(ctype + " *", x.ctypes.data)
+def _operand(x, trans, types):
+    """``(pointer, trans, ld)`` for a matrix operand: C reads it as rows of unit stride, ``ld``
+    elements apart, transposed when ``trans`` is true."""
+    flags = x.flags
+    if flags.aligned:  # C may assume every element sits at a multiple of its size
+        # from_buffer takes contiguous arrays only, and is ~5x cheaper than going through ctypes
+        if flags.c_contiguous:   # the common case: a fresh row-major array
+            return ffi.from_buffer(types.array, x), trans, max(x.shape[1], 1)
+        if flags.f_contiguous:   # column-major, such as w.T: pass its row-major transpose
+            return ffi.from_buffer(types.array, x.T), not trans, max(x.shape[0], 1)
+        item = x.itemsize
+        rows, cols = x.shape
+        row_stride, col_stride = x.strides
+        # rows spaced out (a slice of columns), or columns spaced out (a slice of w.T): C gets
+        # the address and the spacing; ctypes is the slow way, taken only for such views
+        if col_stride == item and row_stride >= cols * item and row_stride % item == 0:
+            return ffi.cast(types.pointer, x.ctypes.data), trans, row_stride // item
+        if row_stride == item and col_stride >= rows * item and col_stride % item == 0:
+            return ffi.cast(types.pointer, x.ctypes.data), not trans, col_stride // item
+    # unaligned, or strided both ways (such as x[::2, ::2]): a row-major copy
+    return ffi.from_buffer(types.array, np.ascontiguousarray(x)), trans, max(x.shape[1], 1)
 
 
-def _rows(x, trans):
-    """``(array, trans, ld)`` with ``array`` row-major (unit column stride, leading dimension ``ld``)."""
-    if not x.flags.aligned:  # C may assume every element sits at a multiple of its size
-        x = x.copy()
-    item = x.itemsize
-    rows, cols = x.shape
-    if x.strides[1] == item and x.strides[0] >= max(cols, 1) * item and x.strides[0] % item == 0:
-        return x, trans, x.strides[0] // item
-    if x.strides[0] == item and x.strides[1] >= max(rows, 1) * item and x.strides[1] % item == 0:
-        return x, not trans, x.strides[1] // item   # column-major: pass x^T, row-major, flipped
-    # Left: a dimension of size 0 or 1, whose stride NumPy leaves arbitrary (then x is already
-    # C-contiguous), or a general strided view, which is copied.
-    return np.ascontiguousarray(x), trans, max(cols, 1)
+def _output(out, types):
+    """``(pointer, ld)`` for a result matrix, whose rows are contiguous (checked before)."""
+    if out.flags.c_contiguous:
+        return ffi.from_buffer(types.array, out), max(out.shape[1], 1)
+    return ffi.cast(types.pointer, out.ctypes.data), out.strides[0] // out.itemsize
+
+
+def _vector(v, types):
+    return ffi.from_buffer(types.array, v if v.flags.c_contiguous and v.flags.aligned else v.copy())
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out):
-    ctype, kernel, _, _ = _C_TYPES[a.dtype]
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     if m * n * k < NUMPY_BELOW_FMAS and k > 1:
         return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out)
-    a, trans_a, lda = _rows(a, trans_a)
-    b, trans_b, ldb = _rows(b, trans_b)
+    types = _KERNELS[a.dtype]
+    pa, trans_a, lda = _operand(a, trans_a, types)
+    pb, trans_b, ldb = _operand(b, trans_b, types)
+    pc, ldc = _output(out, types)
     threads = THREADS if m * n * k >= PARALLEL_MIN_FMAS else 1
-    status = kernel(int(trans_a), int(trans_b), m, n, k, alpha, _pointer(ctype, a), lda,
-                    _pointer(ctype, b), ldb, beta, _pointer(ctype, out), max(out.strides[0] // out.itemsize, 1),
-                    threads)
-    if status != 0:
+    if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
     return out
 
 
 def ger(A, x, y, alpha):
-    ctype, _, kernel, _ = _C_TYPES[A.dtype]
-    x, y = (v if v.flags.c_contiguous and v.flags.aligned else v.copy() for v in (x, y))
-    kernel(A.shape[0], A.shape[1], alpha, _pointer(ctype, x), _pointer(ctype, y), _pointer(ctype, A),
-           max(A.strides[0] // A.itemsize, 1))
+    types = _KERNELS[A.dtype]
+    pA, lda = _output(A, types)
+    types.ger(A.shape[0], A.shape[1], alpha, _vector(x, types), _vector(y, types), pA, lda)
     return A
 
 
 def axpy(alpha, x, y):
-    ctype, _, _, kernel = _C_TYPES[y.dtype]
-    kernel(y.size, alpha, _pointer(ctype, x), _pointer(ctype, y))
+    types = _KERNELS[y.dtype]
+    types.axpy(y.size, alpha, ffi.from_buffer(types.array, x), ffi.from_buffer(types.array, y))
     return y
