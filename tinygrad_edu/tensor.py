@@ -59,11 +59,17 @@ def _as_array(data, dtype=None):
 
 # ---------------------------------------------------------------------------------------------
 # Grad mode: inside `no_grad()` no graph is recorded (evaluation, optimizer steps).
-_grad_mode = threading.local()
+class _GradMode(threading.local):
+    """Per thread, as in PyTorch; every thread starts with recording on (the class default)."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled():
-    return getattr(_grad_mode, "enabled", True)
+    return _grad_mode.enabled
 
 
 class set_grad_enabled(contextlib.ContextDecorator):
@@ -125,12 +131,11 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         ctx = cls()
-        arrays = [t.data for t in inputs]
-        out = cls.forward(ctx, *arrays, **options)
-        if out.dtype == float64 and float64 not in [a.dtype for a in arrays]:
+        out = cls.forward(ctx, *[t.data for t in inputs], **options)
+        if out.dtype == float64 and float64 not in [t.data.dtype for t in inputs]:
             out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
         needs = tuple([t._requires_grad for t in inputs])  # lists: faster than generators here
-        if True in needs and is_grad_enabled():
+        if True in needs and _grad_mode.enabled:
             ctx.parents = inputs
             ctx.needs_input_grad = needs
             return Tensor._make(out, True, ctx)
@@ -204,11 +209,13 @@ def backward(root, gradient, retain_graph=False):
         if not retain_graph:
             node._ctx = _FREED
         for parent, g in zip(ctx.parents, input_grads):
-            if g is None or not parent.requires_grad:
+            if g is None or not parent._requires_grad:
                 continue
-            g = unbroadcast(g, parent.data.shape)
-            if g.dtype != parent.data.dtype:
-                g = g.astype(parent.data.dtype)
+            data = parent.data
+            if g.shape != data.shape:
+                g = unbroadcast(g, data.shape)
+            if g.dtype != data.dtype:
+                g = g.astype(data.dtype)
             if parent._ctx is None:
                 _accumulate_leaf(parent, g, routed)
             elif id(parent) in grads:
