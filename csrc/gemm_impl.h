@@ -383,6 +383,16 @@ static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
     for (long i = 0; i < n; i++) Y[i] += alpha * X[i];
 }
 
+static void FN(relu)(long n, const T *restrict Z, T *restrict Y)
+{
+    for (long i = 0; i < n; i++) Y[i] = Z[i] < 0 ? 0 : Z[i];  /* NaN < 0 is false: NaN stays */
+}
+
+static void FN(relu_backward)(long n, const T *restrict Y, const T *restrict G, T *restrict DZ)
+{
+    for (long i = 0; i < n; i++) DZ[i] = Y[i] > 0 ? G[i] : 0;
+}
+
 #undef V
 #undef VL
 #undef MR

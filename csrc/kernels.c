@@ -142,3 +142,13 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 
 void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
 void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }
+void tge_srelu(long n, const float *Z, float *Y) { DISPATCH(relu, f32, n, Z, Y) }
+void tge_drelu(long n, const double *Z, double *Y) { DISPATCH(relu, f64, n, Z, Y) }
+void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ)
+{
+    DISPATCH(relu_backward, f32, n, Y, G, DZ)
+}
+void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ)
+{
+    DISPATCH(relu_backward, f64, n, Y, G, DZ)
+}

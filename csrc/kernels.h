@@ -23,6 +23,14 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 void tge_saxpy(long n, float alpha, const float *X, float *Y);
 void tge_daxpy(long n, double alpha, const double *X, double *Y);
 
+/* ReLU over n contiguous elements: Y = max(Z, 0) (NaN stays NaN), and its gradient
+ * DZ = G where Y > 0, else 0. NumPy's maximum with a scalar is not vectorised (0.3 ns per
+ * element here, against 0.05 for these loops). */
+void tge_srelu(long n, const float *Z, float *Y);
+void tge_drelu(long n, const double *Z, double *Y);
+void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ);
+void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ);
+
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);

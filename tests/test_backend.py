@@ -234,3 +234,29 @@ def test_axpy_matches_numpy_for_every_layout(each_backend, dtype):
         backend.axpy(1.0, x, y[:, :3].copy())
     with pytest.raises(TypeError, match="float32 or float64"):
         backend.axpy(1.0, x.astype(np.int64), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_and_its_gradient_match_numpy_for_every_layout(each_backend, dtype):
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((37, 19)).astype(dtype)
+    z[0, :3] = [0.0, -0.0, np.nan]
+    g = rng.standard_normal((37, 19)).astype(dtype)
+    for zs, gs in [(z, g), (z.T, g.T), (z[:, 1:5], g[:, 1:5]), (z[:0], g[:0]), (z[5, 5], g[5, 5]), (z[5, 5, ...], g[5, 5, ...])]:
+        y = backend.relu(zs)
+        assert y.dtype == dtype and y.shape == np.shape(zs)
+        np.testing.assert_array_equal(y, np.maximum(zs, 0))          # NaN stays NaN
+        dz = backend.relu_backward(y, gs)
+        np.testing.assert_array_equal(dz, np.where(y > 0, gs, 0))    # 0 where y is 0 or NaN
+    assert not np.shares_memory(backend.relu(z), z)
+
+
+def test_relu_takes_integers_and_its_gradient_refuses_bad_input(each_backend):
+    np.testing.assert_array_equal(backend.relu(np.array([-2, 0, 3])), [0, 0, 3])
+    y = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="relu_backward: y has shape"):
+        backend.relu_backward(y, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.relu_backward(y, np.ones((3, 4), np.int64))
+    mixed = backend.relu_backward(y, np.ones((3, 4), np.float64))   # NumPy promotes, as before
+    assert mixed.dtype == np.float64

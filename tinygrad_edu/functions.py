@@ -325,13 +325,12 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, z):
-        y = np.maximum(z, 0)
-        ctx.y = y
-        return y
+        ctx.y = backend.relu(z)         # np.maximum(z, 0)
+        return ctx.y
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * (ctx.y > 0),)
+        return (backend.relu_backward(ctx.y, grad),)   # grad * (y > 0)
 
 
 class Tanh(Function):

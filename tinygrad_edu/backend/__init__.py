@@ -1,5 +1,5 @@
-"""The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``) and the
-in-place ``axpy`` of the SGD update.
+"""The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``), the
+in-place ``axpy`` of the SGD update, and ReLU forward and backward (``relu``, ``relu_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -142,3 +142,27 @@ def axpy(alpha, x, y):
             or np.may_share_memory(x, y):
         return numpy_kernels.axpy(alpha, x, y)   # views and overlaps: NumPy handles every layout
     return _active.axpy(alpha, x, y)
+
+
+def _contiguous(x):
+    """C may take x as a flat run of floats: a float32/float64 array, C-contiguous and aligned."""
+    return x.dtype in _FLOAT_DTYPES and x.flags.c_contiguous and x.flags.aligned
+
+
+def relu(z):
+    """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: integer arrays and
+    strided views go to NumPy."""
+    z = np.asarray(z)   # an op on 0-d arrays may have handed over a NumPy scalar
+    return _active.relu(z) if _contiguous(z) else numpy_kernels.relu(z)
+
+
+def relu_backward(y, grad):
+    """dL/dz = ``grad`` where the ReLU's output ``y`` > 0, else 0, in a new array."""
+    y, grad = np.asarray(y), np.asarray(grad)
+    _check_float_array("y", y)
+    _check_float_array("grad", grad)
+    if y.shape != grad.shape:
+        raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
+    if y.dtype == grad.dtype and _contiguous(y) and _contiguous(grad):
+        return _active.relu_backward(y, grad)
+    return numpy_kernels.relu_backward(y, grad)

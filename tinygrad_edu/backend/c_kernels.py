@@ -24,10 +24,12 @@ PARALLEL_MIN_FMAS = 8_000_000
 # (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
 NUMPY_BELOW_FMAS = 100_000
 # per dtype: the cffi types of its arrays and pointers, and its kernels
-_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy")
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy relu relu_backward")
 _KERNELS = {
-    np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy),
-    np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy),
+    np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy,
+                                   lib.tge_srelu, lib.tge_srelu_backward),
+    np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy,
+                                   lib.tge_drelu, lib.tge_drelu_backward),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -97,3 +99,18 @@ def axpy(alpha, x, y):
     types = _KERNELS[y.dtype]
     types.axpy(y.size, alpha, ffi.from_buffer(types.array, x), ffi.from_buffer(types.array, y))
     return y
+
+
+def relu(z):
+    types = _KERNELS[z.dtype]
+    y = np.empty_like(z)
+    types.relu(z.size, ffi.from_buffer(types.array, z), ffi.from_buffer(types.array, y))
+    return y
+
+
+def relu_backward(y, grad):
+    types = _KERNELS[y.dtype]
+    dz = np.empty_like(y)
+    types.relu_backward(y.size, ffi.from_buffer(types.array, y), ffi.from_buffer(types.array, grad),
+                        ffi.from_buffer(types.array, dz))
+    return dz

@@ -1,4 +1,4 @@
-"""The NumPy backend: ``gemm``, ``ger`` and ``axpy`` on NumPy/OpenBLAS. Arguments arrive checked."""
+"""The NumPy backend: every kernel on NumPy/OpenBLAS. Arguments arrive checked."""
 
 import numpy as np
 
@@ -28,3 +28,11 @@ def ger(A, x, y, alpha):
 def axpy(alpha, x, y):
     y += alpha * x
     return y
+
+
+def relu(z):
+    return np.maximum(z, 0)
+
+
+def relu_backward(y, grad):
+    return grad * (y > 0)
