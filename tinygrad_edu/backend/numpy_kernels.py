@@ -35,4 +35,6 @@ def relu(z):
 
 
 def relu_backward(y, grad):
+    # an infinite or NaN grad where y <= 0 gives NaN here (inf * 0), 0 in C and PyTorch;
+    # np.where would agree with them but is 14x slower at 128 x 512
     return grad * (y > 0)
