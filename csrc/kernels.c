@@ -142,6 +142,14 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 
 void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
 void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }
+void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y)
+{
+    for (long i = 0; i < count; i++) tge_saxpy(n[i], alpha, X[i], Y[i]);
+}
+void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X, double *const *Y)
+{
+    for (long i = 0; i < count; i++) tge_daxpy(n[i], alpha, X[i], Y[i]);
+}
 void tge_srelu(long n, const float *Z, float *Y) { DISPATCH(relu, f32, n, Z, Y) }
 void tge_drelu(long n, const double *Z, double *Y) { DISPATCH(relu, f64, n, Z, Y) }
 void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ)

@@ -23,6 +23,10 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 void tge_saxpy(long n, float alpha, const float *X, float *Y);
 void tge_daxpy(long n, double alpha, const double *X, double *Y);
 
+/* For i < count: Y[i] += alpha * X[i] over n[i] elements: one call updates every parameter. */
+void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y);
+void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X, double *const *Y);
+
 /* ReLU over n contiguous elements: Y = max(Z, 0) (NaN stays NaN), and its gradient
  * DZ = G where Y > 0, else 0. NumPy's maximum with a scalar is not vectorised (0.3 ns per
  * element here, against 0.05 for these loops). */

@@ -260,3 +260,21 @@ def test_relu_takes_integers_and_its_gradient_refuses_bad_input(each_backend):
         backend.relu_backward(y, np.ones((3, 4), np.int64))
     mixed = backend.relu_backward(y, np.ones((3, 4), np.float64))   # NumPy promotes, as before
     assert mixed.dtype == np.float64
+
+
+def test_axpy_many_updates_every_pair_like_axpy(each_backend):
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal(40)
+    ys = [rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal(3),   # two dtypes
+          rng.standard_normal((6, 4)).astype(np.float32).T,                         # a view
+          base[10:20], np.zeros(0, np.float32)]
+    xs = [rng.standard_normal(y.shape).astype(y.dtype) for y in ys]
+    xs[3] = base[15:25]                                   # overlaps its own y: NumPy's business
+    expected = [y + y.dtype.type(-0.5) * x for x, y in zip(xs, ys)]
+    backend.axpy_many(-0.5, xs, ys)
+    for got, want in zip(ys, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="2 x arrays but 1 y arrays"):
+        backend.axpy_many(1.0, xs[:2], ys[:1])
+    with pytest.raises(ValueError, match="axpy: x is"):
+        backend.axpy_many(1.0, [xs[0], xs[1]], [ys[0], ys[0]])

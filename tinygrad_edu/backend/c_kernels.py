@@ -24,12 +24,12 @@ PARALLEL_MIN_FMAS = 8_000_000
 # (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
 NUMPY_BELOW_FMAS = 100_000
 # per dtype: the cffi types of its arrays and pointers, and its kernels
-_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy relu relu_backward")
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy axpy_many relu relu_backward")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy,
-                                   lib.tge_srelu, lib.tge_srelu_backward),
+                                   lib.tge_saxpy_many, lib.tge_srelu, lib.tge_srelu_backward),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy,
-                                   lib.tge_drelu, lib.tge_drelu_backward),
+                                   lib.tge_daxpy_many, lib.tge_drelu, lib.tge_drelu_backward),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -99,6 +99,12 @@ def axpy(alpha, x, y):
     types = _KERNELS[y.dtype]
     types.axpy(y.size, alpha, ffi.from_buffer(types.array, x), ffi.from_buffer(types.array, y))
     return y
+
+
+def axpy_many(alpha, xs, ys):
+    types = _KERNELS[ys[0].dtype]
+    types.axpy_many(len(ys), alpha, [y.size for y in ys], [ffi.from_buffer(types.array, x) for x in xs],
+                    [ffi.from_buffer(types.array, y) for y in ys])
 
 
 def relu(z):

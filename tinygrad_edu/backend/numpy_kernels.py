@@ -30,6 +30,11 @@ def axpy(alpha, x, y):
     return y
 
 
+def axpy_many(alpha, xs, ys):
+    for x, y in zip(xs, ys):
+        axpy(alpha, x, y)
+
+
 def relu(z):
     return np.maximum(z, 0)
 

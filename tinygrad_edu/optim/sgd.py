@@ -28,6 +28,7 @@ class SGD(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            directions, weights = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -45,4 +46,6 @@ class SGD(Optimizer):
                         buf *= momentum
                         buf += (1 - group["dampening"]) * g
                     g = g + momentum * buf if group["nesterov"] else buf
-                backend.axpy(-lr, g, p.data)   # p -= lr * g, in place, one pass
+                directions.append(g)
+                weights.append(p.data)
+            backend.axpy_many(-lr, directions, weights)   # p -= lr * g for every p, in place
