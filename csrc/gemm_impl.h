@@ -28,9 +28,11 @@ typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias)
 static inline V FN(load)(const T *p) { return *(const V *)p; }
 static inline void FN(store)(T *p, V v) { *(V *)p = v; }
 
-/* C_tile = alpha * acc + beta * C_tile (C not read when beta == 0); of an edge tile only the
- * m x n part that exists is written. */
-static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha, T beta, int m, int n)
+/* C_tile = alpha * acc + beta * C_tile + bias (C not read when beta == 0; bias, the tile's part
+ * of a row vector added to every row, may be NULL); of an edge tile only the m x n part that
+ * exists is written. */
+static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha, T beta,
+                                  const T *bias, int m, int n)
 {
     if (m == MR && n == NR) {
         for (int i = 0; i < MR; i++)
@@ -38,6 +40,7 @@ static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha
                 T *cp = c + i * ldc + j * VL;
                 V r = alpha * acc[i][j];
                 if (beta != 0) r += beta * FN(load)(cp);
+                if (bias) r += FN(load)(bias + j * VL);
                 FN(store)(cp, r);
             }
         return;
@@ -49,7 +52,7 @@ static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha
     }
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
-            T r = alpha * tile[i * NR + j];
+            T r = alpha * tile[i * NR + j] + (bias ? bias[j] : 0);
             c[i * ldc + j] = beta != 0 ? r + beta * c[i * ldc + j] : r;
         }
 }
@@ -57,7 +60,7 @@ static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha
 /* The micro-kernel: an MR x NR tile of C lives in 2*MR vector registers while k runs over the
  * packed panels a (MR values per k) and b (NR values per k). Then C_tile = alpha*acc + beta*C. */
 static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *restrict c, long ldc,
-                      T alpha, T beta, int m, int n)
+                      T alpha, T beta, const T *bias, int m, int n)
 {
     V acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
@@ -71,7 +74,7 @@ static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *rest
         a += MR;
         b += NR;
     }
-    FN(store_tile)(acc, c, ldc, alpha, beta, m, n);
+    FN(store_tile)(acc, c, ldc, alpha, beta, bias, m, n);
 }
 
 /* Copy the mc x kc block of op(A) at (i0, p0) into row panels of MR, zero-padded. */
@@ -115,8 +118,8 @@ static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long k
 
 /* Columns [j_begin, j_end) of C: blocks of B (NC x KC) packed once and reused for all rows. */
 static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, long lda,
-                          const T *B, long ldb, T beta, T *C, long ldc, long j_begin, long j_end,
-                          T *abuf, T *bbuf)
+                          const T *B, long ldb, T beta, T *C, long ldc, const T *bias,
+                          long j_begin, long j_end, T *abuf, T *bbuf)
 {
     long mpad = (M + MR - 1) / MR * MR;
     for (long jc = j_begin; jc < j_end; jc += NC) {
@@ -124,6 +127,7 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
         for (long pc = 0; pc < K; pc += KC) {
             long kc = K - pc < KC ? K - pc : KC;
             T beta_block = pc == 0 ? beta : 1;  /* later K blocks add to what the first wrote */
+            const T *bias_block = pc == 0 ? bias : NULL;
             FN(pack_b)(tb, B, ldb, pc, jc, kc, nc, bbuf);
             FN(pack_a)(ta, A, lda, 0, pc, M, kc, abuf);
             for (long jr = 0; jr < nc; jr += NR) {
@@ -131,7 +135,7 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
                 for (long ir = 0; ir < mpad; ir += MR) {
                     int m = M - ir < MR ? (int)(M - ir) : MR;
                     FN(micro)(kc, abuf + ir * kc, bbuf + jr * kc, C + ir * ldc + jc + jr, ldc,
-                              alpha, beta_block, m, n);
+                              alpha, beta_block, bias_block ? bias_block + jc + jr : NULL, m, n);
                 }
             }
         }
@@ -159,7 +163,7 @@ static inline __attribute__((always_inline)) void FN(direct_rows)(const int rows
 }
 
 static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
-                             T *restrict c, long ldc, T alpha, T beta, int m, int n)
+                             T *restrict c, long ldc, T alpha, T beta, const T *bias, int m, int n)
 {
     /* An edge tile with n < NR columns reads a zero-padded copy of its strip of B, so the
      * vector loads never run past the matrix. */
@@ -182,11 +186,11 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
     case 5: FN(direct_rows)(5, kc, arow, a_cs, b, ldb, acc); break;
     default: FN(direct_rows)(MR, kc, arow, a_cs, b, ldb, acc); break;
     }
-    FN(store_tile)(acc, c, ldc, alpha, beta, m, n);
+    FN(store_tile)(acc, c, ldc, alpha, beta, bias, m, n);
 }
 
 static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long lda, const T *B,
-                            long ldb, T beta, T *C, long ldc, long j_begin, long j_end)
+                            long ldb, T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
     long a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
     for (long jr = j_begin; jr < j_end; jr += NR) {
@@ -194,10 +198,11 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
         for (long pc = 0; pc < K; pc += KC) {  /* a KC x NR strip of B stays in L1 for all rows */
             long kc = K - pc < KC ? K - pc : KC;
             T beta_block = pc == 0 ? beta : 1;
+            const T *bias_block = pc == 0 && bias ? bias + jr : NULL;
             for (long ir = 0; ir < M; ir += MR) {
                 int m = M - ir < MR ? (int)(M - ir) : MR;
                 FN(micro_direct)(kc, A + ir * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + jr, ldb,
-                                 C + ir * ldc + jr, ldc, alpha, beta_block, m, n);
+                                 C + ir * ldc + jr, ldc, alpha, beta_block, bias_block, m, n);
             }
         }
     }
@@ -255,7 +260,7 @@ static inline __attribute__((always_inline)) void FN(dot_rows)(const int rows, l
 }
 
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
-                         T beta, T *C, long ldc, long j_begin, long j_end)
+                         T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
     long kv = K / VL * VL;
     for (long j0 = j_begin; j0 < j_end; j0 += DN) {
@@ -284,7 +289,8 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
                     T s = FN(hsum)(acc[i][j]);
                     for (long p = kv; p < K; p++) s += arow[i][p] * brow[j][p];
                     T *cp = C + (i0 + i) * ldc + j0 + j;
-                    *cp = beta != 0 ? alpha * s + beta * *cp : alpha * s;
+                    T r = alpha * s + (bias ? bias[j0 + j] : 0);
+                    *cp = beta != 0 ? r + beta * *cp : r;
                 }
         }
     }
@@ -301,7 +307,7 @@ typedef struct {
     int ta, tb, status;
     long M, K, lda, ldb, ldc, j0, j1;
     T alpha, beta;
-    const T *A, *B;
+    const T *A, *B, *bias;
     T *C;
 } FN(job);
 
@@ -311,12 +317,12 @@ static void *FN(run_job)(void *arg)
     job->status = 0;
     if (job->M <= SMALL_M && job->tb && !job->ta) {
         FN(gemm_dot)(job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb, job->beta,
-                     job->C, job->ldc, job->j0, job->j1);
+                     job->C, job->ldc, job->bias, job->j0, job->j1);
         return NULL;
     }
     if ((job->M <= SMALL_M || job->K <= SMALL_M) && !job->tb) {
         FN(gemm_direct)(job->ta, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
-                        job->beta, job->C, job->ldc, job->j0, job->j1);
+                        job->beta, job->C, job->ldc, job->bias, job->j0, job->j1);
         return NULL;
     }
     T *abuf = NULL, *bbuf = NULL;
@@ -327,7 +333,7 @@ static void *FN(run_job)(void *arg)
         return NULL;
     }
     FN(gemm_cols)(job->ta, job->tb, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
-                  job->beta, job->C, job->ldc, job->j0, job->j1, abuf, bbuf);
+                  job->beta, job->C, job->ldc, job->bias, job->j0, job->j1, abuf, bbuf);
     free(abuf);
     free(bbuf);
     return NULL;
@@ -336,12 +342,13 @@ static void *FN(run_job)(void *arg)
 /* Split the columns of C between up to `nthreads` threads. Threads are created per call and
  * joined before returning: no pool survives between calls, so nothing can hang after fork(). */
 static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A, long lda,
-                    const T *B, long ldb, T beta, T *C, long ldc, int nthreads)
+                    const T *B, long ldb, T beta, T *C, long ldc, const T *bias, int nthreads)
 {
     if (M == 0 || N == 0) return 0;
     if (K == 0) {  /* op(A) op(B) is all zeros */
         for (long i = 0; i < M; i++)
-            for (long j = 0; j < N; j++) C[i * ldc + j] = beta != 0 ? beta * C[i * ldc + j] : 0;
+            for (long j = 0; j < N; j++)
+                C[i * ldc + j] = (beta != 0 ? beta * C[i * ldc + j] : 0) + (bias ? bias[j] : 0);
         return 0;
     }
     long step = FN(col_step)();
@@ -354,7 +361,7 @@ static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A,
     int started[64] = {0};
     for (int i = 0; i < t; i++) {
         long j0 = i * chunk, j1 = j0 + chunk < N ? j0 + chunk : N;
-        jobs[i] = (FN(job)){ta, tb, 0, M, K, lda, ldb, ldc, j0, j1, alpha, beta, A, B, C};
+        jobs[i] = (FN(job)){ta, tb, 0, M, K, lda, ldb, ldc, j0, j1, alpha, beta, A, B, bias, C};
         if (j0 >= j1) continue;
         if (i > 0) started[i] = pthread_create(&threads[i], NULL, FN(run_job), &jobs[i]) == 0;
     }

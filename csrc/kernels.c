@@ -119,15 +119,17 @@ int tge_set_isa(int wanted)
 #endif
 
 int tge_sgemm(int ta, int tb, long M, long N, long K, float alpha, const float *A, long lda,
-              const float *B, long ldb, float beta, float *C, long ldc, int nthreads)
+              const float *B, long ldb, float beta, float *C, long ldc, const float *bias,
+              int nthreads)
 {
-    DISPATCH(gemm, f32, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nthreads)
+    DISPATCH(gemm, f32, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, nthreads)
 }
 
 int tge_dgemm(int ta, int tb, long M, long N, long K, double alpha, const double *A, long lda,
-              const double *B, long ldb, double beta, double *C, long ldc, int nthreads)
+              const double *B, long ldb, double beta, double *C, long ldc, const double *bias,
+              int nthreads)
 {
-    DISPATCH(gemm, f64, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nthreads)
+    DISPATCH(gemm, f64, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, nthreads)
 }
 
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda)

@@ -5,15 +5,16 @@
  * and aliasing before every call, so these functions trust their arguments.
  */
 
-/* C = alpha * op(A) op(B) + beta * C, op(X) = X or X^T. op(A) is M x K, op(B) is K x N.
- * beta == 0 means C is not read (NaN in the old C does not leak). nthreads <= 1: one thread.
+/* C = alpha * op(A) op(B) + beta * C + bias, op(X) = X or X^T. op(A) is M x K, op(B) is K x N;
+ * bias (N values, added to every row: nn.Linear's b) may be NULL. beta == 0 means C is not
+ * read (NaN in the old C does not leak). nthreads <= 1: one thread.
  * Returns 0, or -1 when scratch memory could not be allocated. */
 int tge_sgemm(int trans_a, int trans_b, long M, long N, long K, float alpha,
                const float *A, long lda, const float *B, long ldb, float beta,
-               float *C, long ldc, int nthreads);
+               float *C, long ldc, const float *bias, int nthreads);
 int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
                const double *A, long lda, const double *B, long ldb, double beta,
-               double *C, long ldc, int nthreads);
+               double *C, long ldc, const double *bias, int nthreads);
 
 /* Rank-1 update A += alpha * x y^T, A is M x N. */
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);

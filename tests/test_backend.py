@@ -68,6 +68,34 @@ def test_gemm_alpha_beta_accumulate(each_backend, alpha, beta):
     _assert_matches(out, alpha * _reference(a, b, False, True) + beta * c0, 50, np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True), (True, True)], ids=str)
+@pytest.mark.parametrize("m, k, n", SHAPES + [(64, 300, 70), (12, 300, 40)], ids=str)
+def test_gemm_adds_a_bias_to_every_row_once(each_backend, m, k, n, trans, dtype):
+    # K = 300 spans two K blocks of the packed and direct paths: the bias must be added once
+    rng = np.random.default_rng(m * 1000 + k * 10 + n + 7)
+    a, b = _operands(rng, m, k, n, *trans, dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    _assert_matches(backend.gemm(a, b, *trans, bias=bias), _reference(a, b, *trans) + bias, k, dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    out = c0.copy()
+    backend.gemm(a, b, *trans, alpha=0.5, beta=2.0, out=out, bias=bias[::-1].copy())
+    _assert_matches(out, 0.5 * _reference(a, b, *trans) + 2.0 * c0 + bias[::-1], k, dtype)
+
+
+def test_gemm_bias_views_and_bad_bias(each_backend):
+    a, b = np.ones((12, 40), np.float32), np.ones((40, 33), np.float32)
+    spaced = np.arange(66, dtype=np.float32)[::2]           # a strided bias is copied for C
+    np.testing.assert_allclose(backend.gemm(a, b, bias=spaced), 40 + spaced[None, :].repeat(12, 0))
+    with pytest.raises(ValueError, match=r"bias must have shape \(33,\)"):
+        backend.gemm(a, b, bias=np.ones(32, np.float32))
+    with pytest.raises(ValueError, match="dtype float32"):
+        backend.gemm(a, b, bias=np.ones(33))
+    out = np.zeros((12, 33), np.float32)
+    with pytest.raises(ValueError, match="overlaps bias"):
+        backend.gemm(a, b, out=out, bias=out[0])
+
+
 def test_beta_zero_does_not_read_old_out(each_backend):
     out = np.full((3, 4), np.nan, np.float32)
     backend.gemm(np.ones((3, 2), np.float32), np.ones((2, 4), np.float32), out=out)

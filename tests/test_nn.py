@@ -242,3 +242,7 @@ def test_linear_rejects_wrong_feature_count_and_dtype():
         lin(tg.zeros(4, 5))
     with pytest.raises(TypeError, match="float64"):
         lin(tg.zeros(4, 3, dtype=tg.float64))
+    with pytest.raises(ValueError, match=r"linear: bias must have shape \(2,\) and dtype float32"):
+        nn.functional.linear(tg.zeros(4, 3), lin.weight, tg.zeros(3))
+    with pytest.raises(ValueError, match="linear: bias"):
+        nn.functional.linear(tg.zeros(4, 3), lin.weight, tg.zeros(2, dtype=tg.float64))

@@ -186,11 +186,12 @@ class Linear(Function):
         if x.dtype != weight.dtype:
             raise TypeError(f"linear: input dtype {x.dtype} differs from weight dtype "
                             f"{weight.dtype}; convert with .float() or .double()")
+        if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
+            raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
+                             f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # extra leading dims: a batch
         ctx.x2, ctx.weight, ctx.x_shape = x2, weight, x.shape
-        y = backend.gemm(x2, weight, trans_b=True)
-        if bias is not None:
-            y += bias
+        y = backend.gemm(x2, weight, trans_b=True, bias=bias)   # x W^T + b in one pass
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     @staticmethod

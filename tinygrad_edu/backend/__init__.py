@@ -1,5 +1,6 @@
 """The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``), the
-in-place ``axpy`` of the SGD update (``axpy_many`` for all parameters at once), and ReLU forward and backward (``relu``, ``relu_backward``).
+in-place ``axpy`` of the SGD update (``axpy_many`` for all parameters at once), and ReLU forward
+and backward (``relu``, ``relu_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -98,12 +99,13 @@ def _check_out(what, out, shape, dtype, inputs):
             raise ValueError(f"{what} overlaps {label}: the result would overwrite its own input")
 
 
-def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
-    """``out = alpha * op(a) @ op(b) + beta * out``, op = transpose where asked.
+def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias=None):
+    """``out = alpha * op(a) @ op(b) + beta * out + bias``, op = transpose where asked.
 
     With ``out=None`` a new array is returned (``beta`` is then ignored). ``beta=1`` accumulates
-    into ``out``: how a gradient is added without a temporary. ``a`` and ``b`` may be views
-    (transposed, sliced); ``out`` needs contiguous rows and must not overlap them.
+    into ``out``: how a gradient is added without a temporary. ``bias`` (one value per column, or
+    None) is added to every row: nn.Linear's ``x @ W.T + b`` in one pass. ``a`` and ``b`` may be
+    views (transposed, sliced); ``out`` needs contiguous rows and must not overlap the inputs.
     """
     _check_float_array("a", a, 2)
     _check_float_array("b", b, 2)
@@ -114,10 +116,17 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     if k != k2:
         raise ValueError(f"gemm: op(a) has shape {(m, k)} and op(b) has shape {(k2, n)}; "
                          f"inner dimensions {k} and {k2} differ")
+    inputs = [("a", a), ("b", b)]
+    if bias is not None:
+        _check_float_array("bias", bias, 1)
+        if bias.shape != (n,) or bias.dtype != a.dtype:
+            raise ValueError(f"bias must have shape {(n,)} and dtype {a.dtype}, "
+                             f"got {bias.shape} {bias.dtype}")
+        inputs.append(("bias", bias))
     if out is None:
-        return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype))
-    _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b)])
-    return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out)
+        return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
+    _check_out("out", out, (m, n), a.dtype, inputs)
+    return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
 
 
 def ger(A, x, y, alpha=1.0):

@@ -73,17 +73,18 @@ def _vector(v, types):
     return ffi.from_buffer(types.array, v if v.flags.c_contiguous and v.flags.aligned else v.copy())
 
 
-def gemm(a, b, trans_a, trans_b, alpha, beta, out):
+def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     if m * n * k < NUMPY_BELOW_FMAS and k > 1:
-        return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out)
+        return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
     types = _KERNELS[a.dtype]
     pa, trans_a, lda = _operand(a, trans_a, types)
     pb, trans_b, ldb = _operand(b, trans_b, types)
     pc, ldc = _output(out, types)
+    pbias = ffi.NULL if bias is None else _vector(bias, types)
     threads = THREADS if m * n * k >= PARALLEL_MIN_FMAS else 1
-    if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, threads) != 0:
+    if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
     return out
 

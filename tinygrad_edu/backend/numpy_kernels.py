@@ -5,7 +5,7 @@ import numpy as np
 NAME = "numpy"
 
 
-def gemm(a, b, trans_a, trans_b, alpha, beta, out):
+def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     A = a.T if trans_a else a
     B = b.T if trans_b else b
     if beta == 0.0:
@@ -17,6 +17,8 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out):
         if beta != 1.0:
             out *= beta
         out += product if alpha == 1.0 else alpha * product
+    if bias is not None:
+        out += bias
     return out
 
 
