@@ -8,18 +8,8 @@ parameters, other implementation), as ratios of minimum times: below 1 means fas
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
-
-
-def _split(name):
-    """'test_training_step[12-torch]' -> ('test_training_step', ['12', 'torch'])."""
-    match = re.match(r"(\w+)\[(.*)\]", name)
-    return (match.group(1), match.group(2).split("-")) if match else (name, [])
-
-
-IMPLS = ("tinygrad_edu", "c", "numpy", "np.outer", "numpy-by-hand", "torch", "tinygrad_edu-c", "tinygrad_edu-numpy")
 
 
 def _impl_and_key(bench):

@@ -11,6 +11,7 @@ OMP_NUM_THREADS, reported in extra_info); warm-up rounds; pytest-benchmark keeps
 inputs rotate between rounds so no cache flatters a result; each benchmark checks its answer.
 """
 
+import contextlib
 import itertools
 import os
 import sys
@@ -53,11 +54,30 @@ def _rotating(make, count=4):
 
 
 # --- (a) kernels --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _instruction_set(impl):
+    """For "c-avx2" / "c-sse2": the C kernels with that instruction set (what a CPU without
+    AVX-512 gets), restored afterwards. For "c" and "numpy": nothing changes."""
+    wanted = impl.partition("-")[2]
+    if not wanted:
+        yield
+        return
+    kernels = backend.c_kernels
+    level = {name: level for level, name in kernels.ISA_NAMES.items()}[wanted]
+    before = kernels.lib.tge_isa()
+    try:
+        if kernels.lib.tge_set_isa(level) != level:
+            pytest.skip(f"this CPU has no {wanted}")
+        yield
+    finally:
+        kernels.lib.tge_set_isa(before)
+
+
 @pytest.mark.benchmark(group="gemm")
-@pytest.mark.parametrize("impl", ["c", "numpy"])
+@pytest.mark.parametrize("impl", ["c", "numpy", "c-avx2", "c-sse2"])
 @pytest.mark.parametrize("case", list(GEMM_SHAPES))
 def test_gemm(benchmark, case, impl):
-    if impl not in backend.available():
+    if impl.partition("-")[0] not in backend.available():
         pytest.skip("C kernels not built")
     m, k, n, ta, tb = GEMM_SHAPES[case]
     rng = np.random.default_rng(0)
@@ -68,7 +88,7 @@ def test_gemm(benchmark, case, impl):
         return a, b, np.empty((m, n), np.float32)
 
     nxt = _rotating(make)
-    with backend.use(impl):
+    with backend.use(impl.partition("-")[0]), _instruction_set(impl):
         a, b, out = nxt()
         expected = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
         backend.gemm(a, b, ta, tb, out=out)

@@ -145,3 +145,22 @@ def test_sweep_stops_on_ctrl_c_and_keeps_finished_runs(tmp_path):
     assert 1 <= saved < 4
     out = run_example("mnist_sweep.py", *args)
     assert f"4 runs: {saved} already finished" in out and (tmp_path / "results.json").exists()
+
+
+def test_benchmark_report_renders_ratios_and_a_chart(tmp_path):
+    def bench(group, impl, seconds, **params):
+        return dict(group=group, params=dict(impl=impl, **params),
+                    stats=dict(min=seconds, median=seconds * 1.1), extra_info=dict(flops=2e6, threads=1))
+    data = dict(machine_info=dict(cpu=dict(brand_raw="test CPU", count=2), python_version="3.11"),
+                benchmarks=[bench("gemm", "c", 1e-5, case="fwd"), bench("gemm", "numpy", 2e-5, case="fwd"),
+                            bench("gemm", "c-avx2", 4e-5, case="fwd"),
+                            bench("train-step", "tinygrad_edu-c", 3e-4, batch=12),
+                            bench("train-step", "torch", 6e-4, batch=12)])
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    out = run_example("benchmark_report.py", str(path), "--png", str(tmp_path / "chart.png"))
+    lines = {line.split("|")[3].strip(): line for line in out.splitlines() if line.startswith("| gemm") or line.startswith("| train")}
+    assert "| 0.50 |" in lines["c"] and "| 2.00 |" in lines["c-avx2"]        # vs NumPy
+    assert "| 0.50 |" in lines["tinygrad_edu-c"]                             # vs PyTorch
+    assert "200.0" in lines["c"]                                             # GFLOP/s
+    assert (tmp_path / "chart.png").stat().st_size > 1000
