@@ -18,6 +18,7 @@ SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512)
 def each_backend(request, monkeypatch):
     if request.param == "c":   # test the C kernels at every size, even where NumPy would be used
         monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_FMAS", 0)
+        monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_ELEMENTS", 0)
     with backend.use(request.param):
         yield request.param
 

@@ -139,11 +139,6 @@ def ger(A, x, y, alpha=1.0):
     return _active.ger(A, x, y, alpha)
 
 
-def _contiguous(x):
-    """C may take x as a flat run of floats: a float32/float64 array, C-contiguous and aligned."""
-    return x.dtype in _FLOAT_DTYPES and x.flags.c_contiguous and x.flags.aligned
-
-
 def _check_axpy(x, y):
     """Check one pair for ``y += alpha * x``; True if C can take it as two flat runs."""
     _check_float_array("x", x)
@@ -185,10 +180,9 @@ def axpy_many(alpha, xs, ys):
 
 
 def relu(z):
-    """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: integer arrays and
-    strided views go to NumPy."""
-    z = np.asarray(z)   # an op on 0-d arrays may have handed over a NumPy scalar
-    return _active.relu(z) if _contiguous(z) else numpy_kernels.relu(z)
+    """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: the C backend hands
+    integer arrays, strided views and small arrays to NumPy."""
+    return _active.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
 
 
 def relu_backward(y, grad):
@@ -198,6 +192,4 @@ def relu_backward(y, grad):
     _check_float_array("grad", grad)
     if y.shape != grad.shape:
         raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
-    if y.dtype == grad.dtype and _contiguous(y) and _contiguous(grad):
-        return _active.relu_backward(y, grad)
-    return numpy_kernels.relu_backward(y, grad)
+    return _active.relu_backward(y, grad)
