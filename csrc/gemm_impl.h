@@ -145,12 +145,17 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
 /* Small M (a mini-batch of 12): packing B would cost as much as the product itself, so the
  * kernels below read A and B where they are. The register tile is the same MR x NR one; A(i, p)
  * is read through two strides so that op(A) = A^T costs nothing. */
-/* The k loop of a direct tile with `rows` rows of A. Always inlined with a constant `rows`, so
- * each row count gets its own unrolled copy with the accumulators in registers: a one-row
- * product (batch 1) does one row's work, not MR rows'. */
-static inline __attribute__((always_inline)) void FN(direct_rows)(const int rows, long kc,
-        const T *const *arow, long a_cs, const T *b, long ldb, V acc[MR][2])
+/* One direct tile with `rows` rows of A: the k loop, then the store. Always inlined with a
+ * constant `rows`, so each row count gets its own unrolled copy with the accumulators in
+ * registers from the first multiply to the store (a one-row product, batch 1, does one row's
+ * work, not MR rows'). Storing here, not after the caller's switch, matters: where the cases
+ * met again GCC parked all accumulators on the stack, 24 extra moves per 12-deep tile. */
+static inline __attribute__((always_inline)) void FN(direct_tile)(const int rows, long kc,
+        const T *const *arow, long a_cs, const T *b, long ldb, T *restrict c, long ldc, T alpha,
+        T beta, const T *bias, int m, int n)
 {
+    V acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
     for (long p = 0; p < kc; p++) {
         V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
 #pragma GCC unroll 16
@@ -160,6 +165,7 @@ static inline __attribute__((always_inline)) void FN(direct_rows)(const int rows
             acc[i][1] += ai * b1;
         }
     }
+    FN(store_tile)(acc, c, ldc, alpha, beta, bias, m, n);
 }
 
 static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
@@ -176,17 +182,14 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
         b = bpad;
         ldb = NR;
     }
-    V acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
     switch (m) {
-    case 1: FN(direct_rows)(1, kc, arow, a_cs, b, ldb, acc); break;
-    case 2: FN(direct_rows)(2, kc, arow, a_cs, b, ldb, acc); break;
-    case 3: FN(direct_rows)(3, kc, arow, a_cs, b, ldb, acc); break;
-    case 4: FN(direct_rows)(4, kc, arow, a_cs, b, ldb, acc); break;
-    case 5: FN(direct_rows)(5, kc, arow, a_cs, b, ldb, acc); break;
-    default: FN(direct_rows)(MR, kc, arow, a_cs, b, ldb, acc); break;
+    case 1: FN(direct_tile)(1, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    case 2: FN(direct_tile)(2, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    case 3: FN(direct_tile)(3, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    case 4: FN(direct_tile)(4, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    case 5: FN(direct_tile)(5, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    default: FN(direct_tile)(MR, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
     }
-    FN(store_tile)(acc, c, ldc, alpha, beta, bias, m, n);
 }
 
 static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long lda, const T *B,
