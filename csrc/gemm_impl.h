@@ -342,6 +342,18 @@ static void *FN(run_job)(void *arg)
     return NULL;
 }
 
+/* K = 1 (the weight gradients at batch 1): C = alpha a b^T, row i = (alpha a_i) b, one
+ * streaming pass over C instead of tiles built for depth. */
+static void FN(outer)(long M, long N, T alpha, const T *a, long a_stride, const T *restrict b,
+                      T *restrict C, long ldc)
+{
+    for (long i = 0; i < M; i++) {
+        T s = alpha * a[i * a_stride];
+        T *restrict row = C + i * ldc;
+        for (long j = 0; j < N; j++) row[j] = s * b[j];
+    }
+}
+
 /* Split the columns of C between up to `nthreads` threads. Threads are created per call and
  * joined before returning: no pool survives between calls, so nothing can hang after fork(). */
 static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A, long lda,
@@ -352,6 +364,10 @@ static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A,
         for (long i = 0; i < M; i++)
             for (long j = 0; j < N; j++)
                 C[i * ldc + j] = (beta != 0 ? beta * C[i * ldc + j] : 0) + (bias ? bias[j] : 0);
+        return 0;
+    }
+    if (K == 1 && beta == 0 && !bias && !tb) {  /* op(B) is one contiguous row */
+        FN(outer)(M, N, alpha, A, ta ? 1 : lda, B, C, ldc);
         return 0;
     }
     long step = FN(col_step)();

@@ -11,7 +11,8 @@ from tinygrad_edu import backend
 
 BACKENDS = backend.available()
 SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512), (784, 12, 512),
-          (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259)]
+          (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259),
+          (37, 1, 70), (512, 1, 784)]   # K = 1: batch-1 weight gradients, an outer product
 
 
 @pytest.fixture(params=BACKENDS)
