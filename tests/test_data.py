@@ -249,3 +249,20 @@ def test_overlong_file_and_absurd_header_are_named(tmp_path, damage, message):
         f.write(damage(data))
     with pytest.raises(DatasetFileError, match="t10k-labels-idx1-ubyte.gz.*" + message):
         MNIST(tmp_path, train=False)
+
+
+def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
+    import os
+    from tinygrad_edu.utils.files import atomic_path, atomic_write_text
+    target = tmp_path / "out" / "results.json"
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]   # no leftovers
