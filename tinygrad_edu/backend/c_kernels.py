@@ -17,11 +17,11 @@ NAME = "c"
 THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count() or 1))
 # below this many multiply-adds a second thread costs more to start than it saves (measured)
 PARALLEL_MIN_FMAS = 8_000_000
-# below this many, a call's fixed cost (~2.5 us) outweighs the kernel's speed and NumPy is as fast
-# (12x128 @ 128x64, 98k: NumPy 4.2 us, C 5.2 us), so hand it over. Measured on the training step:
-# 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's slower M=1 path).
-# Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy is 2-6x slower
-# (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
+# below this many, a call's fixed cost (~1.5 us of Python and cffi) outweighs the kernel's speed
+# and NumPy is as fast (12x128 @ 128x64, 98k: NumPy 4.4 us, C 4.5 us), so hand it over. Measured
+# on the training step: 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's
+# slower M=1 path). Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy
+# is 2-6x slower (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
 NUMPY_BELOW_FMAS = 100_000
 # ReLU (forward and backward) on fewer elements: NumPy's loop costs less than our call
 # (measured crossover 1.5k-2k elements; 512: NumPy 0.78 us, C 1.05 us; 6144: 2.46 vs 1.31)
