@@ -173,6 +173,34 @@ def _hand_step(batch):
     return step, mlp
 
 
+def _kernel_step(batch):
+    """The engine's work without the engine: the same C kernels and NumPy calls in a row, no
+    graph. The gap between this and tinygrad_edu-c is what the graph and its Python cost."""
+    from tinygrad_edu.functions import log_softmax
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+    Ws, bs = mlp.Ws, mlp.bs
+    nxt = _batches(batch)
+
+    def step():
+        x, y = nxt()
+        hs = [x]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            z = backend.gemm(hs[-1], W, trans_b=True, bias=b)
+            hs.append(backend.relu(z) if i < len(Ws) - 1 else z)
+        rows = np.arange(batch)
+        dz = np.exp(log_softmax(hs[-1], -1))         # d mean CE / d logits = (softmax - onehot) / N
+        dz[rows, y] -= 1
+        dz /= batch
+        grads_W, grads_b = [], []
+        for i in reversed(range(len(Ws))):
+            grads_W.insert(0, backend.gemm(dz, hs[i], trans_a=True))
+            grads_b.insert(0, dz.sum(axis=0))
+            if i:
+                dz = backend.relu_backward(hs[i], backend.gemm(dz, Ws[i]))
+        backend.axpy_many(-0.01, grads_W + grads_b, Ws + bs)
+    return step, mlp
+
+
 def _engine_step(batch, impl):
     mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
     model = mlp.module()
@@ -211,7 +239,8 @@ def _torch_step(batch):
 
 
 @pytest.mark.benchmark(group="train-step")
-@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-numpy", "numpy-by-hand", "torch"])
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-numpy", "numpy-by-hand",
+                                  "c-kernels-by-hand", "torch"])
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_training_step(benchmark, batch, impl):
     reference_step, reference = _hand_step(batch)
@@ -219,6 +248,10 @@ def test_training_step(benchmark, batch, impl):
         step, state = reference_step, reference
     elif impl == "torch":
         step, state = _torch_step(batch)
+    elif impl == "c-kernels-by-hand":
+        if "c" not in backend.available():
+            pytest.skip("C kernels not built")
+        step, state = _kernel_step(batch)
     else:
         name = impl.split("-")[1]
         if name not in backend.available():
@@ -228,7 +261,7 @@ def test_training_step(benchmark, batch, impl):
         for _ in range(2):
             step()
             reference_step()
-        first_weight = state.Ws[0] if impl.startswith("tinygrad") else state[0].weight.detach().numpy()
+        first_weight = state[0].weight.detach().numpy() if impl == "torch" else state.Ws[0]
         assert np.allclose(first_weight, reference.Ws[0], atol=1e-5)
     benchmark(step)
     _info(benchmark, batch=batch, model="784-512-256-128-64-10")
