@@ -259,11 +259,12 @@ def test_axpy_matches_numpy_for_every_layout(each_backend, dtype):
     x, y = rng.standard_normal((37, 11)).astype(dtype), rng.standard_normal((37, 11)).astype(dtype)
     for xs, ys in [(x, y.copy()), (x.T, y.T.copy()), (x[:, 1:5], y.copy()[:, 1:5]), (x[:0], y[:0].copy())]:
         expected = ys + dtype(-0.3) * xs
-        assert np.allclose(backend.axpy(-0.3, xs, ys), expected, rtol=1e-6)
+        backend.axpy_many(-0.3, [xs], [ys])
+        assert np.allclose(ys, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="axpy"):
-        backend.axpy(1.0, x, y[:, :3].copy())
+        backend.axpy_many(1.0, [x], [y[:, :3].copy()])
     with pytest.raises(TypeError, match="float32 or float64"):
-        backend.axpy(1.0, x.astype(np.int64), y)
+        backend.axpy_many(1.0, [x.astype(np.int64)], [y])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

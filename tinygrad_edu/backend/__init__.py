@@ -1,6 +1,6 @@
 """The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``), the
-in-place ``axpy`` of the SGD update (``axpy_many`` for all parameters at once), and ReLU forward
-and backward (``relu``, ``relu_backward``).
+in-place SGD update of all parameters (``axpy_many``), and ReLU forward and backward (``relu``,
+``relu_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -139,44 +139,20 @@ def ger(A, x, y, alpha=1.0):
     return _active.ger(A, x, y, alpha)
 
 
-def _check_axpy(x, y):
-    """Check one pair for ``y += alpha * x``; True if C can take it as two flat runs."""
-    _check_float_array("x", x)
-    _check_float_array("y", y)
-    if x.shape != y.shape or x.dtype != y.dtype:
-        raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
-    x_flags, y_flags = x.flags, y.flags
-    if not y_flags.writeable:
-        raise ValueError("axpy: y is read-only")
-    if not (x_flags.c_contiguous and y_flags.c_contiguous and x_flags.aligned and y_flags.aligned):
-        return False
-    if x_flags.owndata and y_flags.owndata:  # two arrays that own their memory overlap only if
-        return x is not y                    # they are one (and this is 3x cheaper to ask)
-    return not np.may_share_memory(x, y)
-
-
-def axpy(alpha, x, y):
-    """``y += alpha * x`` in place, in one pass and without a temporary (the SGD update)."""
-    if _check_axpy(x, y):
-        return _active.axpy(alpha, x, y)
-    return numpy_kernels.axpy(alpha, x, y)   # views and overlaps: NumPy handles every layout
-
-
 def axpy_many(alpha, xs, ys):
-    """``ys[i] += alpha * xs[i]`` for every pair, in place: all parameters of a model in one
-    kernel call per dtype (PyTorch's optimizers do the same with their "foreach" ops)."""
+    """``ys[i] += alpha * xs[i]`` for every pair, in place and without temporaries: the SGD update
+    of all parameters of a model at once (PyTorch's optimizers batch it the same way with their
+    "foreach" ops)."""
     if len(xs) != len(ys):
         raise ValueError(f"axpy_many: {len(xs)} x arrays but {len(ys)} y arrays")
-    flat = {}   # dtype -> (xs, ys) that C takes in one call
     for x, y in zip(xs, ys):
-        if _check_axpy(x, y):
-            group = flat.setdefault(y.dtype, ([], []))
-            group[0].append(x)
-            group[1].append(y)
-        else:
-            numpy_kernels.axpy(alpha, x, y)
-    for group_xs, group_ys in flat.values():
-        _active.axpy_many(alpha, group_xs, group_ys)
+        _check_float_array("x", x)
+        _check_float_array("y", y)
+        if x.shape != y.shape or x.dtype != y.dtype:
+            raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
+        if not y.flags.writeable:
+            raise ValueError("axpy: y is read-only")
+    _active.axpy_many(alpha, xs, ys)
 
 
 def relu(z):

@@ -27,14 +27,9 @@ def ger(A, x, y, alpha):
     return A
 
 
-def axpy(alpha, x, y):
-    y += alpha * x
-    return y
-
-
 def axpy_many(alpha, xs, ys):
     for x, y in zip(xs, ys):
-        axpy(alpha, x, y)
+        y += alpha * x
 
 
 def relu(z):
