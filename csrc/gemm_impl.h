@@ -213,9 +213,9 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
 
 /* C = A B^T with B stored N x K (``x @ W.T`` in nn.Linear): rows of A and rows of B are both
  * contiguous along k, so each C element is a dot product vectorised along k. A DM x DN block of
- * dot products shares its loads; a block of B rows stays in L1 while all rows of A pass by. */
-/* 6 x 4 of AVX-512's 32 registers hold accumulators (measured best of 4x4, 4x6, 6x4, 6x3, 8x3,
- * 3x8, 12x2 for a batch of 12); AVX2 and SSE2 have 16 registers, room for 4 x 3 */
+ * dot products shares its loads; a block of B rows stays in L1 while all rows of A pass by.
+ * On AVX-512, 6 x 4 of the 32 registers hold accumulators (the best of 4x4, 4x6, 6x4, 6x3, 8x3,
+ * 3x8, 12x2 measured at a batch of 12); AVX2 and SSE2 have 16 registers, room for 4 x 3. */
 #define DM (VB == 64 ? 6 : 4)
 #define DN (VB == 64 ? 4 : 3)
 

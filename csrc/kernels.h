@@ -1,8 +1,8 @@
 /* tinygrad_edu C kernels: the public interface (also read by build_ext.py for cffi).
  *
  * Matrices are row-major with a leading dimension (the distance in elements between rows),
- * as in BLAS. The Python side (tinygrad_edu/backend/c.py) checks shapes, dtypes, strides
- * and aliasing before every call, so these functions trust their arguments.
+ * as in BLAS. The Python side (tinygrad_edu/backend/__init__.py and c_kernels.py) checks
+ * shapes, dtypes, strides and aliasing before every call, so these functions trust their arguments.
  */
 
 /* C = alpha * op(A) op(B) + beta * C + bias, op(X) = X or X^T. op(A) is M x K, op(B) is K x N;

@@ -21,6 +21,7 @@ import pytest
 
 import tinygrad_edu as tg
 from tinygrad_edu import backend, handgrad, nn, optim
+from tinygrad_edu.functions import log_softmax
 
 from conftest import REPO, mnist_dir
 
@@ -176,7 +177,6 @@ def _hand_step(batch):
 def _kernel_step(batch):
     """The engine's work without the engine: the same C kernels and NumPy calls in a row, no
     graph. The gap between this and tinygrad_edu-c is what the graph and its Python cost."""
-    from tinygrad_edu.functions import log_softmax
     mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
     Ws, bs = mlp.Ws, mlp.bs
     nxt = _batches(batch)

@@ -95,7 +95,7 @@ def _check_out(what, out, shape, dtype, inputs):
         raise ValueError(f"{what} must have contiguous rows (row-major, as from np.empty), "
                          f"got strides {out.strides}")
     for label, x in inputs:
-        if np.may_share_memory(out, x):
+        if x is not None and np.may_share_memory(out, x):
             raise ValueError(f"{what} overlaps {label}: the result would overwrite its own input")
 
 
@@ -116,16 +116,14 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
     if k != k2:
         raise ValueError(f"gemm: op(a) has shape {(m, k)} and op(b) has shape {(k2, n)}; "
                          f"inner dimensions {k} and {k2} differ")
-    inputs = [("a", a), ("b", b)]
     if bias is not None:
         _check_float_array("bias", bias, 1)
         if bias.shape != (n,) or bias.dtype != a.dtype:
             raise ValueError(f"bias must have shape {(n,)} and dtype {a.dtype}, "
                              f"got {bias.shape} {bias.dtype}")
-        inputs.append(("bias", bias))
     if out is None:
         return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
-    _check_out("out", out, (m, n), a.dtype, inputs)
+    _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b), ("bias", bias)])
     return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
 
 

@@ -3,8 +3,8 @@
 A DataLoader cuts a dataset into mini-batches of ``(inputs, labels)`` tensors. Datasets that keep
 their samples in arrays (``TensorDataset``, ``vision.datasets.MNIST``) offer ``get_batch(indices)``:
 the loader then builds each batch with one fancy-index per array instead of a Python loop over
-samples, which matters at batch size 12, where a step of the lecture's MLP takes about a
-millisecond.
+samples, which matters at batch size 12, where a step of the lecture's MLP takes a few hundred
+microseconds.
 """
 
 import math
