@@ -18,7 +18,7 @@ THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count(
 # below this many multiply-adds a second thread costs more to start than it saves (measured)
 PARALLEL_MIN_FMAS = 8_000_000
 # below this many, a call's fixed cost (~1.5 us of Python and cffi) outweighs the kernel's speed
-# and NumPy is as fast (12x128 @ 128x64, 98k: NumPy 4.4 us, C 4.5 us), so hand it over. Measured
+# and NumPy is as fast (12x128 @ (64x128)^T, 98k: NumPy 4.1 us, C 4.4 us), so hand it over. Measured
 # on the training step: 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's
 # slower M=1 path). Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy
 # is 2-6x slower (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
