@@ -314,32 +314,31 @@ typedef struct {
     T *C;
 } FN(job);
 
-static void *FN(run_job)(void *arg)
+static void FN(run_job)(void *arg)
 {
     FN(job) *job = arg;
     job->status = 0;
     if (job->M <= SMALL_M && job->tb && !job->ta) {
         FN(gemm_dot)(job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb, job->beta,
                      job->C, job->ldc, job->bias, job->j0, job->j1);
-        return NULL;
+        return;
     }
     if ((job->M <= SMALL_M || job->K <= SMALL_M) && !job->tb) {
         FN(gemm_direct)(job->ta, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
                         job->beta, job->C, job->ldc, job->bias, job->j0, job->j1);
-        return NULL;
+        return;
     }
     T *abuf = NULL, *bbuf = NULL;
     if (posix_memalign((void **)&abuf, 64, sizeof(T) * FN(abuf_len)(job->M)) != 0 ||
         posix_memalign((void **)&bbuf, 64, sizeof(T) * FN(bbuf_len)()) != 0) {
         free(abuf);
         job->status = -1;
-        return NULL;
+        return;
     }
     FN(gemm_cols)(job->ta, job->tb, job->M, job->K, job->alpha, job->A, job->lda, job->B, job->ldb,
                   job->beta, job->C, job->ldc, job->bias, job->j0, job->j1, abuf, bbuf);
     free(abuf);
     free(bbuf);
-    return NULL;
 }
 
 /* K = 1 (the weight gradients at batch 1): C = alpha a b^T, row i = (alpha a_i) b, one
@@ -354,8 +353,7 @@ static void FN(outer)(long M, long N, T alpha, const T *a, long a_stride, const 
     }
 }
 
-/* Split the columns of C between up to `nthreads` threads. Threads are created per call and
- * joined before returning: no pool survives between calls, so nothing can hang after fork(). */
+/* Split the columns of C between up to `nthreads` threads (the calling one and pool workers). */
 static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A, long lda,
                     const T *B, long ldb, T beta, T *C, long ldc, const T *bias, int nthreads)
 {
@@ -376,23 +374,15 @@ static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A,
     if (t > max_threads) t = (int)max_threads;
     long chunk = ((N + t - 1) / t + step - 1) / step * step;
     FN(job) jobs[64];
-    pthread_t threads[64];
-    int started[64] = {0};
-    for (int i = 0; i < t; i++) {
-        long j0 = i * chunk, j1 = j0 + chunk < N ? j0 + chunk : N;
-        jobs[i] = (FN(job)){ta, tb, 0, M, K, lda, ldb, ldc, j0, j1, alpha, beta, A, B, bias, C};
-        if (j0 >= j1) continue;
-        if (i > 0) started[i] = pthread_create(&threads[i], NULL, FN(run_job), &jobs[i]) == 0;
+    int n = 0;
+    for (long j0 = 0; j0 < N; j0 += chunk, n++) {
+        long j1 = j0 + chunk < N ? j0 + chunk : N;
+        jobs[n] = (FN(job)){ta, tb, 0, M, K, lda, ldb, ldc, j0, j1, alpha, beta, A, B, bias, C};
     }
-    for (int i = 1; i < t; i++)  /* a thread that could not start runs here instead */
-        if (!started[i] && jobs[i].j0 < jobs[i].j1) FN(run_job)(&jobs[i]);
-    FN(run_job)(&jobs[0]);
-    int status = jobs[0].status;
-    for (int i = 1; i < t; i++) {
-        if (started[i]) pthread_join(threads[i], NULL);
-        if (jobs[i].status != 0) status = jobs[i].status;
-    }
-    return status;
+    tge_parallel(FN(run_job), jobs, sizeof(FN(job)), n);
+    for (int i = 0; i < n; i++)
+        if (jobs[i].status != 0) return jobs[i].status;
+    return 0;
 }
 
 static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long lda)

@@ -20,13 +20,12 @@ int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);
 void tge_dger(long M, long N, double alpha, const double *x, const double *y, double *A, long lda);
 
-/* Y += alpha * X over n contiguous elements (the in-place SGD update). */
-void tge_saxpy(long n, float alpha, const float *X, float *Y);
-void tge_daxpy(long n, double alpha, const double *X, double *Y);
-
-/* For i < count: Y[i] += alpha * X[i] over n[i] elements: one call updates every parameter. */
-void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y);
-void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X, double *const *Y);
+/* For i < count: Y[i] += alpha * X[i] over n[i] elements: one call updates every parameter,
+ * split between up to nthreads threads. */
+void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y,
+                    int nthreads);
+void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X,
+                    double *const *Y, int nthreads);
 
 /* ReLU over n contiguous elements: Y = max(Z, 0) (NaN stays NaN), and its gradient
  * DZ = G where Y > 0, else 0. NumPy's maximum with a scalar is not vectorised (0.3 ns per

@@ -237,11 +237,75 @@ def test_every_instruction_set_flavour_agrees(isa, monkeypatch):
         lib.tge_set_isa(-1)
 
 
-def test_gemm_in_a_forked_child_does_not_hang():
-    """The sweep's workers may be forked: kernels must not depend on a thread pool from the parent."""
+# --- the C kernels' thread pool -------------------------------------------------------------------
+needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
+
+
+@pytest.fixture
+def c_threads(monkeypatch):
+    """Set the C kernels' thread count (every product and update goes to C and may be split)."""
+    from tinygrad_edu.backend import c_kernels
+    for name in ("NUMPY_BELOW_FMAS", "PARALLEL_MIN_FMAS", "PARALLEL_MIN_ELEMENTS"):
+        monkeypatch.setattr(c_kernels, name, 0)
+    with backend.use("c"):
+        yield lambda n: monkeypatch.setattr(c_kernels, "THREADS", n)
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_split_between_threads_gives_the_one_thread_result(c_threads, threads):
+    """Each thread owns whole columns of C (and whole slices of the SGD update): the sums are
+    the same ones in the same order, so the results are bit-identical."""
+    rng = np.random.default_rng(threads)
+    products = [(*_operands(rng, m, k, n, ta, tb, np.float32), ta, tb)
+                for m, k, n, ta, tb in [(12, 784, 512, False, True), (512, 12, 784, True, False),
+                                        (70, 300, 33, False, False)]]
+    xs = [rng.standard_normal(n).astype(np.float32) for n in (37, 1000, 5, 4096, 17)]
+    ys = [rng.standard_normal(x.size).astype(np.float32) for x in xs]
+    results = {}
+    for n in (1, threads):
+        c_threads(n)
+        updated = [y.copy() for y in ys]
+        backend.axpy_many(-0.5, xs, updated)
+        results[n] = [backend.gemm(*product) for product in products] + updated
+    for one, many in zip(results[1], results[threads]):
+        assert np.array_equal(one, many)
+
+
+@needs_c
+def test_pool_wakes_sleeping_workers(c_threads):
+    """Workers spin for 1 ms after a job, then sleep: a product after a pause must still run."""
+    import time
+    c_threads(2)
+    a = np.ones((12, 300), np.float32)
+    for _ in range(3):
+        assert np.all(backend.gemm(a, a, trans_b=True) == 300)
+        time.sleep(0.01)
+
+
+@needs_c
+def test_products_from_several_python_threads_at_once(c_threads):
+    """cffi releases the GIL: one caller holds the pool, the others run alone, all correct."""
+    import concurrent.futures
+    c_threads(2)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((40, 200)).astype(np.float32),
+              rng.standard_normal((200, 90)).astype(np.float32)) for _ in range(8)]
+
+    def many_products(a, b):
+        return all(np.allclose(backend.gemm(a, b), a @ b, atol=1e-4) for _ in range(200))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        assert all(executor.map(lambda pair: many_products(*pair), pairs))
+
+
+@needs_c
+def test_gemm_in_a_forked_child_does_not_hang(c_threads):
+    """The parent's pool workers do not exist in a fork()ed child: it must start its own."""
     import multiprocessing
+    c_threads(2)
     big = np.ones((600, 600), np.float32)
-    backend.gemm(big, big)  # threads were used in the parent
+    backend.gemm(big, big)  # the parent's pool is running now
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         result = pool.apply_async(_child_gemm).get(timeout=60)

@@ -15,8 +15,9 @@ from .._kernels import ffi, lib
 
 NAME = "c"
 THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count() or 1))
-# below this many multiply-adds a second thread costs more to start than it saves (measured)
-PARALLEL_MIN_FMAS = 8_000_000
+# below this many multiply-adds (or elements of an SGD update) a second thread costs more than it saves
+PARALLEL_MIN_FMAS = 100_000
+PARALLEL_MIN_ELEMENTS = 32_768
 # below this many, a call's fixed cost (~1.5 us of Python and cffi) outweighs the kernel's speed
 # and NumPy is as fast (12x128 @ (64x128)^T, 98k: NumPy 4.1 us, C 4.4 us), so hand it over. Measured
 # on the training step: 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's
@@ -122,9 +123,10 @@ def axpy_many(alpha, xs, ys):
     numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views and overlaps: NumPy handles them
     for dtype, (group_xs, group_ys) in by_dtype.items():
         types = _KERNELS[dtype]
-        types.axpy_many(len(group_ys), alpha, [y.size for y in group_ys],
-                        [ffi.from_buffer(types.array, x) for x in group_xs],
-                        [ffi.from_buffer(types.array, y) for y in group_ys])
+        sizes = [y.size for y in group_ys]
+        threads = THREADS if sum(sizes) >= PARALLEL_MIN_ELEMENTS else 1
+        types.axpy_many(len(group_ys), alpha, sizes, [ffi.from_buffer(types.array, x) for x in group_xs],
+                        [ffi.from_buffer(types.array, y) for y in group_ys], threads)
 
 
 def relu(z):
