@@ -310,7 +310,7 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without a gradient works only on a scalar, this "
                                    f"tensor has shape {self.shape}: pass gradient= of that shape")
-            gradient = np.ones_like(self.data)
+            gradient = np.ones(self.data.shape, self.data.dtype)  # np.ones_like: 1.5 us here
         else:
             gradient = _as_array(gradient, self.data.dtype)
             if gradient.shape != self.data.shape:

@@ -33,15 +33,17 @@ def log_softmax(x, dim):
     return F.LogSoftmax.apply(x, dim=dim)
 
 
+def _check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
 def _reduce(loss, reduction):
-    """Apply a loss's reduction: the one place that knows "mean", "sum" and "none"."""
+    """Apply a loss's reduction ("mean", "sum" or "none"; cross_entropy reduces in its own node)."""
+    _check_reduction(reduction)
     if reduction == "mean":
         return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return loss.sum() if reduction == "sum" else loss
 
 
 def _class_targets(input, target, what):
@@ -73,8 +75,9 @@ def _same_shape(input, target, what):
 
 def cross_entropy(input, target, reduction="mean"):
     """-log softmax(input)[target]: logits (N, C) and integer labels (N,)."""
+    _check_reduction(reduction)
     target = _class_targets(input, target, "cross_entropy")
-    return _reduce(F.CrossEntropy.apply(input, target=target), reduction)
+    return F.CrossEntropy.apply(input, target=target, reduction=reduction)
 
 
 def nll_loss(input, target, reduction="mean"):
