@@ -6,6 +6,10 @@
  * next product of a training step comes within microseconds. Then it sleeps on a condition
  * variable, so an idle process does not hold a core.
  *
+ * Jobs are claimed, not assigned: the caller and the workers take the next unclaimed job until
+ * none is left. Waking a sleeping worker takes 100 us or more on a virtual machine; meanwhile the
+ * caller simply does the jobs itself, so a late worker costs nothing but its share of one call.
+ *
  * Fork: a child gets none of the parent's threads, so it starts with an empty pool and makes its
  * own workers when it first needs them.
  */
@@ -13,29 +17,28 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "pool.h"
 
 #define MAX_WORKERS 63
-#define SPIN_NS 1000000L  /* 1 ms awake after each job */
-
-typedef struct {
-    pthread_cond_t wake;
-    atomic_uint posted;    /* number of the last job handed to this worker */
-    atomic_uint finished;  /* number of the last job it has finished */
-    atomic_int sleeping;
-    void (*fn)(void *job);
-    void *job;
-} worker;
+#define SPIN_NS 1000000L  /* 1 ms awake after each call */
 
 static struct {
-    pthread_mutex_t lock;  /* held by a worker going to sleep, and by whoever wakes it */
-    atomic_flag busy;      /* one caller at a time; others run their jobs alone */
+    pthread_mutex_t lock;  /* held by a worker going to sleep, and by whoever wakes the workers */
+    pthread_cond_t wake;
+    atomic_flag busy;      /* one caller at a time; the others run their jobs alone */
     int started;           /* workers running in this process */
-    unsigned job_number;
-    worker workers[MAX_WORKERS];
-} pool = {PTHREAD_MUTEX_INITIALIZER, ATOMIC_FLAG_INIT, 0, 0, {{PTHREAD_COND_INITIALIZER}}};
+    /* the call in progress: its number (bits 32-63), its job count (16-31) and the next
+     * unclaimed job (0-15), in one word so that one compare-and-swap claims a job */
+    _Atomic uint64_t claim;
+    atomic_int finished;   /* jobs of this call done */
+    atomic_int sleepers;
+    void (*fn)(void *job);
+    char *jobs;
+    size_t size;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, ATOMIC_FLAG_INIT};
 
 static void cpu_relax(void)
 {
@@ -51,44 +54,64 @@ static long elapsed_ns(const struct timespec *since)
     return (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
 }
 
-/* Return once w->posted differs from `seen`: spin first, then sleep. */
-static void wait_for_job(worker *w, unsigned seen)
+static uint32_t call_number(uint64_t claim) { return (uint32_t)(claim >> 32); }
+static unsigned job_count(uint64_t claim) { return (unsigned)(claim >> 16) & 0xffff; }
+static unsigned next_job(uint64_t claim) { return (unsigned)claim & 0xffff; }
+
+/* Take unclaimed jobs of call `number` and run them, until none is left. A worker that comes
+ * late finds the call over (another number, or every job taken) and does nothing: a job is run
+ * only after a successful compare-and-swap, and the caller waits for every job it hands out. */
+static void run_jobs(uint32_t number)
+{
+    uint64_t claim = atomic_load(&pool.claim);
+    while (call_number(claim) == number && next_job(claim) < job_count(claim)) {
+        if (!atomic_compare_exchange_weak(&pool.claim, &claim, claim + 1)) continue;
+        pool.fn(pool.jobs + next_job(claim) * pool.size);  /* fields stable until it finishes */
+        atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+        claim = atomic_load(&pool.claim);
+    }
+}
+
+/* Return the number of the first call after `seen`: spin first, then sleep. */
+static uint32_t wait_for_call(uint32_t seen)
 {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&w->posted, memory_order_acquire) != seen) return;
+        uint32_t number = call_number(atomic_load_explicit(&pool.claim, memory_order_acquire));
+        if (number != seen) return number;
         cpu_relax();
         if (i % 256 == 0 && elapsed_ns(&start) > SPIN_NS) break;
     }
-    /* `sleeping` is set before `posted` is read again, and the poster sets `posted` before it
-     * reads `sleeping` (both sequentially consistent): either we see the job, or it sees us
-     * asleep and signals under the lock, which we hold until cond_wait releases it. */
+    /* `sleepers` goes up before `claim` is read again, and the caller sets `claim` before it
+     * reads `sleepers` (both sequentially consistent): either we see the call, or the caller
+     * sees a sleeper and broadcasts under the lock, which we hold until cond_wait releases it. */
     pthread_mutex_lock(&pool.lock);
-    atomic_store(&w->sleeping, 1);
-    while (atomic_load(&w->posted) == seen) pthread_cond_wait(&w->wake, &pool.lock);
-    atomic_store(&w->sleeping, 0);
+    atomic_fetch_add(&pool.sleepers, 1);
+    while (call_number(atomic_load(&pool.claim)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+    atomic_fetch_sub(&pool.sleepers, 1);
     pthread_mutex_unlock(&pool.lock);
+    return call_number(atomic_load(&pool.claim));
 }
 
 static void *worker_main(void *arg)
 {
-    worker *w = arg;
-    unsigned seen = 0;  /* posted starts at 0, and no job is numbered 0 */
+    uint32_t seen = (uint32_t)(uintptr_t)arg;  /* the call running when this worker was made */
     for (;;) {
-        wait_for_job(w, seen);
-        seen = atomic_load_explicit(&w->posted, memory_order_acquire);  /* fn, job visible now */
-        w->fn(w->job);
-        atomic_store_explicit(&w->finished, seen, memory_order_release);
+        seen = wait_for_call(seen);
+        run_jobs(seen);
     }
     return NULL;
 }
 
 static void forget_workers_after_fork(void)
 {
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    pool.lock = fresh;  /* a parent thread may have held it at the fork */
+    pthread_mutex_t fresh_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t fresh_cond = PTHREAD_COND_INITIALIZER;
+    pool.lock = fresh_lock;  /* a parent thread may have held it at the fork */
+    pool.wake = fresh_cond;
     pool.started = 0;
+    atomic_store(&pool.sleepers, 0);
     atomic_flag_clear(&pool.busy);
 }
 
@@ -100,21 +123,17 @@ static int start_workers(int wanted)
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_fork_handler);
     if (wanted > MAX_WORKERS) wanted = MAX_WORKERS;
-    if (pool.started >= wanted) return wanted;
+    if (pool.started >= wanted) return pool.started;
     pthread_attr_t attr;
     sigset_t all, previous;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);  /* workers inherit it: signals go to Python */
+    uintptr_t current = call_number(atomic_load(&pool.claim));
     while (pool.started < wanted) {
-        worker *w = &pool.workers[pool.started];
-        pthread_cond_init(&w->wake, NULL);
-        atomic_store(&w->posted, 0);
-        atomic_store(&w->finished, 0);
-        atomic_store(&w->sleeping, 0);
         pthread_t thread;
-        if (pthread_create(&thread, &attr, worker_main, w) != 0) break;
+        if (pthread_create(&thread, &attr, worker_main, (void *)current) != 0) break;
         pool.started++;
     }
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
@@ -124,28 +143,23 @@ static int start_workers(int wanted)
 
 void tge_parallel(void (*fn)(void *job), void *jobs, size_t size, int n)
 {
-    char *job = jobs;
-    if (n < 2 || atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
-        for (int i = 0; i < n; i++) fn(job + (size_t)i * size);  /* alone */
+    if (n < 2 || n > 0xffff || atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
+        for (int i = 0; i < n; i++) fn((char *)jobs + (size_t)i * size);  /* alone */
         return;
     }
-    int helpers = start_workers(n - 1);
-    unsigned number = ++pool.job_number ? pool.job_number : ++pool.job_number;
-    for (int i = 0; i < helpers; i++) {
-        worker *w = &pool.workers[i];
-        w->fn = fn;
-        w->job = job + (size_t)(i + 1) * size;
-        atomic_store(&w->posted, number);
-        if (atomic_load(&w->sleeping)) {
-            pthread_mutex_lock(&pool.lock);
-            pthread_cond_signal(&w->wake);
-            pthread_mutex_unlock(&pool.lock);
-        }
+    start_workers(n - 1);
+    uint32_t number = call_number(atomic_load(&pool.claim)) + 1;
+    pool.fn = fn;
+    pool.jobs = jobs;
+    pool.size = size;
+    atomic_store(&pool.finished, 0);
+    atomic_store(&pool.claim, (uint64_t)number << 32 | (uint64_t)n << 16);  /* publishes the above */
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
     }
-    fn(job);
-    for (int i = helpers + 1; i < n; i++) fn(job + (size_t)i * size);  /* no worker started */
-    for (int i = 0; i < helpers; i++)
-        while (atomic_load_explicit(&pool.workers[i].finished, memory_order_acquire) != number)
-            cpu_relax();
+    run_jobs(number);
+    while (atomic_load_explicit(&pool.finished, memory_order_acquire) < n) cpu_relax();
     atomic_flag_clear_explicit(&pool.busy, memory_order_release);
 }
