@@ -303,7 +303,6 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
 
 static long FN(abuf_len)(long M) { return (M + MR - 1) / MR * MR * KC; }
 static long FN(bbuf_len)(void) { return (long)NC * KC + NR * KC; }
-static long FN(col_step)(void) { return NR; }
 
 /* One thread's share of the work: columns [j0, j1) of C, with its own packing buffers. */
 typedef struct {
@@ -368,12 +367,8 @@ static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A,
         FN(outer)(M, N, alpha, A, ta ? 1 : lda, B, C, ldc);
         return 0;
     }
-    long step = FN(col_step)();
-    long max_threads = (N + step - 1) / step;
-    int t = nthreads < 1 ? 1 : nthreads > 64 ? 64 : nthreads;
-    if (t > max_threads) t = (int)max_threads;
-    long chunk = ((N + t - 1) / t + step - 1) / step * step;
-    FN(job) jobs[64];
+    long chunk = tge_piece_length(N, nthreads, NR);  /* whole register tiles per thread */
+    FN(job) jobs[TGE_MAX_JOBS];
     int n = 0;
     for (long j0 = 0; j0 < N; j0 += chunk, n++) {
         long j1 = j0 + chunk < N ? j0 + chunk : N;
@@ -397,6 +392,42 @@ static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long 
 static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
 {
     for (long i = 0; i < n; i++) Y[i] += alpha * X[i];
+}
+
+/* axpy_many in parallel: the arrays are seen as one run of elements, and each thread takes its
+ * slice [begin, end) of that run. */
+typedef struct {
+    long count, begin, end;
+    T alpha;
+    const long *n;
+    const T *const *X;
+    T *const *Y;
+} FN(axpy_job);
+
+static void FN(axpy_slice)(void *arg)
+{
+    FN(axpy_job) *job = arg;
+    long start = 0;  /* where array i starts in the run */
+    for (long i = 0; i < job->count && start < job->end; start += job->n[i], i++) {
+        long lo = job->begin > start ? job->begin : start;
+        long hi = job->end < start + job->n[i] ? job->end : start + job->n[i];
+        if (lo < hi) FN(axpy)(hi - lo, job->alpha, job->X[i] + (lo - start), job->Y[i] + (lo - start));
+    }
+}
+
+static void FN(axpy_many)(long count, T alpha, const long *n, const T *const *X, T *const *Y,
+                          int nthreads)
+{
+    long total = 0;
+    for (long i = 0; i < count; i++) total += n[i];
+    long chunk = tge_piece_length(total, nthreads, 16);  /* 16 elements: whole cache lines */
+    FN(axpy_job) jobs[TGE_MAX_JOBS];
+    int n_jobs = 0;
+    for (long begin = 0; begin < total; begin += chunk, n_jobs++) {
+        long end = begin + chunk < total ? begin + chunk : total;
+        jobs[n_jobs] = (FN(axpy_job)){count, begin, end, alpha, n, X, Y};
+    }
+    tge_parallel(FN(axpy_slice), jobs, sizeof(FN(axpy_job)), n_jobs);
 }
 
 static void FN(relu)(long n, const T *restrict Z, T *restrict Y)

@@ -142,52 +142,16 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
     DISPATCH(ger, f64, M, N, alpha, x, y, A, lda)
 }
 
-/* Y += alpha * X over n contiguous elements (the in-place SGD update). */
-static void tge_saxpy(long n, float alpha, const float *X, float *Y) { DISPATCH(axpy, f32, n, alpha, X, Y) }
-static void tge_daxpy(long n, double alpha, const double *X, double *Y) { DISPATCH(axpy, f64, n, alpha, X, Y) }
-
-/* axpy_many in parallel: the arrays are seen as one run of elements, and each job takes its slice
- * of that run (cut at multiples of 16 elements, so no two threads write one cache line). */
-#define AXPY_MANY(T, prefix)                                                                    \
-    typedef struct {                                                                            \
-        long count, begin, end;                                                                 \
-        T alpha;                                                                                \
-        const long *n;                                                                          \
-        const T *const *X;                                                                      \
-        T *const *Y;                                                                            \
-    } prefix##axpy_job;                                                                         \
-                                                                                                \
-    static void prefix##axpy_slice(void *arg)                                                   \
-    {                                                                                           \
-        prefix##axpy_job *job = arg;                                                            \
-        long start = 0;                                                                         \
-        for (long i = 0; i < job->count && start < job->end; start += job->n[i], i++) {         \
-            long lo = job->begin > start ? job->begin : start;                                  \
-            long hi = job->end < start + job->n[i] ? job->end : start + job->n[i];              \
-            if (lo < hi) tge_##prefix##axpy(hi - lo, job->alpha, job->X[i] + (lo - start),      \
-                                            job->Y[i] + (lo - start));                          \
-        }                                                                                       \
-    }                                                                                           \
-                                                                                                \
-    void tge_##prefix##axpy_many(long count, T alpha, const long *n, const T *const *X,         \
-                                 T *const *Y, int nthreads)                                     \
-    {                                                                                           \
-        long total = 0;                                                                         \
-        for (long i = 0; i < count; i++) total += n[i];                                         \
-        int t = nthreads < 1 ? 1 : nthreads > 64 ? 64 : nthreads;                              \
-        long chunk = ((total + t - 1) / t + 15) / 16 * 16;                                      \
-        prefix##axpy_job jobs[64];                                                              \
-        int jobs_made = 0;                                                                      \
-        for (long begin = 0; begin < total; begin += chunk, jobs_made++) {                      \
-            long end = begin + chunk < total ? begin + chunk : total;                           \
-            jobs[jobs_made] = (prefix##axpy_job){count, begin, end, alpha, n, X, Y};            \
-        }                                                                                       \
-        tge_parallel(prefix##axpy_slice, jobs, sizeof(prefix##axpy_job), jobs_made);            \
-    }
-
-AXPY_MANY(float, s)
-AXPY_MANY(double, d)
-
+void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y,
+                    int nthreads)
+{
+    DISPATCH(axpy_many, f32, count, alpha, n, X, Y, nthreads)
+}
+void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X,
+                    double *const *Y, int nthreads)
+{
+    DISPATCH(axpy_many, f64, count, alpha, n, X, Y, nthreads)
+}
 void tge_srelu(long n, const float *Z, float *Y) { DISPATCH(relu, f32, n, Z, Y) }
 void tge_drelu(long n, const double *Z, double *Y) { DISPATCH(relu, f64, n, Z, Y) }
 void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ)

@@ -22,7 +22,7 @@
 
 #include "pool.h"
 
-#define MAX_WORKERS 63
+#define MAX_WORKERS (TGE_MAX_JOBS - 1)  /* the caller runs a job itself */
 #define SPIN_NS 1000000L  /* 1 ms awake after each call */
 
 static struct {
@@ -117,13 +117,13 @@ static void forget_workers_after_fork(void)
 
 static void register_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers_after_fork); }
 
-/* Start workers until `wanted` run (at most MAX_WORKERS); returns how many there are. */
-static int start_workers(int wanted)
+/* Start workers until `wanted` run (at most MAX_WORKERS; fewer if the system refuses). */
+static void start_workers(int wanted)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_fork_handler);
     if (wanted > MAX_WORKERS) wanted = MAX_WORKERS;
-    if (pool.started >= wanted) return pool.started;
+    if (pool.started >= wanted) return;
     pthread_attr_t attr;
     sigset_t all, previous;
     pthread_attr_init(&attr);
@@ -138,7 +138,6 @@ static int start_workers(int wanted)
     }
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     pthread_attr_destroy(&attr);
-    return pool.started;
 }
 
 void tge_parallel(void (*fn)(void *job), void *jobs, size_t size, int n)

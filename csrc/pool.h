@@ -10,6 +10,17 @@
 
 #include <stddef.h>
 
+#define TGE_MAX_JOBS 64
+
 void tge_parallel(void (*fn)(void *job), void *jobs, size_t size, int n);
+
+/* The length of each piece when [0, total) is cut for up to `nthreads` threads (at most
+ * TGE_MAX_JOBS pieces): a multiple of `step`, so that no two threads share a register tile or a
+ * cache line. The pieces are [0, len), [len, 2 len), ...; the last may be shorter. */
+static inline long tge_piece_length(long total, int nthreads, long step)
+{
+    int t = nthreads < 1 ? 1 : nthreads > TGE_MAX_JOBS ? TGE_MAX_JOBS : nthreads;
+    return ((total + t - 1) / t + step - 1) / step * step;
+}
 
 #endif

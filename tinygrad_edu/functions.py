@@ -404,7 +404,7 @@ class LogSoftmax(Function):
         return (grad - np.exp(ctx.y) * grad.sum(axis=ctx.dim, keepdims=True),)
 
 
-# --- losses (per element; nn.functional applies the reduction) ---------------------------------
+# --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
 class CrossEntropy(Function):
     """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step,
     then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
