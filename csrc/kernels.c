@@ -5,6 +5,7 @@
  * x86-64. On other CPUs only the portable flavour is built (GCC lowers the vectors itself).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kernels.h"

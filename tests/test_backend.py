@@ -146,6 +146,39 @@ def test_ger_on_a_row_sliced_matrix_leaves_the_rest_alone(each_backend):
     assert np.array_equal(big[:, 2:6], np.tile(y, (6, 1))) and big[:, :2].sum() == 0 and big[:, 6:].sum() == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta):
+    """Weight gradients (K = 12, long rows) at each start of C within a 64-byte line: with beta = 0
+    the C kernel lets full tiles overlap so that stores line up; every column must come out right
+    (beta = 1 would double-add an overlap) and nothing outside C may be touched."""
+    rng = np.random.default_rng(7)
+    per_line = 64 // np.dtype(dtype).itemsize
+    dz, x = rng.standard_normal((12, 29)).astype(dtype), rng.standard_normal((12, 300)).astype(dtype)
+    bias = rng.standard_normal(300).astype(dtype)
+    for offset in range(per_line):
+        memory = np.full((29, 2 * per_line + 320), np.nan, dtype)   # rows 64-byte multiples apart
+        out = memory[:, offset:offset + 300]
+        start = rng.standard_normal(out.shape).astype(dtype)
+        out[...] = start
+        backend.gemm(dz, x, trans_a=True, beta=beta, out=out, bias=bias)
+        _assert_matches(out, _reference(dz, x, True, False) + beta * start + bias, 12, dtype)
+        assert np.isnan(memory[:, :offset]).all() and np.isnan(memory[:, offset + 300:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_at_every_alignment_of_y(each_backend, dtype):
+    rng = np.random.default_rng(8)
+    for offset in range(64 // np.dtype(dtype).itemsize):
+        for n in (1, 3, 40, 1000):
+            memory = np.full(n + 32, np.nan, dtype)
+            y, x = memory[offset:offset + n], rng.standard_normal(n).astype(dtype)
+            y[...] = 1.0
+            backend.axpy_many(-0.5, [x], [y])
+            assert np.allclose(y, 1.0 - 0.5 * x)
+            assert np.isnan(memory[:offset]).all() and np.isnan(memory[offset + n:]).all()
+
+
 # --- bad input: Python exceptions naming the problem ------------------------------------------
 def test_bad_input_is_refused(each_backend):
     f32 = np.ones((3, 4), np.float32)
