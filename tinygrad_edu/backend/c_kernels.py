@@ -57,9 +57,9 @@ def _operand(x, trans, types):
     if flags.aligned:  # C may assume every element sits at a multiple of its size
         # from_buffer takes contiguous arrays only, and is ~5x cheaper than going through ctypes
         if flags.c_contiguous:   # the common case: a fresh row-major array
-            return ffi.from_buffer(types.array, x), trans, max(x.shape[1], 1)
+            return ffi.from_buffer(types.array, x), trans, x.shape[1] or 1
         if flags.f_contiguous:   # column-major, such as w.T: pass its row-major transpose
-            return ffi.from_buffer(types.array, x.T), not trans, max(x.shape[0], 1)
+            return ffi.from_buffer(types.array, x.T), not trans, x.shape[0] or 1
         item = x.itemsize
         rows, cols = x.shape
         row_stride, col_stride = x.strides
@@ -76,12 +76,13 @@ def _operand(x, trans, types):
 def _output(out, types):
     """``(pointer, ld)`` for a result matrix, whose rows are contiguous (checked before)."""
     if out.flags.c_contiguous:
-        return ffi.from_buffer(types.array, out), max(out.shape[1], 1)
+        return ffi.from_buffer(types.array, out), out.shape[1] or 1
     return ffi.cast(types.pointer, out.ctypes.data), out.strides[0] // out.itemsize
 
 
 def _vector(v, types):
-    return ffi.from_buffer(types.array, v if _flat(v) else v.copy())
+    flags = v.flags   # v has the kernels' dtype (checked before)
+    return ffi.from_buffer(types.array, v if flags.c_contiguous and flags.aligned else v.copy())
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
