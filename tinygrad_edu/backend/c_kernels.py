@@ -109,7 +109,7 @@ def ger(A, x, y, alpha):
 
 
 def axpy_many(alpha, xs, ys):
-    by_dtype, rest_xs, rest_ys = {}, [], []
+    groups, rest_xs, rest_ys = {}, [], []   # per dtype: sizes and pointers, built in one pass
     for x, y in zip(xs, ys):
         x_flags, y_flags = x.flags, y.flags   # read once: this loop runs for every parameter
         flat = x_flags.c_contiguous and y_flags.c_contiguous and x_flags.aligned and y_flags.aligned
@@ -117,19 +117,21 @@ def axpy_many(alpha, xs, ys):
         # are one, which is 3x cheaper to ask than np.may_share_memory.
         apart = x is not y if x_flags.owndata and y_flags.owndata else not np.may_share_memory(x, y)
         if flat and apart:
-            group = by_dtype.setdefault(y.dtype, ([], []))
-            group[0].append(x)
-            group[1].append(y)
+            group = groups.get(y.dtype)
+            if group is None:
+                group = groups[y.dtype] = ([], [], [])
+            array = _KERNELS[y.dtype].array
+            group[0].append(y.size)
+            group[1].append(ffi.from_buffer(array, x))
+            group[2].append(ffi.from_buffer(array, y))
         else:
             rest_xs.append(x)
             rest_ys.append(y)
-    numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views and overlaps: NumPy handles them
-    for dtype, (group_xs, group_ys) in by_dtype.items():
-        types = _KERNELS[dtype]
-        sizes = [y.size for y in group_ys]
+    if rest_xs:
+        numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views and overlaps: NumPy handles them
+    for dtype, (sizes, x_pointers, y_pointers) in groups.items():
         threads = THREADS if sum(sizes) >= PARALLEL_MIN_ELEMENTS else 1
-        types.axpy_many(len(group_ys), alpha, sizes, [ffi.from_buffer(types.array, x) for x in group_xs],
-                        [ffi.from_buffer(types.array, y) for y in group_ys], threads)
+        _KERNELS[dtype].axpy_many(len(sizes), alpha, sizes, x_pointers, y_pointers, threads)
 
 
 def relu(z):
