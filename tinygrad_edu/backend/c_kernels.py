@@ -21,11 +21,12 @@ THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count(
 PARALLEL_MIN_FMAS = 100_000
 PARALLEL_MIN_ELEMENTS = 32_768
 # below this many, a call's fixed cost (~1.5 us of Python and cffi) outweighs the kernel's speed
-# and NumPy is as fast (12x128 @ (64x128)^T, 98k: NumPy 4.1 us, C 4.4 us), so hand it over. Measured
-# on the training step: 100k is the best of 0 / 100k / 200k (200k sent batch-1 layers to NumPy's
-# slower M=1 path). Except for K = 1 (the batch-1 weight gradient, an outer product), where NumPy
-# is 2-6x slower (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
-NUMPY_BELOW_FMAS = 100_000
+# and NumPy is as fast, so hand it over. Measured (one thread, C vs NumPy): at 98k multiply-adds C
+# wins (12x128 @ (64x128)^T + bias: 4.5 vs 5.0 us; 12x64 @ 64x128: 3.0 vs 3.8), at 7.7k NumPy does
+# (12x10 @ 10x64: 2.25 vs 1.90 us). On the training step 30k beat 100k by 2-3 us at batch 12 and
+# tied at batch 1; 16k gained nothing more. Except for K = 1 (the batch-1 weight gradient, an
+# outer product), where NumPy is 2-6x slower (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
+NUMPY_BELOW_FMAS = 30_000
 # ReLU (forward and backward) on fewer elements: NumPy's loop costs less than our call
 # (measured crossover 1.5k-2k elements; 512: NumPy 0.78 us, C 1.05 us; 6144: 2.46 vs 1.31)
 NUMPY_BELOW_ELEMENTS = 2048
