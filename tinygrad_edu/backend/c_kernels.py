@@ -71,7 +71,7 @@ def _operand(x, trans, types):
         if row_stride == item and col_stride >= rows * item and col_stride % item == 0:
             return ffi.cast(types.pointer, x.ctypes.data), not trans, col_stride // item
     # unaligned, or strided both ways (such as x[::2, ::2]): a row-major copy
-    return ffi.from_buffer(types.array, np.ascontiguousarray(x)), trans, max(x.shape[1], 1)
+    return ffi.from_buffer(types.array, np.ascontiguousarray(x)), trans, x.shape[1] or 1
 
 
 def _output(out, types):
@@ -82,8 +82,7 @@ def _output(out, types):
 
 
 def _vector(v, types):
-    flags = v.flags   # v has the kernels' dtype (checked before)
-    return ffi.from_buffer(types.array, v if flags.c_contiguous and flags.aligned else v.copy())
+    return ffi.from_buffer(types.array, v if _flat(v) else v.copy())
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
