@@ -66,7 +66,7 @@ static inline void FN(store_tile)(V acc[MR][2], T *restrict c, long ldc, T alpha
 }
 
 /* The micro-kernel: an MR x NR tile of C lives in 2*MR vector registers while k runs over the
- * packed panels a (MR values per k) and b (NR values per k). Then C_tile = alpha*acc + beta*C. */
+ * packed panels a (MR values per k) and b (NR values per k); then store_tile writes it. */
 static void FN(micro)(long kc, const T *restrict a, const T *restrict b, T *restrict c, long ldc,
                       T alpha, T beta, const T *bias, int m, int n)
 {
