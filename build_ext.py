@@ -29,7 +29,7 @@ ffibuilder.set_source(
     # gnu11, not c11: strict ISO mode stops gcc from fusing multiply-adds (10-20% slower)
     extra_compile_args=["-O3", "-std=gnu11", "-Werror=implicit-function-declaration"] + SANITIZE_FLAGS,
     extra_link_args=SANITIZE_FLAGS,
-    libraries=["pthread"],
+    libraries=["pthread", "m"],
 )
 
 if __name__ == "__main__":

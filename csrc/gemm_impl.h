@@ -17,6 +17,8 @@
 #define NR (2 * VL)                   /* columns of the register tile: two vectors */
 #define KC 256                        /* depth of one packed block (fits L1 with a tile of B) */
 #define NC 1024                       /* columns of one packed block of B (fits L2) */
+#define EXP(x) (sizeof(T) == sizeof(float) ? expf(x) : exp(x))
+#define LOG(x) (sizeof(T) == sizeof(float) ? logf(x) : log(x))
 #define SMALL_M 32                    /* up to this many rows (or depth), skip packing */
 
 typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));
@@ -491,6 +493,31 @@ static void FN(relu_backward)(long n, const T *restrict Y, const T *restrict G, 
     for (long i = 0; i < n; i++) DZ[i] = Y[i] > 0 ? G[i] : 0;
 }
 
+/* Softmax cross-entropy of N rows of C logits Z against labels y, row by row:
+ *   P[i] = softmax(Z[i]),   L[i] = -log P[i][y_i] = log sum_j e^(z_ij - m) - (z_iy_i - m),
+ * with m = max_j z_ij, so that no e^ exceeds 1 (logits of 1e4 stay finite). A NaN logit makes its
+ * row NaN, as in NumPy. Returns -1, or the first row whose label is outside 0..C-1 (checked here,
+ * in the pass that reads it, instead of by a separate NumPy pass; P and L are then unfinished). */
+static long FN(cross_entropy)(long N, long C, const T *restrict Z, const int64_t *restrict y,
+                              T *restrict P, T *restrict L)
+{
+    for (long i = 0; i < N; i++) {
+        if (y[i] < 0 || y[i] >= C) return i;
+        const T *z = Z + i * C;
+        T *p = P + i * C;
+        T m = z[0];
+        for (long j = 1; j < C; j++) m = z[j] > m ? z[j] : m;
+        T sum = 0;
+        for (long j = 0; j < C; j++) {
+            p[j] = EXP(z[j] - m);
+            sum += p[j];
+        }
+        for (long j = 0; j < C; j++) p[j] /= sum;
+        L[i] = LOG(sum) - (z[y[i]] - m);
+    }
+    return -1;
+}
+
 #undef V
 #undef VL
 #undef MR
@@ -498,4 +525,6 @@ static void FN(relu_backward)(long n, const T *restrict Y, const T *restrict G, 
 #undef KC
 #undef NC
 #undef SMALL_M
+#undef EXP
+#undef LOG
 #undef FN

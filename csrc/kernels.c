@@ -5,6 +5,7 @@
  * x86-64. On other CPUs only the portable flavour is built (GCC lowers the vectors itself).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -162,4 +163,12 @@ void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ)
 void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ)
 {
     DISPATCH(relu_backward, f64, n, Y, G, DZ)
+}
+long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *P, float *L)
+{
+    DISPATCH(cross_entropy, f32, N, C, Z, y, P, L)
+}
+long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *P, double *L)
+{
+    DISPATCH(cross_entropy, f64, N, C, Z, y, P, L)
 }

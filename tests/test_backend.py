@@ -20,6 +20,7 @@ def each_backend(request, monkeypatch):
     if request.param == "c":   # test the C kernels at every size, even where NumPy would be used
         monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_FMAS", 0)
         monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_ELEMENTS", 0)
+        monkeypatch.setattr(backend.c_kernels, "NUMPY_FROM_LOGITS", 1 << 62)
     with backend.use(request.param):
         yield request.param
 
@@ -265,6 +266,8 @@ def test_every_instruction_set_flavour_agrees(isa, monkeypatch):
             A = np.zeros((5, 37), np.float32)
             backend.ger(A, np.ones(5, np.float32), np.arange(37, dtype=np.float32))
             assert np.array_equal(A[4], np.arange(37))
+            z, y = rng.standard_normal((12, 10)).astype(np.float32), np.arange(12) % 10
+            np.testing.assert_allclose(backend.cross_entropy(z, y)[0], _cross_entropy_reference(z, y)[0], rtol=1e-5)
         assert used <= isa
     finally:
         lib.tge_set_isa(-1)
@@ -388,6 +391,46 @@ def test_relu_takes_integers_and_its_gradient_refuses_bad_input(each_backend):
         backend.relu_backward(y, np.ones((3, 4), np.int64))
     mixed = backend.relu_backward(y, np.ones((3, 4), np.float64))   # NumPy promotes, as before
     assert mixed.dtype == np.float64
+
+
+def _cross_entropy_reference(z, y):
+    z = z.astype(np.float64)
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y], np.exp(logp)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c", [(1, 1), (1, 10), (12, 10), (7, 3), (128, 100)], ids=str)
+def test_cross_entropy_matches_the_log_softmax_formula(each_backend, n, c, dtype):
+    rng = np.random.default_rng(n * 100 + c)
+    z = (rng.standard_normal((n, c)) * 5).astype(dtype)
+    y = rng.integers(0, c, n)
+    for logits in (z, np.asfortranarray(z), z * np.array(1e4, dtype)):   # contiguous, a copy path, huge
+        losses, probs = backend.cross_entropy(logits, y)
+        assert losses.shape == (n,) and probs.shape == (n, c)
+        assert losses.dtype == dtype and probs.dtype == dtype
+        want_losses, want_probs = _cross_entropy_reference(logits, y)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(losses, want_losses, rtol=tol, atol=tol * np.abs(logits).max())
+        np.testing.assert_allclose(probs, want_probs, rtol=tol, atol=tol)
+
+
+def test_cross_entropy_nan_stays_in_its_row_and_labels_are_checked(each_backend):
+    z = np.zeros((3, 4), np.float32)
+    z[1, 2] = np.nan
+    losses, probs = backend.cross_entropy(z, np.array([0, 1, 3]))
+    assert np.isnan(losses[1]) and np.isnan(probs[1]).all()
+    np.testing.assert_allclose(losses[[0, 2]], np.log(4), rtol=1e-6)
+    for label in (4, -1, 2**40):
+        with pytest.raises(IndexError, match=f"target {label} is out of range for 4 classes"):
+            backend.cross_entropy(z, np.array([0, label, 1]))
+    with pytest.raises(TypeError, match="int64"):
+        backend.cross_entropy(z, np.array([0, 1, 1], np.int32))
+    with pytest.raises(ValueError, match="need 3 labels"):
+        backend.cross_entropy(z, np.array([0, 1]))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.cross_entropy(np.zeros((3, 4), np.int64), np.array([0, 1, 1]))
 
 
 def test_axpy_many_updates_every_pair_like_axpy(each_backend):

@@ -416,11 +416,10 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, target, reduction):
-        logp = log_softmax(logits, -1).reshape(-1, logits.shape[-1])  # (C,) becomes one row
-        rows = np.arange(len(logp))
-        ctx.logp, ctx.picked, ctx.shape = logp, (rows, target.reshape(-1)), logits.shape
+        z = logits.reshape(-1, logits.shape[-1])          # (C,) becomes one row
+        losses, ctx.softmax = backend.cross_entropy(z, target.reshape(-1))
+        ctx.picked, ctx.shape = (np.arange(len(z)), target.reshape(-1)), logits.shape
         ctx.reduction = reduction
-        losses = -logp[ctx.picked]
         if reduction == "none":
             return losses.reshape(target.shape)
         total = losses.sum()
@@ -428,7 +427,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        dz = np.exp(ctx.logp)             # softmax(z)
+        dz = ctx.softmax.copy()           # softmax(z) (copied: a retained graph may run backward again)
         dz[ctx.picked] -= 1               # - onehot(y)
         if ctx.reduction == "none":
             dz *= grad.reshape(-1, 1)     # each row by its own dL/dL_n

@@ -1,6 +1,6 @@
 """The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``), the
-in-place SGD update of all parameters (``axpy_many``), and ReLU forward and backward (``relu``,
-``relu_backward``).
+in-place SGD update of all parameters (``axpy_many``), ReLU forward and backward (``relu``,
+``relu_backward``) and the softmax cross-entropy loss (``cross_entropy``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -167,3 +167,22 @@ def relu_backward(y, grad):
     if y.shape != grad.shape:
         raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
     return _active.relu_backward(y, grad)
+
+
+def cross_entropy(logits, target):
+    """Softmax cross-entropy row by row, for (N, C) ``logits`` and N int64 class labels: returns
+    ``(losses, probs)`` with ``probs = softmax(logits)`` and ``losses[i] = -log probs[i, target[i]]``.
+    A label outside 0..C-1 raises IndexError."""
+    _check_float_array("logits", logits, 2)
+    if not isinstance(target, np.ndarray) or target.dtype != np.int64:
+        raise TypeError(f"target must be an int64 numpy.ndarray of class labels, got "
+                        f"{getattr(target, 'dtype', type(target).__name__)}")
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need {logits.shape[0]} "
+                         f"labels, got target of shape {target.shape}")
+    losses, probs, bad = _active.cross_entropy(logits, target)
+    if bad >= 0:
+        n_classes = logits.shape[1]
+        raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
+                         f"(labels must be in 0..{n_classes - 1})")
+    return losses, probs

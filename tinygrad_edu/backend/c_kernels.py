@@ -30,13 +30,17 @@ NUMPY_BELOW_FMAS = 30_000
 # ReLU (forward and backward) on fewer elements: NumPy's loop costs less than our call
 # (measured crossover 1.5k-2k elements; 512: NumPy 0.78 us, C 1.05 us; 6144: 2.46 vs 1.31)
 NUMPY_BELOW_ELEMENTS = 2048
+# cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
+# (measured: 256x20 C 17.1 vs NumPy 25.2 us; 64x100 C 23.8 vs 16.3; 12x10 C 2.3 vs 7.8)
+NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
-_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy_many relu relu_backward")
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy_many relu relu_backward "
+                                              "cross_entropy")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy_many,
-                                   lib.tge_srelu, lib.tge_srelu_backward),
+                                   lib.tge_srelu, lib.tge_srelu_backward, lib.tge_scross_entropy),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy_many,
-                                   lib.tge_drelu, lib.tge_drelu_backward),
+                                   lib.tge_drelu, lib.tge_drelu_backward, lib.tge_dcross_entropy),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -151,3 +155,15 @@ def relu_backward(y, grad):
     types.relu_backward(y.size, ffi.from_buffer(types.array, y), ffi.from_buffer(types.array, grad),
                         ffi.from_buffer(types.array, dz))
     return dz
+
+
+def cross_entropy(logits, target):
+    if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target.flags.c_contiguous):
+        return numpy_kernels.cross_entropy(logits, target)
+    types = _KERNELS[logits.dtype]
+    n, n_classes = logits.shape
+    probs, losses = np.empty_like(logits), np.empty(n, logits.dtype)
+    bad = types.cross_entropy(n, n_classes, ffi.from_buffer(types.array, logits),
+                              ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, probs),
+                              ffi.from_buffer(types.array, losses))
+    return losses, probs, bad

@@ -47,7 +47,9 @@ def _reduce(loss, reduction):
 
 
 def _class_targets(input, target, what):
-    """Check integer class labels against (N, C) or (C,) scores; return them as an int64 array."""
+    """Check the type and shape of integer class labels for (N, C) or (C,) scores; return them as
+    an int64 array. Their range is checked by ``_check_label_range`` or, for cross_entropy, by the
+    backend's kernel in the pass that reads them."""
     target = target.data if isinstance(target, Tensor) else np.asarray(target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{what}: target must hold integer class indices (int64), got dtype "
@@ -55,14 +57,16 @@ def _class_targets(input, target, what):
     if input.ndim not in (1, 2) or target.shape != input.shape[:-1]:
         raise ValueError(f"{what}: input of shape {input.shape} needs a target of shape "
                          f"{input.shape[:-1]}, got {target.shape}")
-    n_classes = input.shape[-1]
+    return target.astype(np.int64, copy=False)
+
+
+def _check_label_range(target, n_classes, what):
     # one unsigned comparison finds labels below 0 (they wrap to huge values) and above C - 1
     out_of_range = target.astype(np.uint64, copy=False) >= n_classes
     if out_of_range.any():
         bad = target[out_of_range].flat[0]
         raise IndexError(f"{what}: target {bad} is out of range for {n_classes} classes "
                          f"(labels must be in 0..{n_classes - 1})")
-    return target.astype(np.int64, copy=False)
 
 
 def _same_shape(input, target, what):
@@ -83,6 +87,7 @@ def cross_entropy(input, target, reduction="mean"):
 def nll_loss(input, target, reduction="mean"):
     """-input[target] for log-probabilities (N, C) and integer labels (N,)."""
     target = _class_targets(input, target, "nll_loss")
+    _check_label_range(target, input.shape[-1], "nll_loss")
     picked = input[np.arange(len(target)), target] if input.ndim == 2 else input[target]
     return _reduce(-picked, reduction)
 
