@@ -406,8 +406,9 @@ class LogSoftmax(Function):
 
 # --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
 class CrossEntropy(Function):
-    """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step,
-    then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
+    """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step
+    (``backend.cross_entropy``: one C pass, or NumPy), then the batch's ``reduction``: "mean"
+    (PyTorch's default), "sum" or "none".
 
     dL_n/dz_n = softmax(z_n) - onehot(y_n): the fused form never divides by a tiny probability.
     For the mean over N samples, dL/dz = (softmax(z) - onehot(y)) / N. The reduction is done
@@ -416,9 +417,9 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, target, reduction):
-        z = logits.reshape(-1, logits.shape[-1])          # (C,) becomes one row
-        losses, ctx.softmax = backend.cross_entropy(z, target.reshape(-1))
-        ctx.picked, ctx.shape = (np.arange(len(z)), target.reshape(-1)), logits.shape
+        z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
+        losses, ctx.softmax = backend.cross_entropy(z, labels)    # -log softmax(z)[y], softmax(z)
+        ctx.picked, ctx.shape = (np.arange(len(z)), labels), logits.shape
         ctx.reduction = reduction
         if reduction == "none":
             return losses.reshape(target.shape)
