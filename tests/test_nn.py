@@ -210,6 +210,15 @@ def test_cross_entropy_values_and_stability():
     assert np.all(np.isfinite(logits.grad.data))
 
 
+def test_cross_entropy_backward_twice_on_a_retained_graph_adds_the_same_gradient():
+    logits = tg.tensor([[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]], requires_grad=True)
+    loss = F.cross_entropy(logits, tg.tensor([0, 2]))
+    loss.backward(retain_graph=True)
+    once = logits.grad.numpy().copy()
+    loss.backward()   # the saved softmax must not have been changed by the first pass
+    np.testing.assert_allclose(logits.grad.numpy(), 2 * once, rtol=1e-6)
+
+
 def test_bce_log_is_clamped_like_pytorch():
     p = tg.tensor([0.0, 1.0], requires_grad=True)
     loss = F.binary_cross_entropy(p, tg.tensor([1.0, 0.0]), reduction="none")
