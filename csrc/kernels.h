@@ -1,4 +1,5 @@
-/* tinygrad_edu C kernels: the public interface (also read by build_ext.py for cffi).
+/* tinygrad_edu C kernels: the public interface (also read by build_ext.py for cffi, which takes
+ * no #include: a C file includes <stdint.h> before this one, for int64_t).
  *
  * Matrices are row-major with a leading dimension (the distance in elements between rows),
  * as in BLAS. The Python side (tinygrad_edu/backend/__init__.py and c_kernels.py) checks

@@ -7,6 +7,7 @@
  * workers to fall asleep, and split SGD updates; every result is checked. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdint.h>  /* kernels.h names int64_t and cannot include it: cffi reads that file */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
