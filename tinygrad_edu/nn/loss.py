@@ -7,8 +7,7 @@ from .module import Module
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in F.REDUCTIONS:
-            raise ValueError(f"reduction must be one of {F.REDUCTIONS}, got {reduction!r}")
+        F._check_reduction(reduction)   # refused when the loss is built, not at its first call
         self.reduction = reduction
 
     def extra_repr(self):
