@@ -428,6 +428,23 @@ static int FN(gemm)(int ta, int tb, long M, long N, long K, T alpha, const T *A,
     return 0;
 }
 
+/* nn.Linear's backward in one call. From dL/dy G (N x OUT), the layer's input X (N x IN) and its
+ * weight W (OUT x IN):  DB = the column sums of G,  DW = G^T X,  DX = G W  (any may be NULL: not
+ * wanted). One call instead of three saves ~3 us of Python per layer; DX comes last because the
+ * ReLU's backward reads it next. Returns 0, or -1 when a product could not allocate scratch. */
+static int FN(linear_backward)(long N, long IN, long OUT, const T *G, long ldg, const T *X, long ldx,
+                               const T *W, long ldw, T *DX, T *DW, T *DB, int nthreads)
+{
+    if (DB) {
+        for (long j = 0; j < OUT; j++) DB[j] = 0;
+        for (long i = 0; i < N; i++)
+            for (long j = 0; j < OUT; j++) DB[j] += G[i * ldg + j];
+    }
+    if (DW && FN(gemm)(1, 0, OUT, IN, N, 1, G, ldg, X, ldx, 0, DW, IN, NULL, nthreads) != 0) return -1;
+    if (DX && FN(gemm)(0, 0, N, IN, OUT, 1, G, ldg, W, ldw, 0, DX, IN, NULL, nthreads) != 0) return -1;
+    return 0;
+}
+
 static void FN(ger)(long M, long N, T alpha, const T *x, const T *y, T *A, long lda)
 {
     for (long i = 0; i < M; i++) {

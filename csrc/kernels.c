@@ -134,6 +134,20 @@ int tge_dgemm(int ta, int tb, long M, long N, long K, double alpha, const double
     DISPATCH(gemm, f64, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, nthreads)
 }
 
+int tge_slinear_backward(long N, long IN, long OUT, const float *G, long ldg, const float *X,
+                         long ldx, const float *W, long ldw, float *DX, float *DW, float *DB,
+                         int nthreads)
+{
+    DISPATCH(linear_backward, f32, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, nthreads)
+}
+
+int tge_dlinear_backward(long N, long IN, long OUT, const double *G, long ldg, const double *X,
+                         long ldx, const double *W, long ldw, double *DX, double *DW, double *DB,
+                         int nthreads)
+{
+    DISPATCH(linear_backward, f64, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, nthreads)
+}
+
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda)
 {
     DISPATCH(ger, f32, M, N, alpha, x, y, A, lda)

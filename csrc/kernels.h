@@ -17,6 +17,16 @@ int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
                const double *A, long lda, const double *B, long ldb, double beta,
                double *C, long ldc, const double *bias, int nthreads);
 
+/* nn.Linear's backward: for dL/dy G (N x OUT), input X (N x IN) and weight W (OUT x IN), all
+ * row-major, DX = G W (N x IN), DW = G^T X (OUT x IN) and DB = sum over rows of G (OUT), each
+ * written whole (NULL: not wanted). Returns 0, or -1 when scratch memory could not be allocated. */
+int tge_slinear_backward(long N, long IN, long OUT, const float *G, long ldg, const float *X,
+                         long ldx, const float *W, long ldw, float *DX, float *DW, float *DB,
+                         int nthreads);
+int tge_dlinear_backward(long N, long IN, long OUT, const double *G, long ldg, const double *X,
+                         long ldx, const double *W, long ldw, double *DX, double *DW, double *DB,
+                         int nthreads);
+
 /* Rank-1 update A += alpha * x y^T, A is M x N. */
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);
 void tge_dger(long M, long N, double alpha, const double *x, const double *y, double *A, long lda);

@@ -130,6 +130,47 @@ def test_nan_and_inf_propagate(each_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, n_in, n_out", [(12, 784, 512), (12, 64, 10), (1, 784, 512), (1, 1, 1),
+                                            (128, 256, 128), (7, 13, 5), (0, 5, 3)], ids=str)
+def test_linear_backward_is_the_two_products_and_the_sum(each_backend, n, n_in, n_out, dtype):
+    rng = np.random.default_rng(n * 7 + n_in + n_out)
+    grad, x = rng.standard_normal((n, n_out)).astype(dtype), rng.standard_normal((n, n_in)).astype(dtype)
+    weight = rng.standard_normal((n_out, n_in)).astype(dtype)
+    dx, dw, db = backend.linear_backward(grad, x, weight)
+    want = {"dx": _reference(grad, weight, False, False), "dw": _reference(grad, x, True, False),
+            "db": grad.astype(np.float64).sum(axis=0)}
+    for name, got, k in (("dx", dx, n_out), ("dw", dw, n), ("db", db, n)):
+        assert got.shape == want[name].shape and got.dtype == dtype, name
+        _assert_matches(got, want[name], k, dtype)
+    for need in [(False, True, True), (True, False, False), (False, False, True)]:
+        got = backend.linear_backward(grad, x, weight, *need)
+        for wanted, array, full in zip(need, got, (dx, dw, db)):
+            assert array is None if not wanted else np.array_equal(array, full)
+
+
+def test_linear_backward_takes_any_layout_and_refuses_bad_input(each_backend):
+    rng = np.random.default_rng(3)
+    grad, x = rng.standard_normal((12, 40)).astype(np.float32), rng.standard_normal((12, 70)).astype(np.float32)
+    weight = rng.standard_normal((40, 70)).astype(np.float32)
+    want = backend.linear_backward(grad, x, weight)
+    views = (np.asfortranarray(grad), rng.standard_normal((24, 70)).astype(np.float32)[::2],
+             np.ascontiguousarray(weight.T).T)   # column-major, rows spaced out, a transpose
+    views[1][:] = x
+    for got, expected in zip(backend.linear_backward(*views), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="share a dtype"):
+        backend.linear_backward(grad, x.astype(np.float64), weight)
+    with pytest.raises(ValueError, match=r"grad \(12, 40\), x \(11, 70\) and weight \(40, 70\) do not fit"):
+        backend.linear_backward(grad, x[:11], weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        backend.linear_backward(grad, x, weight.T.copy())
+    with pytest.raises(ValueError, match="grad must be 2-D"):
+        backend.linear_backward(grad[0], x, weight)
+    with pytest.raises(TypeError, match="weight must be a numpy.ndarray"):
+        backend.linear_backward(grad, x, weight.tolist())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, n", [(0, 5), (1, 1), (7, 13), (512, 784), (97, 3)])
 def test_ger_matches_numpy(each_backend, m, n, dtype):
     rng = np.random.default_rng(m + n)
@@ -268,6 +309,11 @@ def test_every_instruction_set_flavour_agrees(isa, monkeypatch):
             assert np.array_equal(A[4], np.arange(37))
             z, y = rng.standard_normal((12, 10)).astype(np.float32), np.arange(12) % 10
             np.testing.assert_allclose(backend.cross_entropy(z, y)[0], _cross_entropy_reference(z, y)[0], rtol=1e-5)
+            grad, x, weight = (rng.standard_normal(shape).astype(np.float32) for shape in ((12, 37), (12, 53), (37, 53)))
+            dx, dw, db = backend.linear_backward(grad, x, weight)
+            _assert_matches(dx, _reference(grad, weight, False, False), 37, np.float32)
+            _assert_matches(dw, _reference(grad, x, True, False), 12, np.float32)
+            _assert_matches(db, grad.astype(np.float64).sum(axis=0), 12, np.float32)
         assert used <= isa
     finally:
         lib.tge_set_isa(-1)
@@ -298,12 +344,14 @@ def test_split_between_threads_gives_the_one_thread_result(c_threads, threads):
                                         (70, 300, 33, False, False)]]
     xs = [rng.standard_normal(n).astype(np.float32) for n in (37, 1000, 5, 4096, 17)]
     ys = [rng.standard_normal(x.size).astype(np.float32) for x in xs]
+    linear = [rng.standard_normal(shape).astype(np.float32) for shape in ((12, 512), (12, 784), (512, 784))]
     results = {}
     for n in (1, threads):
         c_threads(n)
         updated = [y.copy() for y in ys]
         backend.axpy_many(-0.5, xs, updated)
-        results[n] = [backend.gemm(*product) for product in products] + updated
+        results[n] = ([backend.gemm(*product) for product in products] + updated
+                      + list(backend.linear_backward(*linear)))
     for one, many in zip(results[1], results[threads]):
         assert np.array_equal(one, many)
 

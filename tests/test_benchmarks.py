@@ -190,10 +190,11 @@ def _kernel_step(batch):
         dz /= batch
         grads_W, grads_b = [], []
         for i in reversed(range(len(Ws))):
-            grads_W.insert(0, backend.gemm(dz, hs[i], trans_a=True))
-            grads_b.insert(0, dz.sum(axis=0))
+            dx, dW, db = backend.linear_backward(dz, hs[i], Ws[i], need_dx=i > 0)
+            grads_W.insert(0, dW)
+            grads_b.insert(0, db)
             if i:
-                dz = backend.relu_backward(hs[i], backend.gemm(dz, Ws[i]))
+                dz = backend.relu_backward(hs[i], dx)
         backend.axpy_many(-0.01, grads_W + grads_b, Ws + bs)
     return step, mlp
 

@@ -176,6 +176,9 @@ class Linear(Function):
     """y = x W^T + b, with W of shape (out, in) as in ``nn.Linear``.
 
     dL/dx = dL/dy W,   dL/dW = (dL/dy)^T x,   dL/db = sum over the batch of dL/dy.
+
+    Backward computes all three in one kernel call (``backend.linear_backward``; the NumPy
+    backend writes them as the three lines above).
     """
 
     @staticmethod
@@ -197,11 +200,10 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
-        needs = ctx.needs_input_grad
-        dx = backend.gemm(g2, ctx.weight).reshape(ctx.x_shape) if needs[0] else None
-        dw = backend.gemm(g2, ctx.x2, trans_a=True) if needs[1] else None
-        db = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None
-        return dx, dw, db
+        needs = ctx.needs_input_grad   # for (x, weight) or (x, weight, bias)
+        dx, dw, db = backend.linear_backward(g2, ctx.x2, ctx.weight, needs[0], needs[1],
+                                             len(needs) > 2 and needs[2])
+        return (None if dx is None else dx.reshape(ctx.x_shape)), dw, db
 
 
 class Outer(Function):

@@ -1,6 +1,7 @@
-"""The kernels behind the engine: matrix product (``gemm``), rank-1 update (``ger``), the
-in-place SGD update of all parameters (``axpy_many``), ReLU forward and backward (``relu``,
-``relu_backward``) and the softmax cross-entropy loss (``cross_entropy``).
+"""The kernels behind the engine: matrix product (``gemm``), nn.Linear's three gradients
+(``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
+(``axpy_many``), ReLU forward and backward (``relu``, ``relu_backward``) and the softmax
+cross-entropy loss (``cross_entropy``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -125,6 +126,23 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
         return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
     _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b), ("bias", bias)])
     return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
+
+
+def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
+    """nn.Linear's gradients from dL/dy ``grad`` (N, out), the layer's input ``x`` (N, in) and its
+    ``weight`` (out, in): ``(dx, dw, db) = (grad @ weight, grad.T @ x, grad summed over the N
+    rows)``, each a new array, or None where its ``need_`` flag is false. One call instead of two
+    products and a sum: on the C backend that is ~3 us less Python per layer and step."""
+    _check_float_array("grad", grad, 2)
+    _check_float_array("x", x, 2)
+    _check_float_array("weight", weight, 2)
+    if not grad.dtype == x.dtype == weight.dtype:
+        raise TypeError(f"linear_backward: grad, x and weight must share a dtype, got {grad.dtype}, "
+                        f"{x.dtype} and {weight.dtype}")
+    if x.shape[0] != grad.shape[0] or weight.shape != (grad.shape[1], x.shape[1]):
+        raise ValueError(f"linear_backward: grad {grad.shape}, x {x.shape} and weight {weight.shape} "
+                         f"do not fit: they must be (N, out), (N, in) and (out, in)")
+    return _active.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
 
 
 def ger(A, x, y, alpha=1.0):

@@ -34,13 +34,15 @@ NUMPY_BELOW_ELEMENTS = 2048
 # (measured: 256x20 C 17.1 vs NumPy 25.2 us; 64x100 C 23.8 vs 16.3; 12x10 C 2.3 vs 7.8)
 NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
-_Kernels = collections.namedtuple("_Kernels", "array pointer gemm ger axpy_many relu relu_backward "
-                                              "cross_entropy")
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many relu "
+                                              "relu_backward cross_entropy")
 _KERNELS = {
-    np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_sger, lib.tge_saxpy_many,
-                                   lib.tge_srelu, lib.tge_srelu_backward, lib.tge_scross_entropy),
-    np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dger, lib.tge_daxpy_many,
-                                   lib.tge_drelu, lib.tge_drelu_backward, lib.tge_dcross_entropy),
+    np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
+                                   lib.tge_sger, lib.tge_saxpy_many, lib.tge_srelu,
+                                   lib.tge_srelu_backward, lib.tge_scross_entropy),
+    np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
+                                   lib.tge_dger, lib.tge_daxpy_many, lib.tge_drelu,
+                                   lib.tge_drelu_backward, lib.tge_dcross_entropy),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -103,6 +105,26 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
     return out
+
+
+def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
+    # always C, even for tiny layers: the products share one call's fixed cost
+    if not (_flat(grad) and _flat(x) and _flat(weight)):   # C walks rows: copy what has none
+        grad, x, weight = [a if _flat(a) else a.copy() for a in (grad, x, weight)]
+    types = _KERNELS[grad.dtype]
+    array, dtype = types.array, grad.dtype
+    (n, n_out), n_in = grad.shape, x.shape[1]
+    dx = np.empty((n, n_in), dtype) if need_dx else None
+    dw = np.empty((n_out, n_in), dtype) if need_dw else None
+    db = np.empty(n_out, dtype) if need_db else None
+    threads = THREADS if n * n_in * n_out >= PARALLEL_MIN_FMAS else 1
+    if types.linear_backward(n, n_in, n_out, ffi.from_buffer(array, grad), n_out,
+                             ffi.from_buffer(array, x), n_in, ffi.from_buffer(array, weight), n_in,
+                             ffi.NULL if dx is None else ffi.from_buffer(array, dx),
+                             ffi.NULL if dw is None else ffi.from_buffer(array, dw),
+                             ffi.NULL if db is None else ffi.from_buffer(array, db), threads) != 0:
+        raise MemoryError(f"linear_backward: could not allocate scratch memory ({n} x {n_in} -> {n_out})")
+    return dx, dw, db
 
 
 def ger(A, x, y, alpha):

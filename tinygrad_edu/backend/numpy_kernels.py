@@ -22,6 +22,12 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     return out
 
 
+def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
+    return (grad @ weight if need_dx else None,        # dL/dx = dL/dy W
+            grad.T @ x if need_dw else None,           # dL/dW = (dL/dy)^T x
+            grad.sum(axis=0) if need_db else None)     # dL/db = sum over the batch of dL/dy
+
+
 def ger(A, x, y, alpha):
     A += alpha * np.outer(x, y)
     return A
