@@ -27,9 +27,15 @@ def rows(data):
     by_key = defaultdict(dict)
     for bench in data["benchmarks"]:
         impl, key = _impl_and_key(bench)
-        kept = by_key[key].get(impl)
-        if kept is None or bench["stats"]["min"] < kept["stats"]["min"]:
-            by_key[key][impl] = bench   # the same case from several runs: the fastest counts
+        extra = bench.get("extra_info", {})
+        found = [(impl, bench)]
+        if "torch_min" in extra:   # PyTorch timed in turns with us, inside the same benchmark
+            torch_stats = dict(min=extra["torch_min"], median=extra["torch_median"])
+            found = [("tinygrad_edu-c", bench), ("torch", dict(stats=torch_stats, extra_info={}))]
+        for impl, bench in found:
+            kept = by_key[key].get(impl)
+            if kept is None or bench["stats"]["min"] < kept["stats"]["min"]:
+                by_key[key][impl] = bench   # the same case from several runs: the fastest counts
     table = []
     for (group, params), impls in sorted(by_key.items(), key=lambda kv: kv[0][0]):
         torch_min = impls.get("torch", {}).get("stats", {}).get("min")

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -261,6 +262,39 @@ def test_training_step(benchmark, batch, impl):
             assert np.allclose(first_weight, reference.Ws[0], atol=1e-5)
         benchmark(step)
     _info(benchmark, batch=batch, model="784-512-256-128-64-10")
+
+
+TURN = 5   # steps per turn in the interleaved benchmark
+
+
+@pytest.mark.benchmark(group="train-step-interleaved")
+@pytest.mark.parametrize("batch", [1, 12, 128])
+def test_training_step_interleaved_with_torch(benchmark, batch):
+    """Our step and PyTorch's in turns of TURN steps within one process. This VM has slow spells,
+    and measured a minute apart (test_training_step) the ratio moves with them; in turns, a spell
+    slows both. Each round times the last step of our turn, and of PyTorch's turn before it (warm
+    like the others, as many of each); PyTorch's times go to extra_info."""
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    torch_step, torch_model = _torch_step(batch)
+    step, mlp = _engine_step(batch)
+    torch_seconds = []
+
+    def turns():   # untimed by the fixture: PyTorch's turn, its last step timed here, then ours but one
+        for _ in range(TURN - 1):
+            torch_step()
+        start = time.perf_counter()
+        torch_step()
+        torch_seconds.append(time.perf_counter() - start)
+        for _ in range(TURN - 1):
+            step()
+
+    with backend.use("c"):
+        step()         # correctness: one step each, from the same weights on the same batch
+        torch_step()
+        assert np.allclose(torch_model[0].weight.detach().numpy(), mlp.Ws[0], atol=1e-5)
+        benchmark.pedantic(step, setup=turns, rounds=200, warmup_rounds=2)
+    _info(benchmark, batch=batch, torch_min=min(torch_seconds), torch_median=float(np.median(torch_seconds)))
 
 
 # --- (d) a full MNIST epoch (slow) ------------------------------------------------------------------
