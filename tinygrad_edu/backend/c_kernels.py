@@ -87,8 +87,9 @@ def _output(out, types):
     return ffi.cast(types.pointer, out.ctypes.data), out.strides[0] // out.itemsize
 
 
-def _vector(v, types):
-    return ffi.from_buffer(types.array, v if _flat(v) else v.copy())
+def _contiguous(x, types):
+    """A pointer to x's elements as one C-order run (to a row-major copy if x is not one)."""
+    return ffi.from_buffer(types.array, x if _flat(x) else x.copy())
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
@@ -100,7 +101,7 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     pa, trans_a, lda = _operand(a, trans_a, types)
     pb, trans_b, ldb = _operand(b, trans_b, types)
     pc, ldc = _output(out, types)
-    pbias = ffi.NULL if bias is None else _vector(bias, types)
+    pbias = ffi.NULL if bias is None else _contiguous(bias, types)
     threads = THREADS if m * n * k >= PARALLEL_MIN_FMAS else 1
     if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
@@ -109,8 +110,6 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
 
 def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
     # always C, even for tiny layers: the products share one call's fixed cost
-    if not (_flat(grad) and _flat(x) and _flat(weight)):   # C walks rows: copy what has none
-        grad, x, weight = [a if _flat(a) else a.copy() for a in (grad, x, weight)]
     types = _KERNELS[grad.dtype]
     array, dtype = types.array, grad.dtype
     (n, n_out), n_in = grad.shape, x.shape[1]
@@ -118,8 +117,8 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
     dw = np.empty((n_out, n_in), dtype) if need_dw else None
     db = np.empty(n_out, dtype) if need_db else None
     threads = THREADS if n * n_in * n_out >= PARALLEL_MIN_FMAS else 1
-    if types.linear_backward(n, n_in, n_out, ffi.from_buffer(array, grad), n_out,
-                             ffi.from_buffer(array, x), n_in, ffi.from_buffer(array, weight), n_in,
+    if types.linear_backward(n, n_in, n_out, _contiguous(grad, types), n_out,
+                             _contiguous(x, types), n_in, _contiguous(weight, types), n_in,
                              ffi.NULL if dx is None else ffi.from_buffer(array, dx),
                              ffi.NULL if dw is None else ffi.from_buffer(array, dw),
                              ffi.NULL if db is None else ffi.from_buffer(array, db), threads) != 0:
@@ -130,7 +129,7 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
 def ger(A, x, y, alpha):
     types = _KERNELS[A.dtype]
     pA, lda = _output(A, types)
-    types.ger(A.shape[0], A.shape[1], alpha, _vector(x, types), _vector(y, types), pA, lda)
+    types.ger(A.shape[0], A.shape[1], alpha, _contiguous(x, types), _contiguous(y, types), pA, lda)
     return A
 
 
