@@ -511,25 +511,28 @@ static void FN(relu_backward)(long n, const T *restrict Y, const T *restrict G, 
 }
 
 /* Softmax cross-entropy of N rows of C logits Z against labels y, row by row:
- *   P[i] = softmax(Z[i]),   L[i] = -log P[i][y_i] = log sum_j e^(z_ij - m) - (z_iy_i - m),
- * with m = max_j z_ij, so that no e^ exceeds 1 (logits of 1e4 stay finite). A NaN logit makes its
- * row NaN, as in NumPy. Returns -1, or the first row whose label is outside 0..C-1 (checked here,
- * in the pass that reads it, instead of by a separate NumPy pass; P and L are then unfinished). */
+ *   L[i] = -log softmax(Z[i])[y_i] = log sum_j e^(z_ij - m) - (z_iy_i - m),
+ *   D[i] = dL[i]/dZ[i] = softmax(Z[i]) - onehot(y_i),
+ * with m = max_j z_ij, so that no e^ exceeds 1 (logits of 1e4 stay finite). The gradient comes
+ * out of the same pass: backward only has to scale it. A NaN logit makes its row NaN, as in
+ * NumPy. Returns -1, or the first row whose label is outside 0..C-1 (checked here, in the pass
+ * that reads it, instead of by a separate NumPy pass; D and L are then unfinished). */
 static long FN(cross_entropy)(long N, long C, const T *restrict Z, const int64_t *restrict y,
-                              T *restrict P, T *restrict L)
+                              T *restrict D, T *restrict L)
 {
     for (long i = 0; i < N; i++) {
         if (y[i] < 0 || y[i] >= C) return i;
         const T *z = Z + i * C;
-        T *p = P + i * C;
+        T *d = D + i * C;
         T m = z[0];
         for (long j = 1; j < C; j++) m = z[j] > m ? z[j] : m;
         T sum = 0;
         for (long j = 0; j < C; j++) {
-            p[j] = EXP(z[j] - m);
-            sum += p[j];
+            d[j] = EXP(z[j] - m);
+            sum += d[j];
         }
-        for (long j = 0; j < C; j++) p[j] /= sum;
+        for (long j = 0; j < C; j++) d[j] /= sum;
+        d[y[i]] -= 1;
         L[i] = LOG(sum) - (z[y[i]] - m);
     }
     return -1;

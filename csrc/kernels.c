@@ -178,11 +178,11 @@ void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ)
 {
     DISPATCH(relu_backward, f64, n, Y, G, DZ)
 }
-long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *P, float *L)
+long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *D, float *L)
 {
-    DISPATCH(cross_entropy, f32, N, C, Z, y, P, L)
+    DISPATCH(cross_entropy, f32, N, C, Z, y, D, L)
 }
-long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *P, double *L)
+long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L)
 {
-    DISPATCH(cross_entropy, f64, N, C, Z, y, P, L)
+    DISPATCH(cross_entropy, f64, N, C, Z, y, D, L)
 }

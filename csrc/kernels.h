@@ -46,10 +46,11 @@ void tge_drelu(long n, const double *Z, double *Y);
 void tge_srelu_backward(long n, const float *Y, const float *G, float *DZ);
 void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ);
 
-/* Softmax cross-entropy row by row, for N rows of C logits Z and N labels y: P = softmax(Z) and
- * L[i] = -log P[i][y[i]]. Returns -1, or the first row whose label is outside 0..C-1. */
-long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *P, float *L);
-long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *P, double *L);
+/* Softmax cross-entropy row by row, for N rows of C logits Z and N labels y: the losses
+ * L[i] = -log softmax(Z[i])[y[i]] and their gradients D[i] = softmax(Z[i]) - onehot(y[i]).
+ * Returns -1, or the first row whose label is outside 0..C-1. */
+long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *D, float *L);
+long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L);
 
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */

@@ -445,30 +445,33 @@ def _cross_entropy_reference(z, y):
     z = z.astype(np.float64)
     logp = z - z.max(axis=1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-    return -logp[np.arange(len(y)), y], np.exp(logp)
+    dlogits = np.exp(logp)                 # softmax
+    dlogits[np.arange(len(y)), y] -= 1     # - onehot
+    return -logp[np.arange(len(y)), y], dlogits
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, c", [(1, 1), (1, 10), (12, 10), (7, 3), (128, 100)], ids=str)
-def test_cross_entropy_matches_the_log_softmax_formula(each_backend, n, c, dtype):
+def test_cross_entropy_losses_and_gradients_match_the_log_softmax_formula(each_backend, n, c, dtype):
     rng = np.random.default_rng(n * 100 + c)
     z = (rng.standard_normal((n, c)) * 5).astype(dtype)
     y = rng.integers(0, c, n)
     for logits in (z, np.asfortranarray(z), z * np.array(1e4, dtype)):   # contiguous, a copy path, huge
-        losses, probs = backend.cross_entropy(logits, y)
-        assert losses.shape == (n,) and probs.shape == (n, c)
-        assert losses.dtype == dtype and probs.dtype == dtype
-        want_losses, want_probs = _cross_entropy_reference(logits, y)
+        losses, dlogits = backend.cross_entropy(logits, y)
+        assert losses.shape == (n,) and dlogits.shape == (n, c)
+        assert losses.dtype == dtype and dlogits.dtype == dtype
+        want_losses, want_dlogits = _cross_entropy_reference(logits, y)
         tol = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(losses, want_losses, rtol=tol, atol=tol * np.abs(logits).max())
-        np.testing.assert_allclose(probs, want_probs, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dlogits, want_dlogits, rtol=tol, atol=tol)
 
 
 def test_cross_entropy_nan_stays_in_its_row_and_labels_are_checked(each_backend):
     z = np.zeros((3, 4), np.float32)
     z[1, 2] = np.nan
-    losses, probs = backend.cross_entropy(z, np.array([0, 1, 3]))
-    assert np.isnan(losses[1]) and np.isnan(probs[1]).all()
+    losses, dlogits = backend.cross_entropy(z, np.array([0, 1, 3]))
+    assert np.isnan(losses[1]) and np.isnan(dlogits[1]).all()
+    assert not np.isnan(dlogits[[0, 2]]).any()
     np.testing.assert_allclose(losses[[0, 2]], np.log(4), rtol=1e-6)
     for label in (4, -1, 2**40):
         with pytest.raises(IndexError, match=f"target {label} is out of range for 4 classes"):

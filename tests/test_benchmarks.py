@@ -186,9 +186,8 @@ def _kernel_step(batch):
         for i, (W, b) in enumerate(zip(Ws, bs)):
             z = backend.gemm(hs[-1], W, trans_b=True, bias=b)
             hs.append(backend.relu(z) if i < len(Ws) - 1 else z)
-        _, dz = backend.cross_entropy(hs[-1], y)      # d mean CE / d logits = (softmax - onehot) / N
-        dz[np.arange(batch), y] -= 1
-        dz /= batch
+        _, dz = backend.cross_entropy(hs[-1], y)      # softmax - onehot, per sample
+        dz /= batch                                   # d mean CE / d logits
         grads_W, grads_b = [], []
         for i in reversed(range(len(Ws))):
             dx, dW, db = backend.linear_backward(dz, hs[i], Ws[i], need_dx=i > 0)

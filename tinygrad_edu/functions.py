@@ -408,21 +408,21 @@ class LogSoftmax(Function):
 
 # --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
 class CrossEntropy(Function):
-    """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step
-    (``backend.cross_entropy``: one C pass, or NumPy), then the batch's ``reduction``: "mean"
-    (PyTorch's default), "sum" or "none".
+    """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step,
+    then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
 
     dL_n/dz_n = softmax(z_n) - onehot(y_n): the fused form never divides by a tiny probability.
-    For the mean over N samples, dL/dz = (softmax(z) - onehot(y)) / N. The reduction is done
-    here rather than by a separate Mean node, as PyTorch does: one node less in every step.
+    ``backend.cross_entropy`` (one C pass, or NumPy) returns it with the losses, so backward only
+    scales it by dL/dL_n: for the mean over N samples, dL/dz = (softmax(z) - onehot(y)) / N.
+    The reduction is done here rather than by a separate Mean node, as PyTorch does: one node
+    less in every step.
     """
 
     @staticmethod
     def forward(ctx, logits, target, reduction):
         z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
-        losses, ctx.softmax = backend.cross_entropy(z, labels)    # -log softmax(z)[y], softmax(z)
-        ctx.picked, ctx.shape = (np.arange(len(z)), labels), logits.shape
-        ctx.reduction = reduction
+        losses, ctx.dlosses = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
+        ctx.shape, ctx.reduction = logits.shape, reduction
         if reduction == "none":
             return losses.reshape(target.shape)
         total = losses.sum()
@@ -430,12 +430,11 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        dz = ctx.softmax.copy()           # softmax(z) (copied: a retained graph may run backward again)
-        dz[ctx.picked] -= 1               # - onehot(y)
+        # a new array each time (not in place): a retained graph may run backward again
         if ctx.reduction == "none":
-            dz *= grad.reshape(-1, 1)     # each row by its own dL/dL_n
+            dz = ctx.dlosses * grad.reshape(-1, 1)     # each row by its own dL/dL_n
         else:
-            dz *= grad / len(dz) if ctx.reduction == "mean" else grad
+            dz = ctx.dlosses * (grad / len(ctx.dlosses) if ctx.reduction == "mean" else grad)
         return (dz.reshape(ctx.shape),)
 
 

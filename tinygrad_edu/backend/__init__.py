@@ -189,7 +189,8 @@ def relu_backward(y, grad):
 
 def cross_entropy(logits, target):
     """Softmax cross-entropy row by row, for (N, C) ``logits`` and N int64 class labels: returns
-    ``(losses, probs)`` with ``probs = softmax(logits)`` and ``losses[i] = -log probs[i, target[i]]``.
+    ``(losses, dlogits)`` with ``losses[i] = -log softmax(logits[i])[target[i]]`` and each loss's
+    gradient ``dlogits[i] = softmax(logits[i]) - onehot(target[i])``, computed in the same pass.
     A label outside 0..C-1 raises IndexError."""
     _check_float_array("logits", logits, 2)
     if not isinstance(target, np.ndarray) or target.dtype != np.int64:
@@ -198,9 +199,9 @@ def cross_entropy(logits, target):
     if target.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need {logits.shape[0]} "
                          f"labels, got target of shape {target.shape}")
-    losses, probs, bad = _active.cross_entropy(logits, target)
+    losses, dlogits, bad = _active.cross_entropy(logits, target)
     if bad >= 0:
         n_classes = logits.shape[1]
         raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
                          f"(labels must be in 0..{n_classes - 1})")
-    return losses, probs
+    return losses, dlogits

@@ -183,8 +183,8 @@ def cross_entropy(logits, target):
         return numpy_kernels.cross_entropy(logits, target)
     types = _KERNELS[logits.dtype]
     n, n_classes = logits.shape
-    probs, losses = np.empty_like(logits), np.empty(n, logits.dtype)
+    dlogits, losses = np.empty_like(logits), np.empty(n, logits.dtype)
     bad = types.cross_entropy(n, n_classes, ffi.from_buffer(types.array, logits),
-                              ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, probs),
+                              ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, dlogits),
                               ffi.from_buffer(types.array, losses))
-    return losses, probs, bad
+    return losses, dlogits, bad

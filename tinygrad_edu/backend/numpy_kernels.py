@@ -56,5 +56,8 @@ def cross_entropy(logits, target):
     shifted = logits - logits.max(axis=1, keepdims=True)   # every e^ at most 1
     exp = np.exp(shifted)
     sums = exp.sum(axis=1, keepdims=True)
-    losses = np.log(sums[:, 0]) - shifted[np.arange(len(target)), target]
-    return losses, exp / sums, -1
+    rows = np.arange(len(target))
+    losses = np.log(sums[:, 0]) - shifted[rows, target]
+    dlogits = exp / sums             # softmax(z)
+    dlogits[rows, target] -= 1       # - onehot(y)
+    return losses, dlogits, -1
