@@ -17,9 +17,7 @@ SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512)
 
 @pytest.fixture(params=BACKENDS)
 def each_backend(request, monkeypatch):
-    if request.param == "c":   # test the C kernels at every size, even where NumPy would be used
-        monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_FMAS", 0)
-        monkeypatch.setattr(backend.c_kernels, "NUMPY_BELOW_ELEMENTS", 0)
+    if request.param == "c":   # test the C kernel at every size, even where NumPy would be used
         monkeypatch.setattr(backend.c_kernels, "NUMPY_FROM_LOGITS", 1 << 62)
     with backend.use(request.param):
         yield request.param
@@ -292,9 +290,8 @@ def test_autograd_gradients_are_the_same_under_both_backends():
 
 @pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 @pytest.mark.parametrize("isa", [3, 2, 1])
-def test_every_instruction_set_flavour_agrees(isa, monkeypatch):
+def test_every_instruction_set_flavour_agrees(isa):
     from tinygrad_edu.backend import c_kernels
-    monkeypatch.setattr(c_kernels, "NUMPY_BELOW_FMAS", 0)
     lib = c_kernels.lib
     try:
         used = lib.tge_set_isa(isa)
@@ -327,7 +324,7 @@ needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 def c_threads(monkeypatch):
     """Set the C kernels' thread count (every product and update goes to C and may be split)."""
     from tinygrad_edu.backend import c_kernels
-    for name in ("NUMPY_BELOW_FMAS", "PARALLEL_MIN_FMAS", "PARALLEL_MIN_ELEMENTS"):
+    for name in ("PARALLEL_MIN_FMAS", "PARALLEL_MIN_ELEMENTS"):
         monkeypatch.setattr(c_kernels, name, 0)
     with backend.use("c"):
         yield lambda n: monkeypatch.setattr(c_kernels, "THREADS", n)

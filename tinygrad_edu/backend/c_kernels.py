@@ -20,18 +20,12 @@ THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count(
 # gain; an update of 32k floats: 4.30 vs 3.85 us, of 8k: none)
 PARALLEL_MIN_FMAS = 100_000
 PARALLEL_MIN_ELEMENTS = 32_768
-# below this many, a call's fixed cost (~1.5 us of Python and cffi) outweighs the kernel's speed
-# and NumPy is as fast, so hand it over. Measured (one thread, C vs NumPy): at 98k multiply-adds C
-# wins (12x128 @ (64x128)^T + bias: 4.5 vs 5.0 us; 12x64 @ 64x128: 3.0 vs 3.8), at 7.7k NumPy does
-# (12x10 @ 10x64: 2.25 vs 1.90 us). On the training step 30k beat 100k by 2-3 us at batch 12 and
-# tied at batch 1; 16k gained nothing more. Except for K = 1 (the batch-1 weight gradient, an
-# outer product), where NumPy is 2-6x slower (256x1 @ 1x128: NumPy 32.7 us, C 5.9 us).
-NUMPY_BELOW_FMAS = 30_000
-# ReLU (forward and backward) on fewer elements: NumPy's loop costs less than our call
-# (measured crossover 1.5k-2k elements; 512: NumPy 0.78 us, C 1.05 us; 6144: 2.46 vs 1.31)
-NUMPY_BELOW_ELEMENTS = 2048
+# Every product and ReLU goes to C, however small. In a hot loop NumPy ties with our call below
+# ~30k multiply-adds or ~2k elements (12x64 @ (10x64)^T + b: 2.81 us either way), but inside the
+# training step, after the kernels have pushed Python's objects out of the caches, handing such
+# work to NumPy made the batch-12 step 1-4 us slower (paired runs in one process).
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
-# (measured: 256x20 C 17.1 vs NumPy 25.2 us; 64x100 C 23.8 vs 16.3; 12x10 C 2.3 vs 7.8)
+# (measured: 256x20 C 16.1 vs NumPy 26.3 us; 64x100 C 22.2 vs 17.7; 12x10 C 2.3 vs 9.0)
 NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
 _Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many relu "
@@ -95,8 +89,6 @@ def _contiguous(x, types):
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    if m * n * k < NUMPY_BELOW_FMAS and k > 1:
-        return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
     types = _KERNELS[a.dtype]
     pa, trans_a, lda = _operand(a, trans_a, types)
     pb, trans_b, ldb = _operand(b, trans_b, types)
@@ -160,7 +152,7 @@ def axpy_many(alpha, xs, ys):
 
 
 def relu(z):
-    if z.size < NUMPY_BELOW_ELEMENTS or not _flat(z):
+    if not _flat(z):
         return numpy_kernels.relu(z)
     types = _KERNELS[z.dtype]
     y = np.empty_like(z)
@@ -169,7 +161,7 @@ def relu(z):
 
 
 def relu_backward(y, grad):
-    if y.size < NUMPY_BELOW_ELEMENTS or y.dtype != grad.dtype or not (_flat(y) and _flat(grad)):
+    if y.dtype != grad.dtype or not (_flat(y) and _flat(grad)):
         return numpy_kernels.relu_backward(y, grad)
     types = _KERNELS[y.dtype]
     dz = np.empty_like(y)
