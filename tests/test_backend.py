@@ -17,7 +17,7 @@ SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512)
 
 @pytest.fixture(params=BACKENDS)
 def each_backend(request, monkeypatch):
-    if request.param == "c":   # test the C kernel at every size, even where NumPy would be used
+    if request.param == "c":   # test the C cross-entropy at every size, even where NumPy would be used
         monkeypatch.setattr(backend.c_kernels, "NUMPY_FROM_LOGITS", 1 << 62)
     with backend.use(request.param):
         yield request.param
