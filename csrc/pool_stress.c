@@ -1,7 +1,7 @@
 /* Stress test of the thread pool for ThreadSanitizer (run by .ci/run; Python cannot load TSan):
  *
  *     gcc -O1 -g -std=gnu11 -fsanitize=thread -Icsrc csrc/pool_stress.c csrc/kernels.c csrc/pool.c \
- *         -o pool_stress -lpthread && ./pool_stress
+ *         -o pool_stress -lpthread -lm && ./pool_stress
  *
  * Four callers at once (one holds the pool, the others run alone), pauses long enough for the
  * workers to fall asleep, and split SGD updates; every result is checked. */

@@ -215,7 +215,7 @@ def test_cross_entropy_backward_twice_on_a_retained_graph_adds_the_same_gradient
     loss = F.cross_entropy(logits, tg.tensor([0, 2]))
     loss.backward(retain_graph=True)
     once = logits.grad.numpy().copy()
-    loss.backward()   # the saved softmax must not have been changed by the first pass
+    loss.backward()   # the saved gradient must not have been changed by the first pass
     np.testing.assert_allclose(logits.grad.numpy(), 2 * once, rtol=1e-6)
 
 

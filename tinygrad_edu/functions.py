@@ -421,7 +421,7 @@ class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, reduction):
         z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
-        losses, ctx.dlosses = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
+        losses, ctx.dlogits = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
         ctx.shape, ctx.reduction = logits.shape, reduction
         if reduction == "none":
             return losses.reshape(target.shape)
@@ -432,9 +432,9 @@ class CrossEntropy(Function):
     def backward(ctx, grad):
         # a new array each time (not in place): a retained graph may run backward again
         if ctx.reduction == "none":
-            dz = ctx.dlosses * grad.reshape(-1, 1)     # each row by its own dL/dL_n
+            dz = ctx.dlogits * grad.reshape(-1, 1)     # each row by its own dL/dL_n
         else:
-            dz = ctx.dlosses * (grad / len(ctx.dlosses) if ctx.reduction == "mean" else grad)
+            dz = ctx.dlogits * (grad / len(ctx.dlogits) if ctx.reduction == "mean" else grad)
         return (dz.reshape(ctx.shape),)
 
 

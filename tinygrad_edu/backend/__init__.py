@@ -173,7 +173,7 @@ def axpy_many(alpha, xs, ys):
 
 def relu(z):
     """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: the C backend hands
-    integer arrays, strided views and small arrays to NumPy."""
+    integer arrays and strided views to NumPy."""
     return _active.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
 
 
