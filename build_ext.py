@@ -36,4 +36,6 @@ if __name__ == "__main__":
     os.chdir(HERE)
     for stale in (HERE / "tinygrad_edu").glob("_kernels*.so"):
         stale.unlink()  # an old build with another suffix would shadow the new one
-    ffibuilder.compile(tmpdir=".", verbose=True)
+    # the name pip's build gives it (cffi builds for the stable ABI), so that `pip install -e .`
+    # after this replaces the file: a `.cpython-3XX` name would be imported first, and win stale
+    ffibuilder.compile(tmpdir=".", verbose=True, target="_kernels.abi3.so")
