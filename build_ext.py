@@ -1,6 +1,6 @@
 """cffi builder for the C kernels in csrc/ (out-of-line API mode).
 
-    python build_ext.py        # build tinygrad_edu/_kernels*.so in place; fails loudly on error
+    python build_ext.py        # build tinygrad_edu/_kernels.abi3.so in place; fails loudly on error
 
 ``pip install .`` / ``pip install -e .`` build the same module through setup.py, where the build
 is optional: without a working compiler the engine runs on NumPy.
@@ -13,6 +13,10 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
+# the name pip's build gives the module (cffi builds for the stable ABI): with the same name here,
+# `pip install -e .` after a build by hand replaces the file, where a `.cpython-3XX` name would be
+# imported first and shadow every later build (tests/test_build.py checks the two agree)
+TARGET = "_kernels.abi3.so"
 # TINYGRAD_EDU_SANITIZE=address builds with AddressSanitizer, for CI's memory-safety run
 SANITIZE = os.environ.get("TINYGRAD_EDU_SANITIZE", "")
 SANITIZE_FLAGS = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"] if SANITIZE else []
@@ -36,6 +40,4 @@ if __name__ == "__main__":
     os.chdir(HERE)
     for stale in (HERE / "tinygrad_edu").glob("_kernels*.so"):
         stale.unlink()  # an old build with another suffix would shadow the new one
-    # the name pip's build gives it (cffi builds for the stable ABI), so that `pip install -e .`
-    # after this replaces the file: a `.cpython-3XX` name would be imported first, and win stale
-    ffibuilder.compile(tmpdir=".", verbose=True, target="_kernels.abi3.so")
+    ffibuilder.compile(tmpdir=".", verbose=True, target=TARGET)

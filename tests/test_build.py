@@ -43,3 +43,17 @@ def test_install_without_a_compiler_falls_back_to_numpy(tmp_path):
                             text=True, env=dict(env, PYTHONPATH=str(target), TINYGRAD_EDU_BACKEND="c"),
                             timeout=120, cwd=tmp_path)
     assert forced.returncode != 0 and "C kernels are not built" in forced.stderr
+
+
+def test_a_build_by_hand_and_pip_build_write_the_same_file(monkeypatch):
+    # two names would let the one Python imports first (.cpython-3XX before .abi3) shadow the other
+    from setuptools import Distribution
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(str(REPO))
+    import build_ext
+
+    dist = Distribution({"name": "tinygrad_edu", "cffi_modules": ["build_ext.py:ffibuilder"]})
+    command = dist.get_command_obj("build_ext")
+    command.ensure_finalized()
+    assert [command.get_ext_filename(ext.name) for ext in dist.ext_modules] == [f"tinygrad_edu/{build_ext.TARGET}"]
