@@ -356,3 +356,14 @@ def test_manual_seed_makes_sampling_reproducible():
     lin_b = tg.nn.Linear(4, 2).weight.data.copy()
     assert np.array_equal(a.data, b.data) and np.array_equal(lin_a, lin_b)
     assert not np.array_equal(tg.randn(3, 3).data, a.data)
+
+
+def test_every_result_holds_an_ndarray_so_in_place_accumulation_works():
+    # the lecture's accuracy cell: n_correct = 0, then n_correct += (labels == predicted).sum()
+    labels, predicted = tg.tensor([1, 2, 3]), tg.tensor([1, 0, 3])
+    n_correct = 0
+    for _ in range(3):
+        n_correct += (labels == predicted).sum()
+    assert type(n_correct.data) is np.ndarray and n_correct.item() == 6
+    scalar_sum = tg.tensor(1.0) + tg.tensor(2.0)          # NumPy gives a scalar for 0-d + 0-d
+    assert type(scalar_sum.data) is np.ndarray and type((tg.tensor(1) == 1).data) is np.ndarray

@@ -267,7 +267,14 @@ class Tensor:
 
     @classmethod
     def _make(cls, data, requires_grad, ctx):
-        """Fast constructor for the engine: no conversions or checks."""
+        """Fast constructor for the engine: no dtype conversions or checks.
+
+        ``data`` is always an ndarray: NumPy arithmetic on 0-d arrays returns a NumPy scalar
+        (``np.int64(2)``), which cannot be updated in place (``n_correct += ...``), so it becomes
+        a 0-d array here.
+        """
+        if type(data) is not np.ndarray:
+            data = np.asarray(data)
         t = object.__new__(Tensor)
         t.data, t.grad, t._requires_grad, t._ctx = data, None, requires_grad, ctx
         return t
