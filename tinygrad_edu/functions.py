@@ -73,13 +73,14 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.a, ctx.b = a, b
+        ctx.save_for_backward(a, b)
         return a * b
 
     @staticmethod
     def backward(ctx, grad):
-        da = grad * ctx.b if ctx.needs_input_grad[0] else None
-        db = grad * ctx.a if ctx.needs_input_grad[1] else None
+        a, b = ctx.saved
+        da = grad * b if ctx.needs_input_grad[0] else None
+        db = grad * a if ctx.needs_input_grad[1] else None
         return da, db
 
 
@@ -90,13 +91,14 @@ class Div(Function):
     def forward(ctx, a, b):
         if a.dtype.kind in "iub" and b.dtype.kind in "iub":
             a = a.astype(np.float32)  # true division of integers gives float32, as in PyTorch
-        ctx.a, ctx.b = a, b
+        ctx.save_for_backward(a, b)
         return a / b
 
     @staticmethod
     def backward(ctx, grad):
-        da = grad / ctx.b if ctx.needs_input_grad[0] else None
-        db = -grad * ctx.a / (ctx.b * ctx.b) if ctx.needs_input_grad[1] else None
+        a, b = ctx.saved
+        da = grad / b if ctx.needs_input_grad[0] else None
+        db = -grad * a / (b * b) if ctx.needs_input_grad[1] else None
         return da, db
 
 
@@ -105,12 +107,14 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, x, exponent):
-        ctx.x, ctx.p = x, exponent
+        ctx.save_for_backward(x)
+        ctx.p = exponent
         return x ** exponent
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * ctx.p * ctx.x ** (ctx.p - 1),)
+        x, = ctx.saved
+        return (grad * ctx.p * x ** (ctx.p - 1),)
 
 
 class Cast(Function):
@@ -126,6 +130,11 @@ class Cast(Function):
 
 
 # --- matrix products --------------------------------------------------------------------------
+def _as_matrices(ctx, a, b):
+    """A vector on the left of @ is a row (1, n), on the right a column (n, 1)."""
+    return (a[None, :] if ctx.a_vec else a), (b[:, None] if ctx.b_vec else b)
+
+
 class MatMul(Function):
     """Y = A @ B;  dL/dA = dL/dY @ B^T,  dL/dB = A^T @ dL/dY.
 
@@ -137,13 +146,12 @@ class MatMul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul needs at least 1-D operands, got a 0-d tensor")
+        ctx.save_for_backward(a, b)
         ctx.a_vec, ctx.b_vec = a.ndim == 1, b.ndim == 1
-        a2 = a[None, :] if ctx.a_vec else a
-        b2 = b[:, None] if ctx.b_vec else b
+        a2, b2 = _as_matrices(ctx, a, b)
         if a2.shape[-1] != b2.shape[-2]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
                              f"({a2.shape[-1]} != {b2.shape[-2]})")
-        ctx.a, ctx.b = a2, b2
         ctx.gemm = a2.ndim == 2 and b2.ndim == 2 and a2.dtype == b2.dtype and a2.dtype.kind == "f"
         y = backend.gemm(a2, b2) if ctx.gemm else np.matmul(a2, b2)
         if ctx.b_vec:
@@ -154,7 +162,7 @@ class MatMul(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.a, ctx.b
+        a, b = _as_matrices(ctx, *ctx.saved)
         g = grad
         if ctx.a_vec:
             g = np.expand_dims(g, -1 if ctx.b_vec else -2)
@@ -183,6 +191,9 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
+        if x.ndim == 0:
+            raise ValueError(f"linear: the input is a 0-d tensor (a single number); it needs at "
+                             f"least one dimension of {weight.shape[1]} features")
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
                              f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
@@ -192,18 +203,20 @@ class Linear(Function):
         if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
             raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
                              f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
+        ctx.save_for_backward(x, weight)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # extra leading dims: a batch
-        ctx.x2, ctx.weight, ctx.x_shape = x2, weight, x.shape
         y = backend.gemm(x2, weight, trans_b=True, bias=bias)   # x W^T + b in one pass
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     @staticmethod
     def backward(ctx, grad):
+        x, weight = ctx.saved
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
         needs = ctx.needs_input_grad   # for (x, weight) or (x, weight, bias)
-        dx, dw, db = backend.linear_backward(g2, ctx.x2, ctx.weight, needs[0], needs[1],
+        dx, dw, db = backend.linear_backward(g2, x2, weight, needs[0], needs[1],
                                              len(needs) > 2 and needs[2])
-        return (None if dx is None else dx.reshape(ctx.x_shape)), dw, db
+        return (None if dx is None else dx.reshape(x.shape)), dw, db
 
 
 class Outer(Function):
@@ -214,15 +227,16 @@ class Outer(Function):
         if a.ndim != 1 or b.ndim != 1:
             raise ValueError(f"outer needs two 1-D tensors, got shapes {a.shape} and {b.shape}")
         dtype = np.result_type(a, b)
-        ctx.a, ctx.b = a, b
+        ctx.save_for_backward(a, b)
         if dtype.kind != "f":
             return np.outer(a, b)
         return backend.ger(np.zeros((a.size, b.size), dtype), a.astype(dtype), b.astype(dtype))
 
     @staticmethod
     def backward(ctx, grad):
-        da = grad @ ctx.b if ctx.needs_input_grad[0] else None
-        db = grad.T @ ctx.a if ctx.needs_input_grad[1] else None
+        a, b = ctx.saved
+        da = grad @ b if ctx.needs_input_grad[0] else None
+        db = grad.T @ a if ctx.needs_input_grad[1] else None
         return da, db
 
 
@@ -289,12 +303,14 @@ class Exp(Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.y = np.exp(x)
-        return ctx.y
+        y = np.exp(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * ctx.y,)
+        y, = ctx.saved
+        return (grad * y,)
 
 
 class Log(Function):
@@ -302,12 +318,13 @@ class Log(Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.x = x
+        ctx.save_for_backward(x)
         return np.log(x)
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad / ctx.x,)
+        x, = ctx.saved
+        return (grad / x,)
 
 
 class Sqrt(Function):
@@ -315,12 +332,14 @@ class Sqrt(Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.y = np.sqrt(x)
-        return ctx.y
+        y = np.sqrt(x)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad / (2 * ctx.y),)
+        y, = ctx.saved
+        return (grad / (2 * y),)
 
 
 class ReLU(Function):
@@ -328,12 +347,14 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, z):
-        ctx.y = backend.relu(z)         # np.maximum(z, 0)
-        return ctx.y
+        y = backend.relu(z)         # np.maximum(z, 0)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        return (backend.relu_backward(ctx.y, grad),)   # grad * (y > 0)
+        y, = ctx.saved
+        return (backend.relu_backward(y, grad),)   # grad * (y > 0)
 
 
 class Tanh(Function):
@@ -341,12 +362,14 @@ class Tanh(Function):
 
     @staticmethod
     def forward(ctx, z):
-        ctx.a = np.tanh(z)
-        return ctx.a
+        a = np.tanh(z)
+        ctx.save_for_backward(a)
+        return a
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * (1 - ctx.a * ctx.a),)
+        a, = ctx.saved
+        return (grad * (1 - a * a),)
 
 
 class Sigmoid(Function):
@@ -354,12 +377,14 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, z):
-        ctx.a = sigmoid(z)
-        return ctx.a
+        a = sigmoid(z)
+        ctx.save_for_backward(a)
+        return a
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad * ctx.a * (1 - ctx.a),)
+        a, = ctx.saved
+        return (grad * a * (1 - a),)
 
 
 def sigmoid(z):
@@ -382,12 +407,13 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, z, dim):
         ctx.dim = dim
-        ctx.a = np.exp(log_softmax(z, dim))
-        return ctx.a
+        a = np.exp(log_softmax(z, dim))
+        ctx.save_for_backward(a)
+        return a
 
     @staticmethod
     def backward(ctx, grad):
-        a = ctx.a
+        a, = ctx.saved
         return (a * (grad - (grad * a).sum(axis=ctx.dim, keepdims=True)),)
 
 
@@ -398,12 +424,14 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, z, dim):
         ctx.dim = dim
-        ctx.y = log_softmax(z, dim)
-        return ctx.y
+        y = log_softmax(z, dim)
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad - np.exp(ctx.y) * grad.sum(axis=ctx.dim, keepdims=True),)
+        y, = ctx.saved
+        return (grad - np.exp(y) * grad.sum(axis=ctx.dim, keepdims=True),)
 
 
 # --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
@@ -446,18 +474,18 @@ class BinaryCrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, p, y):
-        if np.any((p < 0) | (p > 1)):
-            raise ValueError("binary_cross_entropy: every input must be a probability in [0, 1]; "
-                             "for raw scores use binary_cross_entropy_with_logits")
+        if not np.all((p >= 0) & (p <= 1)):   # written so that NaN fails it too
+            raise ValueError("binary_cross_entropy: every input must be a probability in [0, 1] "
+                             "(NaN is not); for raw scores use binary_cross_entropy_with_logits")
         with np.errstate(divide="ignore"):
             ctx.log_p = np.maximum(np.log(p), -100)
             ctx.log_1mp = np.maximum(np.log1p(-p), -100)
-        ctx.p, ctx.y = p, y
+        ctx.save_for_backward(p, y)
         return -(y * ctx.log_p + (1 - y) * ctx.log_1mp)
 
     @staticmethod
     def backward(ctx, grad):
-        p, y = ctx.p, ctx.y
+        p, y = ctx.saved
         dp = grad * (p - y) / np.maximum(p * (1 - p), 1e-12) if ctx.needs_input_grad[0] else None
         dy = grad * (ctx.log_1mp - ctx.log_p) if ctx.needs_input_grad[1] else None
         return dp, dy
@@ -471,19 +499,22 @@ class BinaryCrossEntropyWithLogits(Function):
 
     @staticmethod
     def forward(ctx, z, y):
-        ctx.z, ctx.y = z, y
+        ctx.save_for_backward(z, y)
         return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
 
     @staticmethod
     def backward(ctx, grad):
-        dz = grad * (sigmoid(ctx.z) - ctx.y) if ctx.needs_input_grad[0] else None
-        dy = -grad * ctx.z if ctx.needs_input_grad[1] else None
+        z, y = ctx.saved
+        dz = grad * (sigmoid(z) - y) if ctx.needs_input_grad[0] else None
+        dy = -grad * z if ctx.needs_input_grad[1] else None
         return dz, dy
 
 
 # --- shape ops --------------------------------------------------------------------------------
 class Reshape(Function):
     """y = x with a new shape (same elements in the same order);  the gradient is reshaped back."""
+
+    returns_view = True
 
     @staticmethod
     def forward(ctx, x, shape):
@@ -497,6 +528,8 @@ class Reshape(Function):
 
 class Permute(Function):
     """y = x with its axes reordered (``.T``, ``transpose``);  the gradient is permuted back."""
+
+    returns_view = True
 
     @staticmethod
     def forward(ctx, x, dims):
@@ -514,11 +547,15 @@ class GetItem(Function):
     """y = x[index];  dL/dx is zero except at the picked elements, which receive dL/dy.
 
     An element picked twice (``x[[0, 0]]``) receives both contributions: scatter-*add*.
+    Index arrays are copied, so changing one later does not change this gradient.
     """
+
+    returns_view = True   # x[1:] is a view of x; x[[0, 2]] a copy
 
     @staticmethod
     def forward(ctx, x, index):
-        ctx.shape, ctx.dtype, ctx.index = x.shape, x.dtype, index
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        ctx.index = _own_index(index)
         return np.asarray(x[index])
 
     @staticmethod
@@ -526,6 +563,14 @@ class GetItem(Function):
         dx = np.zeros(ctx.shape, dtype=ctx.dtype)
         np.add.at(dx, ctx.index, grad)
         return (dx,)
+
+
+def _own_index(index):
+    """A copy of every array or list in an index (its other parts, slices, integers, None and
+    Ellipsis, cannot change)."""
+    if isinstance(index, tuple):
+        return tuple(_own_index(i) for i in index)
+    return np.array(index) if isinstance(index, (np.ndarray, list)) else index
 
 
 class Cat(Function):

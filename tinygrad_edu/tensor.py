@@ -114,19 +114,37 @@ def unbroadcast(grad, shape):
     return grad.sum(axis=tuple(range(added)) + stretched, keepdims=True).reshape(shape)
 
 
+class VersionCounter:
+    """How many times a tensor's data has been changed in place (``+=``, ``zero_()``, an optimizer
+    step). A view (``reshape``, ``.T``, ``x[1:]``, ``detach()``) shares its base's counter: the
+    same memory. An op that saves a tensor for backward notes its version, and backward checks it
+    (PyTorch does the same)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
 class Function:
     """One differentiable op. Subclasses define, side by side:
 
-    ``forward(ctx, *arrays, **options) -> ndarray`` computes the output from input arrays and may
-    save what backward needs on ``ctx``;
+    ``forward(ctx, *arrays, **options) -> ndarray`` computes the output from input arrays and
+    keeps what backward needs: ``ctx.save_for_backward(...)`` for the inputs or the output
+    (checked for in-place changes, see ``check_saved_versions``), plain attributes for shapes,
+    options and arrays the op made itself;
     ``backward(ctx, grad) -> tuple`` maps dL/doutput to one dL/dinput per input (``None`` where
-    an input needs no gradient; ``ctx.needs_input_grad[i]`` says which do).
+    an input needs no gradient; ``ctx.needs_input_grad[i]`` says which do). Each gradient is a
+    new array or a view of ``grad``, never an array saved on ``ctx``: the engine then owns it.
 
     Gradients may have the broadcast shape of the output: the engine un-broadcasts them.
     """
 
     parents = ()
     needs_input_grad = ()
+    saved = ()               # what forward kept for backward, in the order it was saved
+    saved_versions = ()      # (version counter, version at save time, which tensor) per saved one
+    returns_view = False     # forward may return a view of its first input (reshape, transpose)
 
     @classmethod
     def apply(cls, *inputs, **options):
@@ -135,11 +153,41 @@ class Function:
         if out.dtype == float64 and float64 not in [t.data.dtype for t in inputs]:
             out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
         needs = tuple([t._requires_grad for t in inputs])  # lists: faster than generators here
-        if True in needs and _grad_mode.enabled:
+        recording = True in needs and _grad_mode.enabled
+        result = Tensor._make(out, recording, ctx if recording else None)
+        if cls.returns_view and np.may_share_memory(out, inputs[0].data):
+            result._version_counter = inputs[0]._version_counter   # a view: an in-place change to one is to both
+        if recording:
             ctx.parents = inputs
             ctx.needs_input_grad = needs
-            return Tensor._make(out, True, ctx)
-        return Tensor._make(out, False, None)
+            if ctx.saved:
+                ctx._remember_versions(inputs, result)
+        return result
+
+    def save_for_backward(self, *arrays):
+        """Keep arrays for backward (read them back as ``ctx.saved``)."""
+        self.saved = arrays
+
+    def _remember_versions(self, inputs, output):
+        """Note the version of each saved input or output, so backward can tell if it changed."""
+        versions = []
+        for array in self.saved:
+            for i, t in enumerate(inputs):
+                if array is t.data:
+                    versions.append((t._version_counter, t._version_counter.value, f"input {i}", array))
+            if array is output.data:
+                versions.append((output._version_counter, output._version_counter.value, "output", array))
+        self.saved_versions = versions
+
+    def check_saved_versions(self):
+        """Raise if an in-place op changed a tensor this op saved: its gradient would be wrong."""
+        for counter, expected, which, array in self.saved_versions:
+            if counter.value != expected:
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: the {which} of {self.name()} (shape {array.shape}, "
+                    f"{array.dtype}) is at version {counter.value}; expected version {expected} "
+                    f"instead. Change it after backward(), or out of place (x = x + 1)")
 
     def name(self):
         return type(self).__name__ + "Backward"
@@ -151,63 +199,65 @@ class Function:
 class _FreedGraph(Function):
     """Stands in for a node whose graph was freed by an earlier backward()."""
 
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("Trying to backward through the graph a second time: its saved values "
-                           "were freed by the first backward(). Pass retain_graph=True to the "
-                           "first call if you need to call backward() twice.")
-
 
 _FREED = _FreedGraph()
+_SECOND_BACKWARD = ("Trying to backward through the graph a second time: its saved values were "
+                    "freed by the first backward(). Pass retain_graph=True to the first call if you "
+                    "need to call backward() twice.")
 
 
 def _topological_order(root):
-    """Non-leaf nodes reachable from ``root``, each after every node it depends on.
+    """Non-leaf tensors reachable from ``root``, each after every tensor it depends on.
 
     An explicit stack instead of recursion, so a chain of 10,000 ops does not hit Python's
-    recursion limit.
+    recursion limit. A tensor is known by its ``grad_fn`` (one per non-leaf tensor).
     """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        node, children_done = stack.pop()
-        if children_done:
+        node, parents_done = stack.pop()
+        if parents_done:
             order.append(node)
             continue
-        if id(node) in visited:
+        if node._ctx in visited:
             continue
-        visited.add(id(node))
+        if node._ctx is _FREED:
+            raise RuntimeError(_SECOND_BACKWARD)
+        visited.add(node._ctx)
         stack.append((node, True))
         for parent in node._ctx.parents:
-            if parent._ctx is not None and id(parent) not in visited:
+            if parent._ctx is not None and parent._ctx not in visited:
                 stack.append((parent, False))
     return order
 
 
-def _accumulate_leaf(leaf, grad, routed):
-    """Add ``grad`` to ``leaf.grad``. A fresh array is adopted as is; one that is shared (a view,
-    or an array also routed elsewhere in this pass) is copied, so no two grads alias."""
+def _accumulate_leaf(leaf, grad):
+    """dL/dleaf += grad. The first gradient becomes ``leaf.grad`` as it is (the engine owns it)."""
     if leaf.grad is None:
-        private = grad.base is None and grad.flags.writeable and id(grad) not in routed
-        leaf.grad = Tensor._make(grad if private else grad.copy(), False, None)
-        routed[id(grad)] = grad
+        leaf.grad = Tensor._make(np.ascontiguousarray(grad), False, None)  # a view of grad: laid out
     else:
         leaf.grad.data += grad
 
 
 def backward(root, gradient, retain_graph=False):
-    """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf."""
-    grads = {id(root): gradient}  # dL/dnode for nodes not yet processed
-    # arrays already handed to some node in this pass, kept alive so that their ids stay unique
-    routed = {id(gradient): gradient}
+    """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf.
+
+    Ownership: every gradient array the walk holds belongs to one place only (one pending node,
+    or one leaf's ``.grad``), so adding into a leaf's ``.grad`` in place can never change another
+    gradient. Backward functions return new arrays or views of their ``grad``; when one returns
+    the same memory for two inputs (``a + a`` gives ``grad`` to both), the second gets a copy.
+    """
+    grads = {root._ctx: gradient}  # dL/dnode for the nodes not yet walked, keyed by grad_fn
     for node in reversed(_topological_order(root)):
-        grad = grads.pop(id(node), None)
+        ctx = node._ctx
+        grad = grads.pop(ctx, None)
         if grad is None:
             continue
-        ctx = node._ctx
+        ctx.check_saved_versions()
         input_grads = ctx.backward(ctx, grad)  # a staticmethod: the Function object is its ctx
         if not retain_graph:
             node._ctx = _FREED
+        handed = []  # the arrays this node has given out so far
         for parent, g in zip(ctx.parents, input_grads):
             if g is None or not parent._requires_grad:
                 continue
@@ -216,15 +266,15 @@ def backward(root, gradient, retain_graph=False):
                 g = unbroadcast(g, data.shape)
             if g.dtype != data.dtype:
                 g = g.astype(data.dtype)
+            if any(np.may_share_memory(g, other) for other in handed):
+                g = g.copy()
+            handed.append(g)
             if parent._ctx is None:
-                _accumulate_leaf(parent, g, routed)
-            elif id(parent) in grads:
-                grads[id(parent)] = grads[id(parent)] + g  # never in place: g may be shared
+                _accumulate_leaf(parent, g)
+            elif parent._ctx in grads:
+                grads[parent._ctx] = grads[parent._ctx] + g  # a new array: g is owned elsewhere
             else:
-                grads[id(parent)] = g
-                routed[id(g)] = g
-    if not retain_graph:
-        root._ctx = root._ctx if root._ctx is None else _FREED
+                grads[parent._ctx] = g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,12 +304,13 @@ class Tensor:
     dL/dself after ``backward()``; ``grad_fn`` is the Function that made it (``None`` for leaves).
     """
 
-    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_version_counter", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Tensor` call Tensor.__rmul__, not NumPy's loop
     __hash__ = object.__hash__  # == is elementwise, so hash by identity like PyTorch
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.data = _as_array(data, dtype)
+        self._version_counter = VersionCounter()
         self.grad = None
         self._ctx = None
         self._requires_grad = False
@@ -277,6 +328,7 @@ class Tensor:
             data = np.asarray(data)
         t = object.__new__(Tensor)
         t.data, t.grad, t._requires_grad, t._ctx = data, None, requires_grad, ctx
+        t._version_counter = VersionCounter()
         return t
 
     # --- autograd -----------------------------------------------------------------------------
@@ -322,14 +374,25 @@ class Tensor:
             gradient = _as_array(gradient, self.data.dtype)
             if gradient.shape != self.data.shape:
                 raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
-        if self._ctx is None:  # a leaf: its gradient is the given one
-            _accumulate_leaf(self, gradient.copy(), {})
+        if self._ctx is None:  # a leaf: its gradient is the given one (a new array, ours)
+            _accumulate_leaf(self, gradient)
             return
         backward(self, gradient, retain_graph)
 
     def detach(self):
-        """The same data, cut off from the graph."""
-        return Tensor._make(self.data, False, None)
+        """The same data, cut off from the graph (an in-place change to one shows in both)."""
+        t = Tensor._make(self.data, False, None)
+        t._version_counter = self._version_counter
+        return t
+
+    @property
+    def _version(self):
+        """How many in-place changes this tensor's data has seen (see ``VersionCounter``)."""
+        return self._version_counter.value
+
+    def _bump_version(self):
+        """Record an in-place change made to ``data`` directly (optimizers call this)."""
+        self._version_counter.value += 1
 
     # --- conversion and inspection ------------------------------------------------------------
     def numpy(self):
@@ -431,12 +494,21 @@ class Tensor:
     def clone(self):
         return F.Cast.apply(self, dtype=self.data.dtype)
 
-    # --- in-place arithmetic, allowed only where no graph is being recorded --------------------
+    # --- in-place arithmetic: allowed where it needs no recording, and counted ------------------
+    def _check_inplace(self, other=None):
+        if not is_grad_enabled():
+            return
+        if self.requires_grad and self._ctx is None:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                               "operation: update weights under `with torch.no_grad():`")
+        if self.requires_grad or (isinstance(other, Tensor) and other.requires_grad):
+            raise RuntimeError("in-place arithmetic on a tensor that is part of a graph is not "
+                               "recorded by tinygrad_edu: write `x = x + y` instead of `x += y`")
+
     def _inplace(self, other, ufunc):
-        if is_grad_enabled() and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad)):
-            raise RuntimeError("in-place arithmetic on a tensor that requires grad cannot be "
-                               "recorded: write `x = x + y`, or update weights under no_grad()")
+        self._check_inplace(other)
         ufunc(self.data, _as_operand(other, self).data, out=self.data, casting="same_kind")
+        self._bump_version()
         return self
 
     def __iadd__(self, other):
@@ -452,7 +524,9 @@ class Tensor:
         return self._inplace(other, np.divide)
 
     def zero_(self):
+        self._check_inplace()
         self.data[...] = 0
+        self._bump_version()
         return self
 
     # --- differentiable ops: each is one Function in functions.py ------------------------------
