@@ -367,3 +367,15 @@ def test_every_result_holds_an_ndarray_so_in_place_accumulation_works():
     assert type(n_correct.data) is np.ndarray and n_correct.item() == 6
     scalar_sum = tg.tensor(1.0) + tg.tensor(2.0)          # NumPy gives a scalar for 0-d + 0-d
     assert type(scalar_sum.data) is np.ndarray and type((tg.tensor(1) == 1).data) is np.ndarray
+
+
+def test_binary_cross_entropy_refuses_nan_input_as_pytorch_does():
+    p = tg.tensor([0.5, float("nan")], requires_grad=True)
+    with pytest.raises(ValueError, match=r"probability in \[0, 1\] \(NaN is not\)"):
+        tg.nn.functional.binary_cross_entropy(p, tg.tensor([1.0, 0.0]))
+
+
+def test_linear_on_a_0d_input_says_so():
+    layer = tg.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="0-d tensor .* 3 features"):
+        layer(tg.tensor(1.0))
