@@ -499,6 +499,18 @@ def test_prediction_cell_prints_labels_and_predictions(capsys, agg_pyplot):
         "Prediction", "    " + " ".join(f"{v:>3}" for v in logits.argmax(1).tolist())]
 
 
+def test_torch_max_of_the_numpy_array_behind_data():
+    # PyTorch code often writes torch.max(outputs.data, 1); here .data is the NumPy array itself
+    outputs = torch.tensor(np.random.default_rng(0).standard_normal((5, 10)), requires_grad=True)
+    values, predicted = torch.max(outputs.data, 1)
+    assert np.array_equal(predicted.numpy(), outputs.data.argmax(1))
+    assert np.array_equal(values.numpy(), outputs.data.max(1)) and not values.requires_grad
+    assert torch.max(outputs.data).item() == outputs.data.max()
+    assert np.array_equal(torch.argmax(outputs.data, 1).numpy(), predicted.numpy())
+    assert np.allclose(torch.sum(outputs.data, 1).numpy(), outputs.data.sum(1))
+    assert np.allclose(torch.mean(outputs.data, 0).numpy(), outputs.data.mean(0))
+
+
 def test_accuracy_cell_counts_and_prints_in_pytorchs_format(capsys):
     torch.manual_seed(0)
     model = lecture_mlp(nn)()
