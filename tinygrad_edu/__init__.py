@@ -102,21 +102,30 @@ def matmul(a, b):
     return a @ b
 
 
+def _reduction_input(input):
+    """A tensor for ``max/argmax/sum/mean``, which also take the NumPy array behind ``x.data``.
+
+    PyTorch code often writes ``torch.max(outputs.data, 1)``; here ``.data`` is an ndarray, whose
+    own ``max/argmax/sum/mean`` take different arguments and would fail with NumPy's messages.
+    The array is wrapped, without a copy, as a constant (as ``.data`` is in PyTorch)."""
+    return Tensor._make(input, False, None) if isinstance(input, np.ndarray) else input
+
+
 def max(input, dim=None, keepdim=False):  # noqa: A001
     """``max(x)`` is the largest element; ``max(x, dim)`` returns ``(values, indices)``."""
-    return input.max(dim, keepdim)
+    return _reduction_input(input).max(dim, keepdim)
 
 
 def argmax(input, dim=None, keepdim=False):
-    return input.argmax(dim, keepdim)
+    return _reduction_input(input).argmax(dim, keepdim)
 
 
 def sum(input, dim=None, keepdim=False):  # noqa: A001
-    return input.sum(dim, keepdim)
+    return _reduction_input(input).sum(dim, keepdim)
 
 
 def mean(input, dim=None, keepdim=False):
-    return input.mean(dim, keepdim)
+    return _reduction_input(input).mean(dim, keepdim)
 
 
 def exp(x):
