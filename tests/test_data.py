@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
 import tinygrad_edu as tg
 from conftest import MNIST_FILES, REPO
 from tinygrad_edu.utils.data import DataLoader, Subset, TensorDataset
@@ -339,6 +340,44 @@ def test_a_download_in_progress_is_waited_for_and_its_part_file_kept(mirrors, tm
     worker.join(60)
     assert not worker.is_alive() and not live.exists()   # then: the other process is gone, it is stale
     assert len(MNIST(target, train=False)) == 20
+
+
+# --- how the tests find the real MNIST (conftest.py) -------------------------------------------
+def test_tests_look_in_the_environment_then_beside_the_repo_then_the_cache(monkeypatch, tmp_path, fake_mnist):
+    monkeypatch.setenv("TINYGRAD_EDU_DATA", str(fake_mnist))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert conftest.mnist_folders() == [fake_mnist, REPO.parent / "shared" / "mnist",
+                                        tmp_path / "cache" / "tinygrad_edu" / "mnist"]
+    assert conftest.mnist_dir() == fake_mnist and conftest.has_mnist(fake_mnist)
+    (fake_mnist / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert not conftest.has_mnist(fake_mnist)
+
+
+def test_without_mnist_a_test_skips_once_with_the_downloads_cause(monkeypatch, tmp_path):
+    monkeypatch.setattr(conftest, "mnist_folders", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr(conftest, "_download_failure", [])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    attempts, download = [], conftest.download_mnist
+
+    def offline(folder, seconds):   # the real mirrors, as a machine without network sees them
+        attempts.append(folder)
+        return download(folder, seconds, mirrors=["http://127.0.0.1:9/"])
+
+    monkeypatch.setattr(conftest, "download_mnist", offline)
+    monkeypatch.delenv("TINYGRAD_EDU_REQUIRE_DATA", raising=False)
+    for _ in range(2):
+        with pytest.raises(pytest.skip.Exception, match=r"needs MNIST: .* downloading them failed \(could "
+                           r"not download train-images-idx3-ubyte.gz .*Connection refused.*MNIST\(download=True\)"):
+            conftest.require_mnist()
+    assert attempts == [tmp_path / "cache" / "tinygrad_edu" / "mnist"]   # one attempt per session
+    monkeypatch.setenv("TINYGRAD_EDU_REQUIRE_DATA", "1")   # CI: missing data is a failure
+    with pytest.raises(pytest.fail.Exception, match="TINYGRAD_EDU_REQUIRE_DATA is set"):
+        conftest.require_mnist()
+
+
+def test_a_download_that_hangs_is_given_up_at_its_deadline(mirrors, tmp_path):
+    why_not = conftest.download_mnist(tmp_path / "data", 2, mirrors=[f"{mirrors}/slow/"])
+    assert why_not == "the download did not finish within 2 s"
 
 
 # --- DataLoader -------------------------------------------------------------------------------
