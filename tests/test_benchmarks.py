@@ -23,7 +23,7 @@ import pytest
 import tinygrad_edu as tg
 from tinygrad_edu import backend, handgrad, nn, optim
 
-from conftest import REPO, mnist_dir
+from conftest import REPO
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 GEMM_SHAPES = {  # (M, K, N, trans_a, trans_b): the lecture MLP's products at batch 12, then others
@@ -301,14 +301,14 @@ def test_training_step_interleaved_with_torch(benchmark, batch):
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch")
 @pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
-def test_mnist_epoch(benchmark, impl):
+def test_mnist_epoch(benchmark, impl, mnist_root):
     sys.path.insert(0, str(REPO / "examples"))
     import mnist_common as common
     from mnist_memory import resident_mb
-    torch, nn_, optim_ = common.load_engine(impl)
     if impl == "torch":
-        _torch()
-    train, test = common.load_mnist(str(mnist_dir()))
+        _torch()   # skips without PyTorch, before load_engine imports it
+    torch, nn_, optim_ = common.load_engine(impl)
+    train, test = common.load_mnist(str(mnist_root))
     torch.manual_seed(0)
     model = common.make_mlp(nn_, common.LECTURE_HIDDEN)
     criterion, optimizer = nn_.CrossEntropyLoss(), optim_.SGD(model.parameters(), lr=0.01)

@@ -29,8 +29,10 @@ def test_install_without_a_compiler_falls_back_to_numpy(tmp_path):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, source / name)
     env = {k: v for k, v in os.environ.items() if k not in ("TINYGRAD_EDU_REQUIRE_C", "TINYGRAD_EDU_BACKEND")}
+    # --no-build-isolation builds with this environment's setuptools (no download), which the test
+    # extra provides (test_the_test_extra_provides_the_build_requirements); pip checks it did
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                              "-q", "--target", str(target), str(source)],
+                              "--check-build-dependencies", "-q", "--target", str(target), str(source)],
                              capture_output=True, text=True, env=dict(env, CC="false"), timeout=600)
     assert install.returncode == 0, install.stderr
     assert not list(target.glob("tinygrad_edu/_kernels*"))
@@ -43,6 +45,23 @@ def test_install_without_a_compiler_falls_back_to_numpy(tmp_path):
                             text=True, env=dict(env, PYTHONPATH=str(target), TINYGRAD_EDU_BACKEND="c"),
                             timeout=120, cwd=tmp_path)
     assert forced.returncode != 0 and "C kernels are not built" in forced.stderr
+
+
+def test_the_test_extra_provides_the_build_requirements():
+    # the tests build with the environment's own tools (above, and setuptools below): a fresh
+    # virtualenv's setuptools is too old for pyproject.toml, so `pip install -e ".[test]"` must
+    # bring the build requirements along
+    try:
+        import tomllib
+    except ModuleNotFoundError:   # Python 3.10: pytest depends on tomli, the same parser
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    provided = {str(Requirement(r)) for r in config["project"]["optional-dependencies"]["test"]
+                + config["project"]["dependencies"]}
+    needed = {str(Requirement(r)) for r in config["build-system"]["requires"]}
+    assert needed <= provided, f"add {sorted(needed - provided)} to the test extra"
 
 
 def test_a_build_by_hand_and_pip_build_write_the_same_file(monkeypatch):

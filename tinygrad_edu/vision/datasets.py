@@ -6,11 +6,12 @@ Files are looked for in ``root`` and in ``root/MNIST/raw`` (torchvision's layout
 
 import gzip
 import hashlib
+import http.client
 import math
 import os
 import struct
 import sys
-import urllib.error
+import time
 import urllib.request
 import zlib
 from pathlib import Path
@@ -19,15 +20,20 @@ import numpy as np
 
 from ..tensor import Tensor
 from ..utils.data import Dataset
-from ..utils.files import atomic_path
+from ..utils.files import atomic_path, file_lock, remove_stale_parts
+
+
+def cache_root():
+    """The per-user download folder: ``$XDG_CACHE_HOME/tinygrad_edu/mnist`` or ``~/.cache/...``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "tinygrad_edu" / "mnist"
 
 
 def default_root():
-    """Where datasets live unless told otherwise: ``$TINYGRAD_EDU_DATA``, else a user cache dir."""
+    """Where datasets live unless told otherwise: ``$TINYGRAD_EDU_DATA``, else ``cache_root()``."""
     if os.environ.get("TINYGRAD_EDU_DATA"):
         return Path(os.environ["TINYGRAD_EDU_DATA"])
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "tinygrad_edu" / "mnist"
+    return cache_root()
 
 
 class DatasetFileError(ValueError):
@@ -66,9 +72,12 @@ def _read_idx(path, magic, dims):
                     break
                 got += n
             extra = len(f.read(1))
-    except (OSError, EOFError, zlib.error) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:   # what a damaged gzip stream raises
         raise DatasetFileError(f"{path}: cannot be read as {kind} ({e}); the file is corrupt or "
                                f"truncated: delete it and download again") from e
+    except PermissionError as e:   # the file may be fine: this user may not read it
+        raise PermissionError(e.errno, f"cannot read {path}: permission denied (this user needs read "
+                                       f"access to the file and its folder)") from e
     if got != expected or extra:
         raise DatasetFileError(f"{path}: header promises {shape} = {expected} bytes of data, the file "
                                f"holds {'more' if extra else got}: truncated or corrupt")
@@ -90,24 +99,31 @@ class MNIST(Dataset):
     mirrors = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
                "http://yann.lecun.com/exdb/mnist/",
                "https://storage.googleapis.com/cvdf-datasets/mnist/"]
-    # MD5 of the *decompressed* bytes, which the .gz wrapper does not change
+    # MD5 of the *decompressed* bytes, which the .gz wrapper does not change. Tests that write
+    # small IDX files of their own put their sums here (monkeypatch); real files must match these.
     resources = {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
         "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
         "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
         "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
     }
+    # A mirror that answers, then sends a byte every few seconds, would never time out: each file
+    # gets download_deadline seconds from each mirror (the largest is 9.9 MB: 300 s allows 33 kB/s),
+    # and a mirror silent for download_timeout seconds is left at once.
+    download_timeout = 30
+    download_deadline = 300
+    lock_name = ".download.lock"   # in root: one downloading process per folder (see download())
 
     def __init__(self, root=None, train=True, download=False, transform=None):
         self.root = Path(root) if root is not None else default_root()
         self.train, self.transform = train, transform
         prefix = "train" if train else "t10k"
         names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+        if download:
+            self.download()
         paths = [self._find(name) for name in names]
         if None in paths:
-            if not download:
-                raise FileNotFoundError(self._missing_message(names, "pass download=True to fetch them"))
-            paths = [p or self._download(name) for p, name in zip(paths, names)]
+            raise FileNotFoundError(self._missing_message(names, "pass download=True to fetch them"))
         images, image_md5 = _read_idx(paths[0], 2051, 3)
         labels, label_md5 = _read_idx(paths[1], 2049, 1)
         for path, name, md5 in ((paths[0], names[0], image_md5), (paths[1], names[1], label_md5)):
@@ -140,10 +156,32 @@ class MNIST(Dataset):
                 f"Either {advice}, or copy the four IDX files (gzipped or not) there "
                 f"(or set TINYGRAD_EDU_DATA to the folder that holds them).")
 
+    def download(self):
+        """Fetch whichever of the four MNIST files ``root`` lacks (both splits, as torchvision does).
+
+        One process at a time downloads into a folder: each holds the lock file ``root/lock_name``
+        (the OS releases it when the process ends, however it ends), and a second one waits, then
+        finds the files in place. Holding the lock, a ``.part`` file in ``root`` can only be what a
+        killed download left: those are deleted first."""
+        if all(self._find(name) for name in self.resources):
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.root / self.lock_name,
+                           f"waiting for another process downloading MNIST into {self.root}"):
+                for name in self.resources:
+                    remove_stale_parts(self.root / (name + ".gz"))
+                for name in self.resources:
+                    if self._find(name) is None:   # the process we waited for may have fetched it
+                        self._download(name)
+        except OSError as e:   # this machine's trouble (a full disk, a read-only folder): no mirror helps
+            message = (f"cannot save MNIST in {self.root}: {e.strerror or e}; free some space or "
+                       f"choose a folder you can write to (root=..., or TINYGRAD_EDU_DATA)")
+            raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+
     def _download(self, name):
         """Fetch ``name``.gz from the first mirror that serves it intact and move it into place
         atomically: a partial download is never visible under the final name."""
-        self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / (name + ".gz")
         failures = []
         for mirror in self.mirrors:
@@ -151,13 +189,13 @@ class MNIST(Dataset):
             try:
                 with atomic_path(target) as tmp:   # renamed into place only if fetched and intact
                     with open(tmp, "wb") as out:
-                        _fetch(url, out)
-                    with gzip.open(tmp, "rb") as f:
-                        digest = hashlib.md5(f.read()).hexdigest()
+                        _fetch(url, out, self.download_timeout, self.download_deadline)
+                    digest = _gzip_md5(tmp)
                     if digest != self.resources[name]:
-                        raise ValueError(f"MD5 of the decompressed bytes is {digest}, expected {self.resources[name]}")
+                        raise MirrorError(f"MD5 of the decompressed bytes is {digest}, expected "
+                                          f"{self.resources[name]}")
                 return target
-            except (OSError, EOFError, zlib.error, ValueError, urllib.error.URLError) as e:
+            except MirrorError as e:
                 failures.append(f"  {url}: {e}")
         raise RuntimeError(f"could not download {name}.gz from any mirror:\n" + "\n".join(failures)
                            + "\n" + self._missing_message([name], "fix the network connection"))
@@ -191,21 +229,54 @@ class MNIST(Dataset):
                 f"    Split: {'Train' if self.train else 'Test'}")
 
 
-def _fetch(url, out, chunk=1 << 16):
-    """Copy ``url`` into the open file ``out`` with a progress bar (only on a terminal)."""
+class MirrorError(Exception):
+    """What a mirror did wrong (no answer, an HTTP error, a garbled or short response, too slow,
+    damaged data): the download moves on to the next mirror."""
+
+
+def _fetch(url, out, timeout, deadline, chunk=1 << 16):
+    """Copy ``url`` into the open file ``out``, with a progress bar on a terminal.
+
+    Whatever the network or the server does wrong raises MirrorError, and so does a file that is
+    not complete ``deadline`` seconds after the start; an error writing ``out`` (a full disk)
+    propagates as it is. ``timeout`` bounds each wait for the server (to connect, for each piece).
+    """
     from tqdm import tqdm  # imported here: only downloads need it
 
-    with urllib.request.urlopen(url, timeout=30) as response:
+    give_up = time.monotonic() + deadline
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (OSError, http.client.HTTPException, ValueError) as e:   # URLError and HTTPError are OSErrors
+        raise MirrorError(f"{type(e).__name__}: {e}") from e
+    with response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
                   disable=not sys.stderr.isatty(), leave=False) as bar:
             received = 0
             while True:
-                block = response.read(chunk)
+                try:   # read1: what has arrived, so a trickling server cannot hold one read for hours
+                    block = response.read1(chunk)
+                except (OSError, http.client.HTTPException) as e:   # IncompleteRead, a reset, a timeout
+                    raise MirrorError(f"after {received} bytes: {type(e).__name__}: {e}") from e
                 if not block:
                     break
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
-        if total is not None and received != total:
-            raise OSError(f"connection closed after {received} of {total} bytes")
+                if time.monotonic() > give_up:
+                    raise MirrorError(f"only {received} bytes after {deadline} s "
+                                      f"(MNIST.download_deadline): too slow")
+    if total is not None and received != total:
+        raise MirrorError(f"connection closed after {received} of {total} bytes")
+
+
+def _gzip_md5(path):
+    """MD5 of the decompressed bytes of a downloaded file; a damaged stream is the mirror's fault."""
+    digest = hashlib.md5()
+    try:
+        with gzip.open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise MirrorError(f"not a valid gzip file ({e})") from e
+    return digest.hexdigest()
