@@ -219,6 +219,117 @@ def test_axpy_at_every_alignment_of_y(each_backend, dtype):
             assert np.isnan(memory[:offset]).all() and np.isnan(memory[offset + n:]).all()
 
 
+# --- layouts C cannot take as they are -------------------------------------------------------------
+def _awkward_layouts(rng, m, n, dtype):
+    """(label, view) pairs: an m x n matrix of random values in layouts C cannot read as rows of
+    unit stride (each must be copied first): odd byte strides, unaligned, negative, zero."""
+    dtype = np.dtype(dtype)
+    values = rng.standard_normal((m, n)).astype(dtype)
+    padded = np.zeros(m, [("v", dtype, (n,)), ("pad", "u1")])   # rows n * itemsize + 1 bytes apart
+    padded["v"] = values
+    padded_t = np.zeros(n, [("v", dtype, (m,)), ("pad", "u1")])  # columns that far apart
+    padded_t["v"] = values.T
+    unaligned = np.zeros(values.nbytes + 1, np.uint8)[1:].view(dtype).reshape(m, n)
+    unaligned[...] = values
+    return [("structured field", padded["v"]), ("structured field, transposed", padded_t["v"].T),
+            ("unaligned", unaligned), ("unaligned, transposed", unaligned.T.copy().T),
+            ("rows reversed", values[::-1].copy()[::-1]), ("columns reversed", values[:, ::-1].copy()[:, ::-1]),
+            ("both reversed", values[::-1, ::-1]), ("column-major, reversed", np.asfortranarray(values)[::-1]),
+            ("one row repeated", np.broadcast_to(values[0], (m, n))),
+            ("one column repeated", np.broadcast_to(values[:, :1], (m, n))),
+            ("one value repeated", np.broadcast_to(values[0, 0], (m, n)))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_reads_operands_of_every_layout(each_backend, dtype):
+    rng = np.random.default_rng(11)
+    m, k, n = 7, 13, 5
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            for label_a, a in _awkward_layouts(rng, *((k, m) if trans_a else (m, k)), dtype):
+                for label_b, b in _awkward_layouts(rng, *((n, k) if trans_b else (k, n)), dtype):
+                    expected = _reference(a.copy(), b.copy(), trans_a, trans_b)
+                    _assert_matches(backend.gemm(a, b, trans_a, trans_b), expected, k, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_other_kernels_read_inputs_of_every_layout(each_backend, dtype):
+    rng = np.random.default_rng(12)
+    for label, view in _awkward_layouts(rng, 6, 9, dtype):
+        plain = view.copy()
+        weight = rng.standard_normal((9, 9)).astype(dtype)
+        got, want = backend.linear_backward(view, view, weight), backend.linear_backward(plain, plain, weight)
+        for got_array, want_array in zip(got, want):
+            np.testing.assert_array_equal(got_array, want_array, err_msg=label)
+        A = rng.standard_normal((6, 9)).astype(dtype)
+        expected = A + 0.5 * np.outer(plain[:, 0], plain[0])
+        backend.ger(A, view[:, 0], view[0], alpha=0.5)
+        np.testing.assert_allclose(A, expected, rtol=1e-6, err_msg=label)
+        np.testing.assert_array_equal(backend.relu(view), np.maximum(plain, 0), err_msg=label)
+        np.testing.assert_array_equal(backend.relu_backward(view, view), backend.relu_backward(plain, plain),
+                                      err_msg=label)
+        labels = np.arange(6) % 9
+        for got_array, want_array in zip(backend.cross_entropy(view, labels), backend.cross_entropy(plain, labels)):
+            np.testing.assert_allclose(got_array, want_array, rtol=1e-6, err_msg=label)
+        y = rng.standard_normal((6, 9)).astype(dtype)
+        expected = y - 0.5 * plain
+        backend.axpy_many(-0.5, [view], [y])
+        np.testing.assert_allclose(y, expected, rtol=1e-6, err_msg=label)
+
+
+def test_cross_entropy_reads_labels_of_every_layout(each_backend):
+    rng = np.random.default_rng(13)
+    logits = rng.standard_normal((5, 4)).astype(np.float32)
+    labels = np.array([3, 0, 2, 1, 3])
+    unaligned = np.zeros(labels.nbytes + 1, np.uint8)[1:].view(np.int64)
+    unaligned[...] = labels
+    want = backend.cross_entropy(logits, labels)
+    for view in (unaligned, labels[::-1].copy()[::-1], labels.repeat(2)[::2]):
+        for got_array, want_array in zip(backend.cross_entropy(logits, view), want):
+            np.testing.assert_allclose(got_array, want_array, rtol=1e-6)   # C or NumPy: 1 ulp apart
+
+
+@pytest.mark.parametrize("dtype, row_bytes", [(np.float32, 13), (np.float64, 18)])
+def test_out_whose_rows_are_not_whole_items_apart_is_refused_untouched(each_backend, dtype, row_bytes):
+    """A field of a structured array: its rows are row_bytes apart, not a multiple of the item size,
+    so C cannot address them (and its items are unaligned). Refused, with nothing written."""
+    pad = row_bytes - 2 * np.dtype(dtype).itemsize
+    records = np.zeros(4, [("v", dtype, (2,)), ("pad", "u1", (pad,))])
+    out = records["v"]
+    assert out.strides == (row_bytes, np.dtype(dtype).itemsize)
+    a, b = np.ones((4, 3), dtype), np.ones((3, 2), dtype)
+    strides = rf"strides \({row_bytes}, {np.dtype(dtype).itemsize}\)"
+    with pytest.raises(ValueError, match=rf"out must have .*{strides}"):
+        backend.gemm(a, b, out=out)
+    with pytest.raises(ValueError, match=rf"A must have .*{strides}"):
+        backend.ger(out, np.ones(4, dtype), np.ones(2, dtype))
+    assert not records.tobytes().strip(b"\0")        # not one byte written
+    row = records[:1]["v"]                              # a single row has no row stride to get wrong
+    backend.gemm(a[:1], b, out=row)
+    np.testing.assert_array_equal(row, [[3, 3]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_out_is_refused_and_spaced_rows_are_taken(each_backend, dtype):
+    dtype = np.dtype(dtype)
+    a, b = np.ones((4, 3), dtype), np.ones((3, 2), dtype)
+    memory = np.zeros(8 * dtype.itemsize + 1, np.uint8)
+    unaligned = memory[1:].view(dtype).reshape(4, 2)
+    with pytest.raises(ValueError, match=f"out is not aligned.*{dtype.alignment} bytes"):
+        backend.gemm(a, b, out=unaligned)
+    with pytest.raises(ValueError, match="A is not aligned"):
+        backend.ger(unaligned, np.ones(4, dtype), np.ones(2, dtype))
+    assert not memory.any()
+    records = np.zeros(4, [("v", dtype, (2,)), ("w", dtype)])   # rows 3 items apart: C takes them
+    backend.gemm(a, b, out=records["v"])
+    backend.ger(records["v"], np.ones(4, dtype), np.ones(2, dtype), alpha=2.0)
+    np.testing.assert_array_equal(records["v"], np.full((4, 2), 5))
+    assert not records["w"].any()
+    column = np.zeros((2, 4), dtype).T[:, :1]                  # one column: its stride does not matter
+    backend.gemm(a, b[:, :1], out=column)
+    np.testing.assert_array_equal(column, np.full((4, 1), 3))
+
+
 # --- bad input: Python exceptions naming the problem ------------------------------------------
 def test_bad_input_is_refused(each_backend):
     f32 = np.ones((3, 4), np.float32)

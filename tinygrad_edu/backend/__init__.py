@@ -92,9 +92,20 @@ def _check_out(what, out, shape, dtype, inputs):
         raise ValueError(f"{what} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{what} is read-only")
-    if out.size and (out.strides[1] != out.itemsize or out.strides[0] < out.shape[1] * out.itemsize):
-        raise ValueError(f"{what} must have contiguous rows (row-major, as from np.empty), "
-                         f"got strides {out.strides}")
+    if out.size:
+        # C writes row i at element i * ld, its items side by side: so the rows must be a whole
+        # number of items apart (ld is that number, never rounded) and must not overlap; a
+        # dimension of length 1 has no stride to get wrong (NumPy's flags ignore it too)
+        (rows, cols), (row_stride, col_stride), item = out.shape, out.strides, out.itemsize
+        if not ((rows == 1 or (row_stride % item == 0 and row_stride >= cols * item))
+                and (cols == 1 or col_stride == item)):
+            raise ValueError(f"{what} must have contiguous rows a whole number of items apart "
+                             f"(row-major, as from np.empty), got strides {out.strides} for "
+                             f"{item}-byte items")
+        if not out.flags.aligned:
+            raise ValueError(f"{what} is not aligned: C needs every item at a multiple of "
+                             f"{out.dtype.alignment} bytes (as in any array NumPy allocates), got "
+                             f"strides {out.strides} from address {out.ctypes.data:#x}")
     for label, x in inputs:
         if x is not None and np.may_share_memory(out, x):
             raise ValueError(f"{what} overlaps {label}: the result would overwrite its own input")

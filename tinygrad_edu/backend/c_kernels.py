@@ -75,7 +75,8 @@ def _operand(x, trans, types):
 
 
 def _output(out, types):
-    """``(pointer, ld)`` for a result matrix, whose rows are contiguous (checked before)."""
+    """``(pointer, ld)`` for a result matrix, aligned, with contiguous rows a whole number of items
+    apart (checked before: the division is exact)."""
     if out.flags.c_contiguous:
         return ffi.from_buffer(types.array, out), out.shape[1] or 1
     return ffi.cast(types.pointer, out.ctypes.data), out.strides[0] // out.itemsize
@@ -171,7 +172,9 @@ def relu_backward(y, grad):
 
 
 def cross_entropy(logits, target):
-    if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target.flags.c_contiguous):
+    target_flags = target.flags
+    if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target_flags.c_contiguous
+                                                 and target_flags.aligned):
         return numpy_kernels.cross_entropy(logits, target)
     types = _KERNELS[logits.dtype]
     n, n_classes = logits.shape
