@@ -523,6 +523,85 @@ def test_axpy_matches_numpy_for_every_layout(each_backend, dtype):
         backend.axpy_many(1.0, [x.astype(np.int64)], [y])
 
 
+
+def _overlapping_updates(dtype):
+    """(name, make) pairs: make() builds fresh (memory, xs, ys), where some y is another pair's y
+    or x, whole or in part; memory lists every array the update may change."""
+    def same_y():                       # optim.SGD([w, w]): one parameter listed twice
+        w, g = np.linspace(-1, 1, 50_000).astype(dtype), np.ones(50_000, dtype)
+        return [w], [g, g], [w, w]
+
+    def y_is_a_later_x():               # pair 1 reads what pair 0 wrote; its y is a strided view
+        w, g, v = np.ones(40_000, dtype), np.full(40_000, 2, dtype), np.zeros(80_000, dtype)
+        return [w, v], [g, w], [w, v[::2]]
+
+    def y_is_an_earlier_x():
+        w, g, v = np.ones(40_000, dtype), np.full(40_000, 2, dtype), np.zeros(40_000, dtype)
+        return [w, v], [w, g], [v, w]
+
+    def overlapping_views():            # two slices of one buffer that share 20k elements
+        base, g = np.arange(60_000, dtype=dtype), np.ones(40_000, dtype)
+        return [base], [g, 2 * g], [base[:40_000], base[20_000:]]
+
+    def view_of_a_y_as_x():             # x = a reversed view of another pair's y
+        w, v = np.arange(30_000, dtype=dtype), np.zeros(30_000, dtype)
+        return [w, v], [np.ones_like(w), w[::-1]], [w, v]
+
+    def one_foreign_buffer_twice():     # two arrays over one bytearray: no NumPy array owns it
+        memory = bytearray(30_000 * np.dtype(dtype).itemsize)
+        w, also_w = np.frombuffer(memory, dtype), np.frombuffer(memory, dtype)
+        w[...] = 1
+        return [w], [np.ones_like(w), np.ones_like(w)], [w, also_w]
+
+    return [(f.__name__, f) for f in (same_y, y_is_a_later_x, y_is_an_earlier_x, overlapping_views,
+                                      view_of_a_y_as_x, one_foreign_buffer_twice)]
+
+
+@pytest.fixture
+def threads_for_every_update(monkeypatch):
+    """On the C backend, split even small updates between two threads (where races show)."""
+    if "c" in BACKENDS:
+        monkeypatch.setattr(backend.c_kernels, "THREADS", 2)
+        monkeypatch.setattr(backend.c_kernels, "PARALLEL_MIN_ELEMENTS", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_many_on_overlapping_arrays_gives_the_in_order_result(each_backend, threads_for_every_update,
+                                                                   dtype):
+    """``for x, y in pairs: y += alpha * x``, in order, whatever memory the arrays share: C's
+    threads must not race on a y listed twice, nor read an x before an earlier pair wrote it."""
+    for name, make in _overlapping_updates(dtype):
+        expected, xs, ys = make()
+        for x, y in zip(xs, ys):
+            y += dtype(-0.5) * x
+        for _ in range(20):             # a race shows only now and then
+            memory, xs, ys = make()
+            backend.axpy_many(-0.5, xs, ys)
+            for got, want in zip(memory, expected):
+                np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@needs_c
+def test_axpy_many_hands_disjoint_arrays_to_c_at_once(monkeypatch):
+    """The SGD step of a model: one C call, also for disjoint slices of one buffer; NumPy only
+    when arrays overlap."""
+    from tinygrad_edu.backend import c_kernels
+    on_numpy = []
+    monkeypatch.setattr(c_kernels.numpy_kernels, "axpy_many", lambda alpha, xs, ys: on_numpy.append(len(xs)))
+    rng = np.random.default_rng(6)
+    ws = [rng.standard_normal(shape).astype(np.float32) for shape in ((512, 784), (512,), (10, 64), (10,))]
+    gs = [rng.standard_normal(w.shape).astype(np.float32) for w in ws]
+    base = np.zeros(100, np.float32)
+    ws_after = [w - 0.1 * g for w, g in zip(ws, gs)]
+    with backend.use("c"):
+        backend.axpy_many(-0.1, gs + [gs[1][:50], gs[1][50:100]], ws + [base[:50], base[50:]])
+        assert on_numpy == []
+        backend.axpy_many(-0.1, [gs[0], gs[0]], [ws[0], ws[0]])
+        assert on_numpy == [2]
+    for got, want in zip(ws[1:], ws_after[1:]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(base, -0.1 * gs[1][:100], rtol=1e-6)
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_and_its_gradient_match_numpy_for_every_layout(each_backend, dtype):
     rng = np.random.default_rng(4)
