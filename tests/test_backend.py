@@ -613,8 +613,52 @@ def test_relu_and_its_gradient_match_numpy_for_every_layout(each_backend, dtype)
         assert y.dtype == dtype and y.shape == np.shape(zs)
         np.testing.assert_array_equal(y, np.maximum(zs, 0))          # NaN stays NaN
         dz = backend.relu_backward(y, gs)
-        np.testing.assert_array_equal(dz, np.where(y > 0, gs, 0))    # 0 where y is 0 or NaN
+        np.testing.assert_array_equal(dz, _relu_gradient_rule(y, gs))
     assert not np.shares_memory(backend.relu(z), z)
+
+
+def _relu_gradient_rule(y, grad):
+    """PyTorch's (threshold_backward): grad where y > 0 or y is NaN, 0 where y <= 0, whatever
+    grad is there (an infinite or NaN grad is not multiplied by 0)."""
+    return np.where((y > 0) | np.isnan(y), grad, np.zeros((), grad.dtype))
+
+
+def _special_values(dtype, repeat=1):
+    """Every pair of (z, grad) from -inf, -1, -0, 0, 1, inf, NaN (and 2.5 for grad), C-contiguous;
+    repeated so that the C kernel's vector loop sees them too."""
+    special = [-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan]
+    z, g = np.meshgrid(special, special + [2.5], indexing="ij")
+    return np.tile(z, (repeat, 1)).astype(dtype), np.tile(g, (repeat, 1)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_with_nan_and_inf(each_backend, dtype):
+    z, g = _special_values(dtype, repeat=5)
+    y = backend.relu(z)
+    np.testing.assert_array_equal(backend.relu_backward(y, g), _relu_gradient_rule(y, g))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_is_the_same_on_both_backends(dtype):
+    z, g = _special_values(dtype, repeat=5)
+    results = []
+    for name in ("c", "numpy"):
+        with backend.use(name):
+            results.append(backend.relu_backward(backend.relu(z), g))
+    np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_and_its_gradient_match_pytorch_on_nan_and_inf(each_backend, dtype):
+    torch = pytest.importorskip("torch")
+    z, g = _special_values(dtype)
+    z_torch = torch.tensor(z, requires_grad=True)
+    y_torch = torch.nn.functional.relu(z_torch)
+    y_torch.backward(torch.tensor(g))
+    y = backend.relu(z)
+    np.testing.assert_array_equal(y, y_torch.detach().numpy())
+    np.testing.assert_array_equal(backend.relu_backward(y, g), z_torch.grad.numpy())
 
 
 def test_relu_takes_integers_and_its_gradient_refuses_bad_input(each_backend):

@@ -189,7 +189,8 @@ def relu(z):
 
 
 def relu_backward(y, grad):
-    """dL/dz = ``grad`` where the ReLU's output ``y`` > 0, else 0, in a new array."""
+    """dL/dz in a new array, as PyTorch: 0 where the ReLU's output ``y`` <= 0 (even where ``grad``
+    is inf or NaN), ``grad`` where y > 0 or y is NaN."""
     y, grad = np.asarray(y), np.asarray(grad)
     _check_float_array("y", y)
     _check_float_array("grad", grad)
