@@ -365,6 +365,48 @@ def test_bad_input_is_refused(each_backend):
         backend.ger(np.zeros((2, 2), np.float32), np.ones(2, np.float32), np.ones(2))
 
 
+NOT_REAL_NUMBERS = ["2", None, 1 + 2j, np.complex64(2), True, np.bool_(True), [2.0], np.array([2.0]),
+                    np.ones((1, 1))]   # a 1-element array is not a number: NumPy deprecates float() of it
+REAL_NUMBERS = [2, 2.0, np.float32(2), np.float16(2), np.int64(2), np.uint8(2), np.array(2.0),
+                np.array(2, np.int32)]   # 0-d arrays are NumPy's scalars (a 0-d Tensor's .data)
+
+
+@pytest.mark.parametrize("bad", NOT_REAL_NUMBERS, ids=repr)
+def test_alpha_and_beta_must_be_real_numbers(each_backend, bad):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    out = np.ones((3, 2), np.float32)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.gemm(a, b, alpha=bad, out=out)
+    with pytest.raises(TypeError, match="beta must be a real number"):
+        backend.gemm(a, b, beta=bad, out=out)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.ger(out, np.ones(3, np.float32), np.ones(2, np.float32), alpha=bad)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.axpy_many(bad, [a], [a.copy()])
+    assert (out == 1).all()
+
+
+@pytest.mark.parametrize("number", REAL_NUMBERS, ids=repr)
+def test_alpha_and_beta_take_any_real_number(each_backend, number):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    out = np.ones((3, 2), np.float32)
+    backend.gemm(a, b, alpha=number, beta=number, out=out)        # 2 * 4 + 2 * 1
+    backend.ger(out, np.ones(3, np.float32), np.ones(2, np.float32), alpha=number)
+    y = np.zeros(5, np.float32)
+    backend.axpy_many(number, [np.ones(5, np.float32)], [y])
+    assert (out == 12).all() and out.dtype == np.float32 and (y == 2).all()
+
+
+@pytest.mark.parametrize("bad", [1, 0, "yes", None, np.array(True), 1.0], ids=repr)
+def test_trans_flags_must_be_bools(each_backend, bad):
+    a = np.ones((3, 3), np.float32)
+    with pytest.raises(TypeError, match="trans_a must be a bool"):
+        backend.gemm(a, a, trans_a=bad)
+    with pytest.raises(TypeError, match="trans_b must be a bool"):
+        backend.gemm(a, a, trans_b=bad)
+    assert (backend.gemm(a, a, np.True_, np.False_) == 3).all()
+
+
 def test_use_rejects_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         with backend.use("cuda"):

@@ -11,6 +11,7 @@ naming the problem and never reaches C.
 """
 
 import contextlib
+import numbers
 import os
 import warnings
 
@@ -86,6 +87,27 @@ def _check_float_array(what, x, ndim=None):
         raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
 
 
+def _real_number(what, value):
+    """``value`` as a Python float, if it is a real number: an int or float, a NumPy integer or
+    floating scalar, or a 0-d array of one (NumPy's scalars; a 0-d Tensor's data). Not a bool,
+    which is a flag passed one place off, nor an array of one element (NumPy deprecates float()
+    on those)."""
+    if type(value) is float:   # the usual case, first: gemm runs for every product
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    got = (f"an array of shape {value.shape} and dtype {value.dtype}" if isinstance(value, np.ndarray)
+           else f"{value!r} ({type(value).__name__})")
+    raise TypeError(f"{what} must be a real number (int, float, or a NumPy real scalar), got {got}")
+
+
+def _check_flag(what, value):
+    if not (value is True or value is False or isinstance(value, np.bool_)):
+        raise TypeError(f"{what} must be a bool (True or False), got {value!r} ({type(value).__name__})")
+
+
 def _check_out(what, out, shape, dtype, inputs):
     _check_float_array(what, out, 2)
     if out.shape != shape or out.dtype != dtype:
@@ -118,9 +140,13 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
     into ``out``: how a gradient is added without a temporary. ``bias`` (one value per column, or
     None) is added to every row: nn.Linear's ``x @ W.T + b`` in one pass. ``a`` and ``b`` may be
     views (transposed, sliced); ``out`` needs contiguous rows and must not overlap the inputs.
+    ``trans_a`` and ``trans_b`` are bools, ``alpha`` and ``beta`` real numbers.
     """
     _check_float_array("a", a, 2)
     _check_float_array("b", b, 2)
+    _check_flag("trans_a", trans_a)
+    _check_flag("trans_b", trans_b)
+    alpha, beta = _real_number("alpha", alpha), _real_number("beta", beta)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -160,6 +186,7 @@ def ger(A, x, y, alpha=1.0):
     """Rank-1 update in place: ``A += alpha * outer(x, y)``; returns ``A``."""
     _check_float_array("x", x, 1)
     _check_float_array("y", y, 1)
+    alpha = _real_number("alpha", alpha)
     _check_out("A", A, (x.shape[0], y.shape[0]), x.dtype, [("x", x), ("y", y)])
     if y.dtype != x.dtype:
         raise TypeError(f"A, x and y must share a dtype, got {A.dtype}, {x.dtype}, {y.dtype}")
@@ -170,6 +197,7 @@ def axpy_many(alpha, xs, ys):
     """``ys[i] += alpha * xs[i]`` for every pair, in place and without temporaries: the SGD update
     of all parameters of a model at once (PyTorch's optimizers batch it the same way with their
     "foreach" ops)."""
+    alpha = _real_number("alpha", alpha)
     if len(xs) != len(ys):
         raise ValueError(f"axpy_many: {len(xs)} x arrays but {len(ys)} y arrays")
     for x, y in zip(xs, ys):
