@@ -10,6 +10,7 @@ import tinygrad_edu as tg
 from tinygrad_edu import backend
 
 BACKENDS = backend.available()
+needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512), (784, 12, 512),
           (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259),
           (37, 1, 70), (512, 1, 784)]   # K = 1: batch-1 weight gradients, an outer product
@@ -424,6 +425,39 @@ def test_environment_variable_forces_the_backend():
     assert bad.returncode != 0 and "unknown backend 'gpu'" in bad.stderr
 
 
+def _import_with(variable, value, code="import tinygrad_edu"):
+    env = {**__import__("os").environ, variable: value}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)   # a hang guard: the import takes about a second
+
+
+@pytest.mark.parametrize("value", ["abc", "1e10", "2.5", "0", "-2", "65", "99999999999999999999"])
+def test_a_bad_thread_count_is_refused_at_import(value):
+    result = _import_with("TINYGRAD_EDU_NUM_THREADS", value)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ValueError: TINYGRAD_EDU_NUM_THREADS") and repr(value) in last_line
+    assert "1 to 64" in last_line, last_line
+
+
+@needs_c
+@pytest.mark.parametrize("value, threads", [("1", 1), (" 3 ", 3), ("64", 64), ("", None)])
+def test_a_good_thread_count_is_used(value, threads):
+    code = "import os, tinygrad_edu.backend.c_kernels as c; print(c.THREADS, os.cpu_count())"
+    result = _import_with("TINYGRAD_EDU_NUM_THREADS", value, code)
+    got, cpus = map(int, result.stdout.split())
+    assert got == (threads or min(cpus, 64)), result.stderr   # unset or empty: one per CPU
+
+
+@needs_c
+def test_the_thread_limit_is_the_pools():
+    """c_kernels.MAX_THREADS is csrc/pool.h's TGE_MAX_JOBS: no kernel is cut into more pieces."""
+    import re
+    from pathlib import Path
+    header = (Path(__file__).resolve().parent.parent / "csrc" / "pool.h").read_text()
+    assert [str(backend.c_kernels.MAX_THREADS)] == re.findall(r"#define TGE_MAX_JOBS (\d+)", header)
+
+
 # --- the engine on both backends ----------------------------------------------------------------
 def test_autograd_gradients_are_the_same_under_both_backends():
     grads = {}
@@ -470,7 +504,6 @@ def test_every_instruction_set_flavour_agrees(isa):
 
 
 # --- the C kernels' thread pool -------------------------------------------------------------------
-needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 
 
 @pytest.fixture

@@ -12,10 +12,30 @@ import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
 from . import numpy_kernels
-from .._kernels import ffi, lib
 
 NAME = "c"
-THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count() or 1))
+# csrc/pool.h's TGE_MAX_JOBS: no kernel is cut into more pieces than this, so more threads would
+# only wait (and the pool starts no more workers)
+MAX_THREADS = 64
+
+
+def _threads_from_environment():
+    """The kernels' thread count: $TINYGRAD_EDU_NUM_THREADS, or one per CPU (at most MAX_THREADS)."""
+    value = os.environ.get("TINYGRAD_EDU_NUM_THREADS", "")
+    text = value.strip()
+    if not text:
+        return min(os.cpu_count() or 1, MAX_THREADS)
+    if not (text.isdecimal() and 1 <= int(text) <= MAX_THREADS):   # "1e10", "2.5", "-2": not counts
+        raise ValueError(f"TINYGRAD_EDU_NUM_THREADS={value!r}: the C kernels' thread count must be a "
+                         f"whole number from 1 to {MAX_THREADS} (no kernel is split into more pieces "
+                         f"than {MAX_THREADS}); unset it for one thread per CPU")
+    return int(text)
+
+
+# read before the kernels are loaded, so that a bad value is an error also where they are not built
+THREADS = _threads_from_environment()
+
+from .._kernels import ffi, lib  # noqa: E402
 # from this many multiply-adds (or elements of an SGD update) a second thread of the pool pays
 # (measured, 1 vs 2 threads: 12x128 @ (64x128)^T, 98k: 4.41 vs 3.87 us; 12x128 @ (32x128)^T: no
 # gain; an update of 32k floats: 4.30 vs 3.85 us, of 8k: none)
