@@ -415,11 +415,17 @@ def test_use_rejects_unknown_backend():
 
 
 def test_environment_variable_forces_the_backend():
-    code = "import tinygrad_edu as t; print(t.backend.name())"
+    # in the main thread, and in a thread started while the main thread has switched away
+    code = ("import threading, tinygrad_edu as t\n"
+            "print(t.backend.name())\n"
+            "with t.backend.use('numpy'):\n"
+            "    thread = threading.Thread(target=lambda: print(t.backend.name()))\n"
+            "    thread.start()\n"
+            "    thread.join()\n")
     for wanted in BACKENDS:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": wanted})
-        assert out.stdout.strip() == wanted, out.stderr
+        assert out.stdout.split() == [wanted, wanted], out.stderr
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": "gpu"})
     assert bad.returncode != 0 and "unknown backend 'gpu'" in bad.stderr
@@ -456,6 +462,34 @@ def test_the_thread_limit_is_the_pools():
     from pathlib import Path
     header = (Path(__file__).resolve().parent.parent / "csrc" / "pool.h").read_text()
     assert [str(backend.c_kernels.MAX_THREADS)] == re.findall(r"#define TGE_MAX_JOBS (\d+)", header)
+
+
+@needs_c
+def test_use_switches_the_backend_of_its_own_thread_only():
+    """As no_grad: a switch holds in the thread that made it; the others keep theirs, and a new
+    thread starts with the process's default (TINYGRAD_EDU_BACKEND, else the C kernels)."""
+    import threading
+    default = backend.name()
+    other = "numpy" if default == "c" else "c"
+    inside, checked, seen = threading.Event(), threading.Event(), {}
+
+    def switch_and_wait():
+        seen["new thread"] = backend.name()
+        with backend.use(other):
+            seen["switched"] = backend.name()
+            inside.set()
+            checked.wait(timeout=60)
+        seen["after"] = backend.name()
+
+    with backend.use(other):      # a switch here is not inherited by the new thread
+        thread = threading.Thread(target=switch_and_wait)
+        thread.start()
+        assert inside.wait(timeout=60)
+    seen["main while the thread is switched"] = backend.name()
+    checked.set()
+    thread.join(timeout=60)
+    assert seen == {"new thread": default, "switched": other, "after": default,
+                    "main while the thread is switched": default}
 
 
 # --- the engine on both backends ----------------------------------------------------------------
@@ -560,7 +594,8 @@ def test_products_from_several_python_threads_at_once(c_threads):
               rng.standard_normal((200, 90)).astype(np.float32)) for _ in range(8)]
 
     def many_products(a, b):
-        return all(np.allclose(backend.gemm(a, b), a @ b, atol=1e-4) for _ in range(200))
+        with backend.use("c"):   # the choice of backend is per thread
+            return all(np.allclose(backend.gemm(a, b), a @ b, atol=1e-4) for _ in range(200))
 
     with concurrent.futures.ThreadPoolExecutor(4) as executor:
         assert all(executor.map(lambda pair: many_products(*pair), pairs))

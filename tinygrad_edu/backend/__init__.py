@@ -5,14 +5,15 @@ cross-entropy loss (``cross_entropy``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
-forces a choice, and ``with backend.use("numpy"):`` switches for a block of code. Every argument
-is checked here, once, before either backend sees it, so bad input gets a Python exception
-naming the problem and never reaches C.
+forces a choice, and ``with backend.use("numpy"):`` switches for a block of code (in the calling
+thread only, like ``no_grad``). Every argument is checked here, once, before either backend sees
+it, so bad input gets a Python exception naming the problem and never reaches C.
 """
 
 import contextlib
 import numbers
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -55,23 +56,33 @@ def _initial_backend():
     return c_kernels
 
 
-_active = _initial_backend()
+_process_default = _initial_backend()   # TINYGRAD_EDU_BACKEND, else C when built
+
+
+class _Selection(threading.local):
+    """The backend in use, per thread (as no_grad's grad mode): a switch by ``use`` holds in its
+    own thread, and every thread starts with the class default, the process's choice."""
+
+    kernels = _process_default
+
+
+_selected = _Selection()
 
 
 def name():
-    """``"c"`` or ``"numpy"``: the backend in use."""
-    return _active.NAME
+    """``"c"`` or ``"numpy"``: the backend this thread uses."""
+    return _selected.kernels.NAME
 
 
 @contextlib.contextmanager
 def use(backend_name):
-    """``with backend.use("numpy"): ...`` runs the block on that backend."""
-    global _active
-    previous, _active = _active, _resolve(backend_name)
+    """``with backend.use("numpy"): ...`` runs the block on that backend. Only this thread
+    switches: others go on with theirs."""
+    previous, _selected.kernels = _selected.kernels, _resolve(backend_name)
     try:
         yield
     finally:
-        _active = previous
+        _selected.kernels = previous
 
 
 # --- argument checks (shared by both backends) -------------------------------------------------
@@ -160,9 +171,9 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
             raise ValueError(f"bias must have shape {(n,)} and dtype {a.dtype}, "
                              f"got {bias.shape} {bias.dtype}")
     if out is None:
-        return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
+        return _selected.kernels.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
     _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b), ("bias", bias)])
-    return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
+    return _selected.kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
 
 
 def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
@@ -179,7 +190,7 @@ def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
     if x.shape[0] != grad.shape[0] or weight.shape != (grad.shape[1], x.shape[1]):
         raise ValueError(f"linear_backward: grad {grad.shape}, x {x.shape} and weight {weight.shape} "
                          f"do not fit: they must be (N, out), (N, in) and (out, in)")
-    return _active.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
+    return _selected.kernels.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
 
 
 def ger(A, x, y, alpha=1.0):
@@ -190,7 +201,7 @@ def ger(A, x, y, alpha=1.0):
     _check_out("A", A, (x.shape[0], y.shape[0]), x.dtype, [("x", x), ("y", y)])
     if y.dtype != x.dtype:
         raise TypeError(f"A, x and y must share a dtype, got {A.dtype}, {x.dtype}, {y.dtype}")
-    return _active.ger(A, x, y, alpha)
+    return _selected.kernels.ger(A, x, y, alpha)
 
 
 def axpy_many(alpha, xs, ys):
@@ -207,13 +218,13 @@ def axpy_many(alpha, xs, ys):
             raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
         if not y.flags.writeable:
             raise ValueError("axpy: y is read-only")
-    _active.axpy_many(alpha, xs, ys)
+    _selected.kernels.axpy_many(alpha, xs, ys)
 
 
 def relu(z):
     """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: the C backend hands
     integer arrays and strided views to NumPy."""
-    return _active.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
+    return _selected.kernels.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
 
 
 def relu_backward(y, grad):
@@ -224,7 +235,7 @@ def relu_backward(y, grad):
     _check_float_array("grad", grad)
     if y.shape != grad.shape:
         raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
-    return _active.relu_backward(y, grad)
+    return _selected.kernels.relu_backward(y, grad)
 
 
 def cross_entropy(logits, target):
@@ -239,7 +250,7 @@ def cross_entropy(logits, target):
     if target.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need {logits.shape[0]} "
                          f"labels, got target of shape {target.shape}")
-    losses, dlogits, bad = _active.cross_entropy(logits, target)
+    losses, dlogits, bad = _selected.kernels.cross_entropy(logits, target)
     if bad >= 0:
         n_classes = logits.shape[1]
         raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
