@@ -155,9 +155,12 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
     """
     _check_float_array("a", a, 2)
     _check_float_array("b", b, 2)
-    _check_flag("trans_a", trans_a)
-    _check_flag("trans_b", trans_b)
-    alpha, beta = _real_number("alpha", alpha), _real_number("beta", beta)
+    if not (type(alpha) is type(beta) is float and (trans_a is True or trans_a is False)
+            and (trans_b is True or trans_b is False)):
+        # not the usual call (Python floats and bools, tested inline: gemm runs for every product)
+        _check_flag("trans_a", trans_a)
+        _check_flag("trans_b", trans_b)
+        alpha, beta = _real_number("alpha", alpha), _real_number("beta", beta)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
