@@ -36,6 +36,7 @@ def _threads_from_environment():
 THREADS = _threads_from_environment()
 
 from .._kernels import ffi, lib  # noqa: E402
+
 # from this many multiply-adds (or elements of an SGD update) a second thread of the pool pays
 # (measured, 1 vs 2 threads: 12x128 @ (64x128)^T, 98k: 4.41 vs 3.87 us; 12x128 @ (32x128)^T: no
 # gain; an update of 32k floats: 4.30 vs 3.85 us, of 8k: none)
@@ -195,12 +196,13 @@ def _may_overlap(x_owners, y_owners):
 
 
 def _updates_overlap(xs, ys):
-    """Whether some y shares memory with another y or with any x (its own included), for arrays
-    in one allocation (disjoint slices of one buffer are common): their byte ranges, sorted by
-    start, are swept once, where comparing every pair would take O(n^2) np.may_share_memory calls.
-    A range overlaps an earlier one if it starts before the farthest end seen so far (of a y; or
-    of an x too, for a y). A strided view's range includes its gaps: two interleaved views count
-    as overlapping, which only costs speed."""
+    """Whether some y shares memory with another y or with any x (its own included), asked when
+    ``_may_overlap`` could not rule it out (arrays in one allocation, such as disjoint slices of
+    one buffer, or in foreign memory). The byte ranges, sorted by start, are swept once, where
+    comparing every pair would take O(n^2) np.may_share_memory calls: a range overlaps an earlier
+    one if it starts before the farthest end seen so far (of a y; or of an x too, for a y). A
+    strided view's range includes its gaps: two interleaved views count as overlapping, which only
+    costs speed."""
     spans = sorted([(*byte_bounds(x), False) for x in xs if x.size]
                    + [(*byte_bounds(y), True) for y in ys if y.size])
     x_end = y_end = 0
