@@ -507,7 +507,8 @@ static void FN(relu)(long n, const T *restrict Z, T *restrict Y)
 
 static void FN(relu_backward)(long n, const T *restrict Y, const T *restrict G, T *restrict DZ)
 {
-    for (long i = 0; i < n; i++) DZ[i] = Y[i] > 0 ? G[i] : 0;
+    /* PyTorch's rule: 0 where Y <= 0 (whatever G is: inf and NaN too), G where Y > 0 or NaN */
+    for (long i = 0; i < n; i++) DZ[i] = Y[i] <= 0 ? 0 : G[i];
 }
 
 /* Softmax cross-entropy of N rows of C logits Z against labels y, row by row:

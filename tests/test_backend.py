@@ -10,6 +10,7 @@ import tinygrad_edu as tg
 from tinygrad_edu import backend
 
 BACKENDS = backend.available()
+needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512), (784, 12, 512),
           (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259),
           (37, 1, 70), (512, 1, 784)]   # K = 1: batch-1 weight gradients, an outer product
@@ -219,6 +220,117 @@ def test_axpy_at_every_alignment_of_y(each_backend, dtype):
             assert np.isnan(memory[:offset]).all() and np.isnan(memory[offset + n:]).all()
 
 
+# --- layouts C cannot take as they are -------------------------------------------------------------
+def _awkward_layouts(rng, m, n, dtype):
+    """(label, view) pairs: an m x n matrix of random values in layouts C cannot read as rows of
+    unit stride (each must be copied first): odd byte strides, unaligned, negative, zero."""
+    dtype = np.dtype(dtype)
+    values = rng.standard_normal((m, n)).astype(dtype)
+    padded = np.zeros(m, [("v", dtype, (n,)), ("pad", "u1")])   # rows n * itemsize + 1 bytes apart
+    padded["v"] = values
+    padded_t = np.zeros(n, [("v", dtype, (m,)), ("pad", "u1")])  # columns that far apart
+    padded_t["v"] = values.T
+    unaligned = np.zeros(values.nbytes + 1, np.uint8)[1:].view(dtype).reshape(m, n)
+    unaligned[...] = values
+    return [("structured field", padded["v"]), ("structured field, transposed", padded_t["v"].T),
+            ("unaligned", unaligned), ("unaligned, transposed", unaligned.T.copy().T),
+            ("rows reversed", values[::-1].copy()[::-1]), ("columns reversed", values[:, ::-1].copy()[:, ::-1]),
+            ("both reversed", values[::-1, ::-1]), ("column-major, reversed", np.asfortranarray(values)[::-1]),
+            ("one row repeated", np.broadcast_to(values[0], (m, n))),
+            ("one column repeated", np.broadcast_to(values[:, :1], (m, n))),
+            ("one value repeated", np.broadcast_to(values[0, 0], (m, n)))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_reads_operands_of_every_layout(each_backend, dtype):
+    rng = np.random.default_rng(11)
+    m, k, n = 7, 13, 5
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            for label_a, a in _awkward_layouts(rng, *((k, m) if trans_a else (m, k)), dtype):
+                for label_b, b in _awkward_layouts(rng, *((n, k) if trans_b else (k, n)), dtype):
+                    expected = _reference(a.copy(), b.copy(), trans_a, trans_b)
+                    _assert_matches(backend.gemm(a, b, trans_a, trans_b), expected, k, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_other_kernels_read_inputs_of_every_layout(each_backend, dtype):
+    rng = np.random.default_rng(12)
+    for label, view in _awkward_layouts(rng, 6, 9, dtype):
+        plain = view.copy()
+        weight = rng.standard_normal((9, 9)).astype(dtype)
+        got, want = backend.linear_backward(view, view, weight), backend.linear_backward(plain, plain, weight)
+        for got_array, want_array in zip(got, want):
+            np.testing.assert_array_equal(got_array, want_array, err_msg=label)
+        A = rng.standard_normal((6, 9)).astype(dtype)
+        expected = A + 0.5 * np.outer(plain[:, 0], plain[0])
+        backend.ger(A, view[:, 0], view[0], alpha=0.5)
+        np.testing.assert_allclose(A, expected, rtol=1e-6, err_msg=label)
+        np.testing.assert_array_equal(backend.relu(view), np.maximum(plain, 0), err_msg=label)
+        np.testing.assert_array_equal(backend.relu_backward(view, view), backend.relu_backward(plain, plain),
+                                      err_msg=label)
+        labels = np.arange(6) % 9
+        for got_array, want_array in zip(backend.cross_entropy(view, labels), backend.cross_entropy(plain, labels)):
+            np.testing.assert_allclose(got_array, want_array, rtol=1e-6, err_msg=label)
+        y = rng.standard_normal((6, 9)).astype(dtype)
+        expected = y - 0.5 * plain
+        backend.axpy_many(-0.5, [view], [y])
+        np.testing.assert_allclose(y, expected, rtol=1e-6, err_msg=label)
+
+
+def test_cross_entropy_reads_labels_of_every_layout(each_backend):
+    rng = np.random.default_rng(13)
+    logits = rng.standard_normal((5, 4)).astype(np.float32)
+    labels = np.array([3, 0, 2, 1, 3])
+    unaligned = np.zeros(labels.nbytes + 1, np.uint8)[1:].view(np.int64)
+    unaligned[...] = labels
+    want = backend.cross_entropy(logits, labels)
+    for view in (unaligned, labels[::-1].copy()[::-1], labels.repeat(2)[::2]):
+        for got_array, want_array in zip(backend.cross_entropy(logits, view), want):
+            np.testing.assert_allclose(got_array, want_array, rtol=1e-6)   # C or NumPy: 1 ulp apart
+
+
+@pytest.mark.parametrize("dtype, row_bytes", [(np.float32, 13), (np.float64, 18)])
+def test_out_whose_rows_are_not_whole_items_apart_is_refused_untouched(each_backend, dtype, row_bytes):
+    """A field of a structured array: its rows are row_bytes apart, not a multiple of the item size,
+    so C cannot address them (and its items are unaligned). Refused, with nothing written."""
+    pad = row_bytes - 2 * np.dtype(dtype).itemsize
+    records = np.zeros(4, [("v", dtype, (2,)), ("pad", "u1", (pad,))])
+    out = records["v"]
+    assert out.strides == (row_bytes, np.dtype(dtype).itemsize)
+    a, b = np.ones((4, 3), dtype), np.ones((3, 2), dtype)
+    strides = rf"strides \({row_bytes}, {np.dtype(dtype).itemsize}\)"
+    with pytest.raises(ValueError, match=rf"out must have .*{strides}"):
+        backend.gemm(a, b, out=out)
+    with pytest.raises(ValueError, match=rf"A must have .*{strides}"):
+        backend.ger(out, np.ones(4, dtype), np.ones(2, dtype))
+    assert not records.tobytes().strip(b"\0")        # not one byte written
+    row = records[:1]["v"]                              # a single row has no row stride to get wrong
+    backend.gemm(a[:1], b, out=row)
+    np.testing.assert_array_equal(row, [[3, 3]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_out_is_refused_and_spaced_rows_are_taken(each_backend, dtype):
+    dtype = np.dtype(dtype)
+    a, b = np.ones((4, 3), dtype), np.ones((3, 2), dtype)
+    memory = np.zeros(8 * dtype.itemsize + 1, np.uint8)
+    unaligned = memory[1:].view(dtype).reshape(4, 2)
+    with pytest.raises(ValueError, match=f"out is not aligned.*{dtype.alignment} bytes"):
+        backend.gemm(a, b, out=unaligned)
+    with pytest.raises(ValueError, match="A is not aligned"):
+        backend.ger(unaligned, np.ones(4, dtype), np.ones(2, dtype))
+    assert not memory.any()
+    records = np.zeros(4, [("v", dtype, (2,)), ("w", dtype)])   # rows 3 items apart: C takes them
+    backend.gemm(a, b, out=records["v"])
+    backend.ger(records["v"], np.ones(4, dtype), np.ones(2, dtype), alpha=2.0)
+    np.testing.assert_array_equal(records["v"], np.full((4, 2), 5))
+    assert not records["w"].any()
+    column = np.zeros((2, 4), dtype).T[:, :1]                  # one column: its stride does not matter
+    backend.gemm(a, b[:, :1], out=column)
+    np.testing.assert_array_equal(column, np.full((4, 1), 3))
+
+
 # --- bad input: Python exceptions naming the problem ------------------------------------------
 def test_bad_input_is_refused(each_backend):
     f32 = np.ones((3, 4), np.float32)
@@ -254,6 +366,48 @@ def test_bad_input_is_refused(each_backend):
         backend.ger(np.zeros((2, 2), np.float32), np.ones(2, np.float32), np.ones(2))
 
 
+NOT_REAL_NUMBERS = ["2", None, 1 + 2j, np.complex64(2), True, np.bool_(True), [2.0], np.array([2.0]),
+                    np.ones((1, 1))]   # a 1-element array is not a number: NumPy deprecates float() of it
+REAL_NUMBERS = [2, 2.0, np.float32(2), np.float16(2), np.int64(2), np.uint8(2), np.array(2.0),
+                np.array(2, np.int32)]   # 0-d arrays are NumPy's scalars (a 0-d Tensor's .data)
+
+
+@pytest.mark.parametrize("bad", NOT_REAL_NUMBERS, ids=repr)
+def test_alpha_and_beta_must_be_real_numbers(each_backend, bad):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    out = np.ones((3, 2), np.float32)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.gemm(a, b, alpha=bad, out=out)
+    with pytest.raises(TypeError, match="beta must be a real number"):
+        backend.gemm(a, b, beta=bad, out=out)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.ger(out, np.ones(3, np.float32), np.ones(2, np.float32), alpha=bad)
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        backend.axpy_many(bad, [a], [a.copy()])
+    assert (out == 1).all()
+
+
+@pytest.mark.parametrize("number", REAL_NUMBERS, ids=repr)
+def test_alpha_and_beta_take_any_real_number(each_backend, number):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    out = np.ones((3, 2), np.float32)
+    backend.gemm(a, b, alpha=number, beta=number, out=out)        # 2 * 4 + 2 * 1
+    backend.ger(out, np.ones(3, np.float32), np.ones(2, np.float32), alpha=number)
+    y = np.zeros(5, np.float32)
+    backend.axpy_many(number, [np.ones(5, np.float32)], [y])
+    assert (out == 12).all() and out.dtype == np.float32 and (y == 2).all()
+
+
+@pytest.mark.parametrize("bad", [1, 0, "yes", None, np.array(True), 1.0], ids=repr)
+def test_trans_flags_must_be_bools(each_backend, bad):
+    a = np.ones((3, 3), np.float32)
+    with pytest.raises(TypeError, match="trans_a must be a bool"):
+        backend.gemm(a, a, trans_a=bad)
+    with pytest.raises(TypeError, match="trans_b must be a bool"):
+        backend.gemm(a, a, trans_b=bad)
+    assert (backend.gemm(a, a, np.True_, np.False_) == 3).all()
+
+
 def test_use_rejects_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         with backend.use("cuda"):
@@ -261,14 +415,81 @@ def test_use_rejects_unknown_backend():
 
 
 def test_environment_variable_forces_the_backend():
-    code = "import tinygrad_edu as t; print(t.backend.name())"
+    # in the main thread, and in a thread started while the main thread has switched away
+    code = ("import threading, tinygrad_edu as t\n"
+            "print(t.backend.name())\n"
+            "with t.backend.use('numpy'):\n"
+            "    thread = threading.Thread(target=lambda: print(t.backend.name()))\n"
+            "    thread.start()\n"
+            "    thread.join()\n")
     for wanted in BACKENDS:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": wanted})
-        assert out.stdout.strip() == wanted, out.stderr
+        assert out.stdout.split() == [wanted, wanted], out.stderr
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "TINYGRAD_EDU_BACKEND": "gpu"})
     assert bad.returncode != 0 and "unknown backend 'gpu'" in bad.stderr
+
+
+def _import_with(variable, value, code="import tinygrad_edu"):
+    env = {**__import__("os").environ, variable: value}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)   # a hang guard: the import takes about a second
+
+
+@pytest.mark.parametrize("value", ["abc", "1e10", "2.5", "0", "-2", "65", "99999999999999999999"])
+def test_a_bad_thread_count_is_refused_at_import(value):
+    result = _import_with("TINYGRAD_EDU_NUM_THREADS", value)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ValueError: TINYGRAD_EDU_NUM_THREADS") and repr(value) in last_line
+    assert "1 to 64" in last_line, last_line
+
+
+@needs_c
+@pytest.mark.parametrize("value, threads", [("1", 1), (" 3 ", 3), ("64", 64), ("", None)])
+def test_a_good_thread_count_is_used(value, threads):
+    code = "import os, tinygrad_edu.backend.c_kernels as c; print(c.THREADS, os.cpu_count())"
+    result = _import_with("TINYGRAD_EDU_NUM_THREADS", value, code)
+    got, cpus = map(int, result.stdout.split())
+    assert got == (threads or min(cpus, 64)), result.stderr   # unset or empty: one per CPU
+
+
+@needs_c
+def test_the_thread_limit_is_the_pools():
+    """c_kernels.MAX_THREADS is csrc/pool.h's TGE_MAX_JOBS: no kernel is cut into more pieces."""
+    import re
+    from pathlib import Path
+    header = (Path(__file__).resolve().parent.parent / "csrc" / "pool.h").read_text()
+    assert [str(backend.c_kernels.MAX_THREADS)] == re.findall(r"#define TGE_MAX_JOBS (\d+)", header)
+
+
+@needs_c
+def test_use_switches_the_backend_of_its_own_thread_only():
+    """As no_grad: a switch holds in the thread that made it; the others keep theirs, and a new
+    thread starts with the process's default (TINYGRAD_EDU_BACKEND, else the C kernels)."""
+    import threading
+    default = backend.name()
+    other = "numpy" if default == "c" else "c"
+    inside, checked, seen = threading.Event(), threading.Event(), {}
+
+    def switch_and_wait():
+        seen["new thread"] = backend.name()
+        with backend.use(other):
+            seen["switched"] = backend.name()
+            inside.set()
+            checked.wait(timeout=60)
+        seen["after"] = backend.name()
+
+    with backend.use(other):      # a switch here is not inherited by the new thread
+        thread = threading.Thread(target=switch_and_wait)
+        thread.start()
+        assert inside.wait(timeout=60)
+    seen["main while the thread is switched"] = backend.name()
+    checked.set()
+    thread.join(timeout=60)
+    assert seen == {"new thread": default, "switched": other, "after": default,
+                    "main while the thread is switched": default}
 
 
 # --- the engine on both backends ----------------------------------------------------------------
@@ -317,7 +538,6 @@ def test_every_instruction_set_flavour_agrees(isa):
 
 
 # --- the C kernels' thread pool -------------------------------------------------------------------
-needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 
 
 @pytest.fixture
@@ -374,7 +594,8 @@ def test_products_from_several_python_threads_at_once(c_threads):
               rng.standard_normal((200, 90)).astype(np.float32)) for _ in range(8)]
 
     def many_products(a, b):
-        return all(np.allclose(backend.gemm(a, b), a @ b, atol=1e-4) for _ in range(200))
+        with backend.use("c"):   # the choice of backend is per thread
+            return all(np.allclose(backend.gemm(a, b), a @ b, atol=1e-4) for _ in range(200))
 
     with concurrent.futures.ThreadPoolExecutor(4) as executor:
         assert all(executor.map(lambda pair: many_products(*pair), pairs))
@@ -412,6 +633,85 @@ def test_axpy_matches_numpy_for_every_layout(each_backend, dtype):
         backend.axpy_many(1.0, [x.astype(np.int64)], [y])
 
 
+
+def _overlapping_updates(dtype):
+    """(name, make) pairs: make() builds fresh (memory, xs, ys), where some y is another pair's y
+    or x, whole or in part; memory lists every array the update may change."""
+    def same_y():                       # optim.SGD([w, w]): one parameter listed twice
+        w, g = np.linspace(-1, 1, 50_000).astype(dtype), np.ones(50_000, dtype)
+        return [w], [g, g], [w, w]
+
+    def y_is_a_later_x():               # pair 1 reads what pair 0 wrote; its y is a strided view
+        w, g, v = np.ones(40_000, dtype), np.full(40_000, 2, dtype), np.zeros(80_000, dtype)
+        return [w, v], [g, w], [w, v[::2]]
+
+    def y_is_an_earlier_x():
+        w, g, v = np.ones(40_000, dtype), np.full(40_000, 2, dtype), np.zeros(40_000, dtype)
+        return [w, v], [w, g], [v, w]
+
+    def overlapping_views():            # two slices of one buffer that share 20k elements
+        base, g = np.arange(60_000, dtype=dtype), np.ones(40_000, dtype)
+        return [base], [g, 2 * g], [base[:40_000], base[20_000:]]
+
+    def view_of_a_y_as_x():             # x = a reversed view of another pair's y
+        w, v = np.arange(30_000, dtype=dtype), np.zeros(30_000, dtype)
+        return [w, v], [np.ones_like(w), w[::-1]], [w, v]
+
+    def one_foreign_buffer_twice():     # two arrays over one bytearray: no NumPy array owns it
+        memory = bytearray(30_000 * np.dtype(dtype).itemsize)
+        w, also_w = np.frombuffer(memory, dtype), np.frombuffer(memory, dtype)
+        w[...] = 1
+        return [w], [np.ones_like(w), np.ones_like(w)], [w, also_w]
+
+    return [(f.__name__, f) for f in (same_y, y_is_a_later_x, y_is_an_earlier_x, overlapping_views,
+                                      view_of_a_y_as_x, one_foreign_buffer_twice)]
+
+
+@pytest.fixture
+def threads_for_every_update(monkeypatch):
+    """On the C backend, split even small updates between two threads (where races show)."""
+    if "c" in BACKENDS:
+        monkeypatch.setattr(backend.c_kernels, "THREADS", 2)
+        monkeypatch.setattr(backend.c_kernels, "PARALLEL_MIN_ELEMENTS", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_many_on_overlapping_arrays_gives_the_in_order_result(each_backend, threads_for_every_update,
+                                                                   dtype):
+    """``for x, y in pairs: y += alpha * x``, in order, whatever memory the arrays share: C's
+    threads must not race on a y listed twice, nor read an x before an earlier pair wrote it."""
+    for name, make in _overlapping_updates(dtype):
+        expected, xs, ys = make()
+        for x, y in zip(xs, ys):
+            y += dtype(-0.5) * x
+        for _ in range(20):             # a race shows only now and then
+            memory, xs, ys = make()
+            backend.axpy_many(-0.5, xs, ys)
+            for got, want in zip(memory, expected):
+                np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@needs_c
+def test_axpy_many_hands_disjoint_arrays_to_c_at_once(monkeypatch):
+    """The SGD step of a model: one C call, also for disjoint slices of one buffer; NumPy only
+    when arrays overlap."""
+    from tinygrad_edu.backend import c_kernels
+    on_numpy = []
+    monkeypatch.setattr(c_kernels.numpy_kernels, "axpy_many", lambda alpha, xs, ys: on_numpy.append(len(xs)))
+    rng = np.random.default_rng(6)
+    ws = [rng.standard_normal(shape).astype(np.float32) for shape in ((512, 784), (512,), (10, 64), (10,))]
+    gs = [rng.standard_normal(w.shape).astype(np.float32) for w in ws]
+    base = np.zeros(100, np.float32)
+    ws_after = [w - 0.1 * g for w, g in zip(ws, gs)]
+    with backend.use("c"):
+        backend.axpy_many(-0.1, gs + [gs[1][:50], gs[1][50:100]], ws + [base[:50], base[50:]])
+        assert on_numpy == []
+        backend.axpy_many(-0.1, [gs[0], gs[0]], [ws[0], ws[0]])
+        assert on_numpy == [2]
+    for got, want in zip(ws[1:], ws_after[1:]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(base, -0.1 * gs[1][:100], rtol=1e-6)
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_and_its_gradient_match_numpy_for_every_layout(each_backend, dtype):
     rng = np.random.default_rng(4)
@@ -423,8 +723,52 @@ def test_relu_and_its_gradient_match_numpy_for_every_layout(each_backend, dtype)
         assert y.dtype == dtype and y.shape == np.shape(zs)
         np.testing.assert_array_equal(y, np.maximum(zs, 0))          # NaN stays NaN
         dz = backend.relu_backward(y, gs)
-        np.testing.assert_array_equal(dz, np.where(y > 0, gs, 0))    # 0 where y is 0 or NaN
+        np.testing.assert_array_equal(dz, _relu_gradient_rule(y, gs))
     assert not np.shares_memory(backend.relu(z), z)
+
+
+def _relu_gradient_rule(y, grad):
+    """PyTorch's (threshold_backward): grad where y > 0 or y is NaN, 0 where y <= 0, whatever
+    grad is there (an infinite or NaN grad is not multiplied by 0)."""
+    return np.where((y > 0) | np.isnan(y), grad, np.zeros((), grad.dtype))
+
+
+def _special_values(dtype, repeat=1):
+    """Every pair of (z, grad) from -inf, -1, -0, 0, 1, inf, NaN (and 2.5 for grad), C-contiguous;
+    repeated so that the C kernel's vector loop sees them too."""
+    special = [-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan]
+    z, g = np.meshgrid(special, special + [2.5], indexing="ij")
+    return np.tile(z, (repeat, 1)).astype(dtype), np.tile(g, (repeat, 1)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_with_nan_and_inf(each_backend, dtype):
+    z, g = _special_values(dtype, repeat=5)
+    y = backend.relu(z)
+    np.testing.assert_array_equal(backend.relu_backward(y, g), _relu_gradient_rule(y, g))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_is_the_same_on_both_backends(dtype):
+    z, g = _special_values(dtype, repeat=5)
+    results = []
+    for name in ("c", "numpy"):
+        with backend.use(name):
+            results.append(backend.relu_backward(backend.relu(z), g))
+    np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_and_its_gradient_match_pytorch_on_nan_and_inf(each_backend, dtype):
+    torch = pytest.importorskip("torch")
+    z, g = _special_values(dtype)
+    z_torch = torch.tensor(z, requires_grad=True)
+    y_torch = torch.nn.functional.relu(z_torch)
+    y_torch.backward(torch.tensor(g))
+    y = backend.relu(z)
+    np.testing.assert_array_equal(y, y_torch.detach().numpy())
+    np.testing.assert_array_equal(backend.relu_backward(y, g), z_torch.grad.numpy())
 
 
 def test_relu_takes_integers_and_its_gradient_refuses_bad_input(each_backend):

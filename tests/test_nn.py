@@ -227,6 +227,49 @@ def test_bce_log_is_clamped_like_pytorch():
     assert np.all(np.isfinite(p.grad.data))
 
 
+CLASS_SHAPES = [(4,), (5, 4), (2, 3, 3), (2, 4, 3), (2, 3, 4, 5), (0, 3, 2)]   # (C,) (N, C) (N, C, d1...)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", CLASS_SHAPES, ids=str)
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_class_losses_match_pytorch_for_k_dimensional_input(name, shape, reduction, rng):
+    """PyTorch's layout: scores (C,), (N, C) or (N, C, d1, d2, ...) with labels (), (N,) or
+    (N, d1, d2, ...); "mean" averages over every label."""
+    torch = pytest.importorskip("torch")
+    scores = rng.standard_normal(shape)
+    n_classes = shape[0] if len(shape) == 1 else shape[1]
+    labels = rng.integers(0, n_classes, shape[:1] + shape[2:] if len(shape) > 1 else ())
+    weights = rng.standard_normal(labels.shape if reduction == "none" else ())   # dL/dloss
+    x = tg.tensor(scores, requires_grad=True)
+    with np.errstate(invalid="ignore", divide="ignore"):   # N = 0: the mean of no losses is 0/0
+        loss = getattr(F, name)(x, tg.tensor(labels), reduction=reduction)
+        (loss * tg.tensor(weights)).sum().backward()
+    x_torch = torch.tensor(scores, requires_grad=True)
+    loss_torch = getattr(torch.nn.functional, name)(x_torch, torch.tensor(labels), reduction=reduction)
+    (loss_torch * torch.tensor(weights)).sum().backward()
+    assert loss.shape == tuple(loss_torch.shape)
+    np.testing.assert_allclose(loss.data, loss_torch.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(x.grad.data, x_torch.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_class_losses_say_which_target_shape_they_need(name):
+    loss = getattr(F, name)
+    with pytest.raises(ValueError, match=r"\(N, C, d1\) .* \(N, d1\) = \(2, 4\), got \(2, 3\)"):
+        loss(tg.randn(2, 3, 4), tg.tensor(np.zeros((2, 3), np.int64)))
+    with pytest.raises(ValueError, match=r"\(N, C\) .* \(N,\) = \(3,\), got \(3, 1\)"):
+        loss(tg.randn(3, 10), tg.tensor(np.zeros((3, 1), np.int64)))
+    with pytest.raises(ValueError, match=r"\(C,\) .* \(\) = \(\), got \(1,\)"):
+        loss(tg.randn(10), tg.tensor([1]))
+    with pytest.raises(ValueError, match="needs a class dimension.*got a 0-d input"):
+        loss(tg.tensor(1.0), tg.tensor(0))
+    with pytest.raises(IndexError, match="target 3 is out of range for 3 classes"):
+        loss(tg.randn(2, 3, 4), tg.tensor(np.full((2, 4), 3)))
+    for module in (nn.CrossEntropyLoss(), nn.NLLLoss()):
+        assert module(tg.randn(2, 3, 3), tg.tensor(np.zeros((2, 3), np.int64))).shape == ()
+
+
 def test_bad_labels_raise_clear_errors():
     logits = tg.randn(3, 10)
     with pytest.raises(TypeError, match="int64"):
@@ -235,7 +278,7 @@ def test_bad_labels_raise_clear_errors():
         F.cross_entropy(logits, tg.tensor([1, 10, 3]))
     with pytest.raises(IndexError, match="target -1"):
         nn.NLLLoss()(logits, tg.tensor([-1, 0, 0]))
-    with pytest.raises(ValueError, match=r"target of shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"target must have shape \(N,\) = \(3,\)"):
         F.cross_entropy(logits, tg.tensor([1, 2]))
     with pytest.raises(ValueError, match="target shape"):
         nn.MSELoss()(tg.zeros(3, 1), tg.zeros(3))

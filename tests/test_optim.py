@@ -113,3 +113,28 @@ def test_optimizer_state_dict_round_trip_continues_identically():
 def test_optimizer_rejects_non_tensors():
     with pytest.raises(TypeError, match="Tensors"):
         optim.SGD([np.zeros(2)], lr=0.1)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1)], ids=["sgd", "sgd-momentum", "adam"])
+def test_a_parameter_listed_twice_warns_and_is_updated_once(make):
+    """optim.SGD([w, w]): PyTorch warns (and would update w twice); here w is kept once."""
+    once, twice = _param_with_grad([1.0, -2.0], [0.5, 0.25]), _param_with_grad([1.0, -2.0], [0.5, 0.25])
+    reference = make([once])
+    with pytest.warns(UserWarning, match="optimizer contains a parameter group with duplicate parameters"):
+        opt = make([twice, twice])
+    assert len(opt.param_groups[0]["params"]) == 1 and opt.param_groups[0]["params"][0] is twice
+    for _ in range(3):
+        reference.step()
+        opt.step()
+    np.testing.assert_array_equal(twice.data, once.data)
+
+
+def test_a_parameter_in_two_groups_is_refused():
+    a, b = _param_with_grad([1.0], [1.0]), _param_with_grad([1.0], [1.0])
+    with pytest.raises(ValueError, match="some parameters appear in more than one parameter group"):
+        optim.SGD([{"params": [a, b]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    opt = optim.SGD([a], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": a})
+    assert len(opt.param_groups) == 1

@@ -5,13 +5,15 @@ cross-entropy loss (``cross_entropy``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
-forces a choice, and ``with backend.use("numpy"):`` switches for a block of code. Every argument
-is checked here, once, before either backend sees it, so bad input gets a Python exception
-naming the problem and never reaches C.
+forces a choice, and ``with backend.use("numpy"):`` switches for a block of code (in the calling
+thread only, like ``no_grad``). Every argument is checked here, once, before either backend sees
+it, so bad input gets a Python exception naming the problem and never reaches C.
 """
 
 import contextlib
+import numbers
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -54,23 +56,33 @@ def _initial_backend():
     return c_kernels
 
 
-_active = _initial_backend()
+_process_default = _initial_backend()   # TINYGRAD_EDU_BACKEND, else C when built
+
+
+class _Selection(threading.local):
+    """The backend in use, per thread (as no_grad's grad mode): a switch by ``use`` holds in its
+    own thread, and every thread starts with the class default, the process's choice."""
+
+    kernels = _process_default
+
+
+_selected = _Selection()
 
 
 def name():
-    """``"c"`` or ``"numpy"``: the backend in use."""
-    return _active.NAME
+    """``"c"`` or ``"numpy"``: the backend this thread uses."""
+    return _selected.kernels.NAME
 
 
 @contextlib.contextmanager
 def use(backend_name):
-    """``with backend.use("numpy"): ...`` runs the block on that backend."""
-    global _active
-    previous, _active = _active, _resolve(backend_name)
+    """``with backend.use("numpy"): ...`` runs the block on that backend. Only this thread
+    switches: others go on with theirs."""
+    previous, _selected.kernels = _selected.kernels, _resolve(backend_name)
     try:
         yield
     finally:
-        _active = previous
+        _selected.kernels = previous
 
 
 # --- argument checks (shared by both backends) -------------------------------------------------
@@ -86,15 +98,47 @@ def _check_float_array(what, x, ndim=None):
         raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
 
 
+def _real_number(what, value):
+    """``value`` as a Python float, if it is a real number: an int or float, a NumPy integer or
+    floating scalar, or a 0-d array of one (NumPy's scalars; a 0-d Tensor's data). Not a bool,
+    which is a flag passed one place off, nor an array of one element (NumPy deprecates float()
+    on those)."""
+    if type(value) is float:   # the usual case, first: gemm runs for every product
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    got = (f"an array of shape {value.shape} and dtype {value.dtype}" if isinstance(value, np.ndarray)
+           else f"{value!r} ({type(value).__name__})")
+    raise TypeError(f"{what} must be a real number (int, float, or a NumPy real scalar), got {got}")
+
+
+def _check_flag(what, value):
+    if not (value is True or value is False or isinstance(value, np.bool_)):
+        raise TypeError(f"{what} must be a bool (True or False), got {value!r} ({type(value).__name__})")
+
+
 def _check_out(what, out, shape, dtype, inputs):
     _check_float_array(what, out, 2)
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"{what} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{what} is read-only")
-    if out.size and (out.strides[1] != out.itemsize or out.strides[0] < out.shape[1] * out.itemsize):
-        raise ValueError(f"{what} must have contiguous rows (row-major, as from np.empty), "
-                         f"got strides {out.strides}")
+    if out.size:
+        # C writes row i at element i * ld, its items side by side: so the rows must be a whole
+        # number of items apart (ld is that number, never rounded) and must not overlap; a
+        # dimension of length 1 has no stride to get wrong (NumPy's flags ignore it too)
+        (rows, cols), (row_stride, col_stride), item = out.shape, out.strides, out.itemsize
+        if not ((rows == 1 or (row_stride % item == 0 and row_stride >= cols * item))
+                and (cols == 1 or col_stride == item)):
+            raise ValueError(f"{what} must have contiguous rows a whole number of items apart "
+                             f"(row-major, as from np.empty), got strides {out.strides} for "
+                             f"{item}-byte items")
+        if not out.flags.aligned:
+            raise ValueError(f"{what} is not aligned: C needs every item at a multiple of "
+                             f"{out.dtype.alignment} bytes (as in any array NumPy allocates), got "
+                             f"strides {out.strides} from address {out.ctypes.data:#x}")
     for label, x in inputs:
         if x is not None and np.may_share_memory(out, x):
             raise ValueError(f"{what} overlaps {label}: the result would overwrite its own input")
@@ -107,9 +151,16 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
     into ``out``: how a gradient is added without a temporary. ``bias`` (one value per column, or
     None) is added to every row: nn.Linear's ``x @ W.T + b`` in one pass. ``a`` and ``b`` may be
     views (transposed, sliced); ``out`` needs contiguous rows and must not overlap the inputs.
+    ``trans_a`` and ``trans_b`` are bools, ``alpha`` and ``beta`` real numbers.
     """
     _check_float_array("a", a, 2)
     _check_float_array("b", b, 2)
+    if not (type(alpha) is type(beta) is float and (trans_a is True or trans_a is False)
+            and (trans_b is True or trans_b is False)):
+        # not the usual call (Python floats and bools, tested inline: gemm runs for every product)
+        _check_flag("trans_a", trans_a)
+        _check_flag("trans_b", trans_b)
+        alpha, beta = _real_number("alpha", alpha), _real_number("beta", beta)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -123,9 +174,9 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
             raise ValueError(f"bias must have shape {(n,)} and dtype {a.dtype}, "
                              f"got {bias.shape} {bias.dtype}")
     if out is None:
-        return _active.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
+        return _selected.kernels.gemm(a, b, trans_a, trans_b, alpha, 0.0, np.empty((m, n), a.dtype), bias)
     _check_out("out", out, (m, n), a.dtype, [("a", a), ("b", b), ("bias", bias)])
-    return _active.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
+    return _selected.kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
 
 
 def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
@@ -142,23 +193,25 @@ def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
     if x.shape[0] != grad.shape[0] or weight.shape != (grad.shape[1], x.shape[1]):
         raise ValueError(f"linear_backward: grad {grad.shape}, x {x.shape} and weight {weight.shape} "
                          f"do not fit: they must be (N, out), (N, in) and (out, in)")
-    return _active.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
+    return _selected.kernels.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
 
 
 def ger(A, x, y, alpha=1.0):
     """Rank-1 update in place: ``A += alpha * outer(x, y)``; returns ``A``."""
     _check_float_array("x", x, 1)
     _check_float_array("y", y, 1)
+    alpha = _real_number("alpha", alpha)
     _check_out("A", A, (x.shape[0], y.shape[0]), x.dtype, [("x", x), ("y", y)])
     if y.dtype != x.dtype:
         raise TypeError(f"A, x and y must share a dtype, got {A.dtype}, {x.dtype}, {y.dtype}")
-    return _active.ger(A, x, y, alpha)
+    return _selected.kernels.ger(A, x, y, alpha)
 
 
 def axpy_many(alpha, xs, ys):
     """``ys[i] += alpha * xs[i]`` for every pair, in place and without temporaries: the SGD update
     of all parameters of a model at once (PyTorch's optimizers batch it the same way with their
     "foreach" ops)."""
+    alpha = _real_number("alpha", alpha)
     if len(xs) != len(ys):
         raise ValueError(f"axpy_many: {len(xs)} x arrays but {len(ys)} y arrays")
     for x, y in zip(xs, ys):
@@ -168,23 +221,24 @@ def axpy_many(alpha, xs, ys):
             raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
         if not y.flags.writeable:
             raise ValueError("axpy: y is read-only")
-    _active.axpy_many(alpha, xs, ys)
+    _selected.kernels.axpy_many(alpha, xs, ys)
 
 
 def relu(z):
     """``max(z, 0)`` elementwise, in a new array; NaN stays NaN. Any dtype: the C backend hands
     integer arrays and strided views to NumPy."""
-    return _active.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
+    return _selected.kernels.relu(np.asarray(z))   # an op on 0-d arrays may have made a NumPy scalar
 
 
 def relu_backward(y, grad):
-    """dL/dz = ``grad`` where the ReLU's output ``y`` > 0, else 0, in a new array."""
+    """dL/dz in a new array, as PyTorch: 0 where the ReLU's output ``y`` <= 0 (even where ``grad``
+    is inf or NaN), ``grad`` where y > 0 or y is NaN."""
     y, grad = np.asarray(y), np.asarray(grad)
     _check_float_array("y", y)
     _check_float_array("grad", grad)
     if y.shape != grad.shape:
         raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
-    return _active.relu_backward(y, grad)
+    return _selected.kernels.relu_backward(y, grad)
 
 
 def cross_entropy(logits, target):
@@ -199,7 +253,7 @@ def cross_entropy(logits, target):
     if target.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need {logits.shape[0]} "
                          f"labels, got target of shape {target.shape}")
-    losses, dlogits, bad = _active.cross_entropy(logits, target)
+    losses, dlogits, bad = _selected.kernels.cross_entropy(logits, target)
     if bad >= 0:
         n_classes = logits.shape[1]
         raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "

@@ -9,12 +9,34 @@ import collections
 import os
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from . import numpy_kernels
-from .._kernels import ffi, lib
 
 NAME = "c"
-THREADS = max(1, int(os.environ.get("TINYGRAD_EDU_NUM_THREADS") or os.cpu_count() or 1))
+# csrc/pool.h's TGE_MAX_JOBS: no kernel is cut into more pieces than this, so more threads would
+# only wait (and the pool starts no more workers)
+MAX_THREADS = 64
+
+
+def _threads_from_environment():
+    """The kernels' thread count: $TINYGRAD_EDU_NUM_THREADS, or one per CPU (at most MAX_THREADS)."""
+    value = os.environ.get("TINYGRAD_EDU_NUM_THREADS", "")
+    text = value.strip()
+    if not text:
+        return min(os.cpu_count() or 1, MAX_THREADS)
+    if not (text.isdecimal() and 1 <= int(text) <= MAX_THREADS):   # "1e10", "2.5", "-2": not counts
+        raise ValueError(f"TINYGRAD_EDU_NUM_THREADS={value!r}: the C kernels' thread count must be a "
+                         f"whole number from 1 to {MAX_THREADS} (no kernel is split into more pieces "
+                         f"than {MAX_THREADS}); unset it for one thread per CPU")
+    return int(text)
+
+
+# read before the kernels are loaded, so that a bad value is an error also where they are not built
+THREADS = _threads_from_environment()
+
+from .._kernels import ffi, lib  # noqa: E402
+
 # from this many multiply-adds (or elements of an SGD update) a second thread of the pool pays
 # (measured, 1 vs 2 threads: 12x128 @ (64x128)^T, 98k: 4.41 vs 3.87 us; 12x128 @ (32x128)^T: no
 # gain; an update of 32k floats: 4.30 vs 3.85 us, of 8k: none)
@@ -75,7 +97,8 @@ def _operand(x, trans, types):
 
 
 def _output(out, types):
-    """``(pointer, ld)`` for a result matrix, whose rows are contiguous (checked before)."""
+    """``(pointer, ld)`` for a result matrix, aligned, with contiguous rows a whole number of items
+    apart (checked before: the division is exact)."""
     if out.flags.c_contiguous:
         return ffi.from_buffer(types.array, out), out.shape[1] or 1
     return ffi.cast(types.pointer, out.ctypes.data), out.strides[0] // out.itemsize
@@ -127,13 +150,12 @@ def ger(A, x, y, alpha):
 
 def axpy_many(alpha, xs, ys):
     groups, rest_xs, rest_ys = {}, [], []   # per dtype: sizes and pointers, built in one pass
+    x_owners, y_owners = [], []              # the array that allocated each one's memory
     for x, y in zip(xs, ys):
         x_flags, y_flags = x.flags, y.flags   # read once: this loop runs for every parameter
-        flat = x_flags.c_contiguous and y_flags.c_contiguous and x_flags.aligned and y_flags.aligned
-        # C assumes x and y do not overlap. Two arrays that own their memory overlap only if they
-        # are one, which is 3x cheaper to ask than np.may_share_memory.
-        apart = x is not y if x_flags.owndata and y_flags.owndata else not np.may_share_memory(x, y)
-        if flat and apart:
+        x_owners.append(x if x_flags.owndata else _memory_owner(x))
+        y_owners.append(y if y_flags.owndata else _memory_owner(y))
+        if x_flags.c_contiguous and y_flags.c_contiguous and x_flags.aligned and y_flags.aligned:
             group = groups.get(y.dtype)
             if group is None:
                 group = groups[y.dtype] = ([], [], [])
@@ -144,11 +166,54 @@ def axpy_many(alpha, xs, ys):
         else:
             rest_xs.append(x)
             rest_ys.append(y)
+    if _may_overlap(x_owners, y_owners) and _updates_overlap(xs, ys):
+        # a y listed twice (optim.SGD([w, w])), or a y that is some pair's x: C's threads would
+        # race on it or read it half-updated, and splitting the pairs between C and NumPy would
+        # reorder them. NumPy does the pairs one after the other, in order.
+        numpy_kernels.axpy_many(alpha, xs, ys)
+        return
     if rest_xs:
-        numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views and overlaps: NumPy handles them
+        numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views: NumPy handles them
     for dtype, (sizes, x_pointers, y_pointers) in groups.items():
         threads = THREADS if sum(sizes) >= PARALLEL_MIN_ELEMENTS else 1
         _KERNELS[dtype].axpy_many(len(sizes), alpha, sizes, x_pointers, y_pointers, threads)
+
+
+def _memory_owner(view):
+    """The array whose allocation a view's memory belongs to (NumPy points a view's base straight
+    at it), or None when the memory came from elsewhere (a bytes object, a memory map)."""
+    base = view.base
+    return base if isinstance(base, np.ndarray) and base.flags.owndata else None
+
+
+def _may_overlap(x_owners, y_owners):
+    """O(n): False when no y can share memory with another y or with any x, because each y lies
+    in an allocation of its own that no x lies in (two allocations never overlap). xs may share
+    one (they are only read). The owners are alive in the lists, so their ids are not reused."""
+    y_ids, x_ids = set(map(id, y_owners)), set(map(id, x_owners))
+    return (len(y_ids) < len(y_owners) or not y_ids.isdisjoint(x_ids)
+            or id(None) in y_ids or id(None) in x_ids)
+
+
+def _updates_overlap(xs, ys):
+    """Whether some y shares memory with another y or with any x (its own included), asked when
+    ``_may_overlap`` could not rule it out (arrays in one allocation, such as disjoint slices of
+    one buffer, or in foreign memory). The byte ranges, sorted by start, are swept once, where
+    comparing every pair would take O(n^2) np.may_share_memory calls: a range overlaps an earlier
+    one if it starts before the farthest end seen so far (of a y; or of an x too, for a y). A
+    strided view's range includes its gaps: two interleaved views count as overlapping, which only
+    costs speed."""
+    spans = sorted([(*byte_bounds(x), False) for x in xs if x.size]
+                   + [(*byte_bounds(y), True) for y in ys if y.size])
+    x_end = y_end = 0
+    for start, end, is_y in spans:
+        if start < y_end or (is_y and start < x_end):
+            return True
+        if is_y:
+            y_end = max(y_end, end)
+        else:
+            x_end = max(x_end, end)
+    return False
 
 
 def relu(z):
@@ -171,7 +236,9 @@ def relu_backward(y, grad):
 
 
 def cross_entropy(logits, target):
-    if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target.flags.c_contiguous):
+    target_flags = target.flags
+    if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target_flags.c_contiguous
+                                                 and target_flags.aligned):
         return numpy_kernels.cross_entropy(logits, target)
     types = _KERNELS[logits.dtype]
     n, n_classes = logits.shape

@@ -42,10 +42,20 @@ def relu(z):
     return np.maximum(z, 0)
 
 
+# for each float size, the integer type of that size: relu_backward masks a float's bits with it
+_SAME_SIZE_INT = {4: np.int32, 8: np.int64}
+
+
 def relu_backward(y, grad):
-    # an infinite or NaN grad where y <= 0 gives NaN here (inf * 0), 0 in C and PyTorch;
-    # np.where would agree with them but is 14x slower at 128 x 512
-    return grad * (y > 0)
+    # PyTorch's rule: 0 where y <= 0, whatever grad is there; grad where y > 0 or y is NaN.
+    # grad * (y > 0) breaks it (inf * 0 is NaN, and NaN y blocks), and np.where keeps it but
+    # branches on every element: with a ReLU's random mask it is 1.5x slower than this at 12x512
+    # and 6-13x at 128x512. Instead grad's bits are ANDed with all zeros where y <= 0, all ones
+    # elsewhere: a select without branches.
+    mask = np.less_equal(y, 0, out=np.empty(grad.shape, _SAME_SIZE_INT[grad.itemsize]))   # 1 or 0
+    mask -= 1                                                                # 0 or -1 (all ones)
+    np.bitwise_and(grad.view(mask.dtype), mask, out=mask)
+    return mask.view(grad.dtype)
 
 
 def cross_entropy(logits, target):

@@ -47,17 +47,39 @@ def _reduce(loss, reduction):
 
 
 def _class_targets(input, target, what):
-    """Check the type and shape of integer class labels for (N, C) or (C,) scores; return them as
-    an int64 array. Their range is checked by ``_check_label_range`` or, for cross_entropy, by the
-    backend's kernel in the pass that reads them."""
+    """Check the type and shape of integer class labels for scores laid out as PyTorch's: (C,)
+    with one label, (N, C) with N labels, or (N, C, d1, d2, ...) with labels (N, d1, d2, ...);
+    return them as an int64 array. Their range is checked by ``_check_label_range`` or, for
+    cross_entropy, by the backend's kernel in the pass that reads them."""
     target = target.data if isinstance(target, Tensor) else np.asarray(target)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{what}: target must hold integer class indices (int64), got dtype "
                         f"{target.dtype}; convert with .long()")
-    if input.ndim not in (1, 2) or target.shape != input.shape[:-1]:
-        raise ValueError(f"{what}: input of shape {input.shape} needs a target of shape "
-                         f"{input.shape[:-1]}, got {target.shape}")
+    if input.ndim == 0:
+        raise ValueError(f"{what}: input needs a class dimension, (C,), (N, C) or (N, C, d1, ...), "
+                         f"got a 0-d input")
+    extra = [f"d{i}" for i in range(1, input.ndim - 1)]   # the axes after N and C
+    layout, target_layout = (("C",), ()) if input.ndim == 1 else (("N", "C", *extra), ("N", *extra))
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if target.shape != expected:
+        raise ValueError(f"{what}: input of shape {input.shape} is {_axes(layout)} with "
+                         f"C = {input.shape[input.ndim > 1]} classes, so the target must have shape "
+                         f"{_axes(target_layout)} = {expected}, got {target.shape}")
     return target.astype(np.int64, copy=False)
+
+
+def _axes(names):
+    """("N", "C") as "(N, C)", ("N",) as "(N,)", as Python writes shapes."""
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
+def _rows_of_classes(input):
+    """(N, C, d1, ..., dk) scores as rows of C, one per label: the class axis moved last, then the
+    rest flattened, with differentiable ops (so the 2-D losses need no K-dimensional variant);
+    (C,) and (N, C) scores as they are."""
+    if input.ndim <= 2:
+        return input
+    return input.permute(0, *range(2, input.ndim), 1).reshape(-1, input.shape[1])
 
 
 def _check_label_range(target, n_classes, what):
@@ -78,18 +100,25 @@ def _same_shape(input, target, what):
 
 
 def cross_entropy(input, target, reduction="mean"):
-    """-log softmax(input)[target]: logits (N, C) and integer labels (N,)."""
+    """-log softmax(input)[target] over the class axis: logits (N, C) and integer labels (N,), or
+    (C,) and one label, or (N, C, d1, ...) and labels (N, d1, ...) (one per pixel, say)."""
     _check_reduction(reduction)
     target = _class_targets(input, target, "cross_entropy")
-    return F.CrossEntropy.apply(input, target=target, reduction=reduction)
+    rows = _rows_of_classes(input)
+    losses = F.CrossEntropy.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
+    return losses.reshape(target.shape) if reduction == "none" and input.ndim > 2 else losses
 
 
 def nll_loss(input, target, reduction="mean"):
-    """-input[target] for log-probabilities (N, C) and integer labels (N,)."""
+    """-input[target] over the class axis, for log-probabilities laid out as in ``cross_entropy``."""
     target = _class_targets(input, target, "nll_loss")
-    _check_label_range(target, input.shape[-1], "nll_loss")
-    picked = input[np.arange(len(target)), target] if input.ndim == 2 else input[target]
-    return _reduce(-picked, reduction)
+    rows = _rows_of_classes(input)
+    _check_label_range(target, rows.shape[-1], "nll_loss")
+    if rows.ndim == 1:
+        return _reduce(-rows[target], reduction)
+    labels = target.reshape(-1)
+    picked = rows[np.arange(len(labels)), labels]
+    return _reduce(-picked.reshape(target.shape) if input.ndim > 2 else -picked, reduction)
 
 
 def binary_cross_entropy(input, target, reduction="mean"):

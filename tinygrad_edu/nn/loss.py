@@ -15,7 +15,8 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax + negative log-likelihood on logits (N, C) and int64 labels (N,), fused and stable.
+    """Softmax + negative log-likelihood on logits (N, C) and int64 labels (N,), fused and stable
+    (also (C,) with one label, and (N, C, d1, ...) with labels (N, d1, ...), as in PyTorch).
     With mean reduction, dL/dlogits = (softmax - onehot) / N."""
 
     def forward(self, input, target):
@@ -23,7 +24,7 @@ class CrossEntropyLoss(_Loss):
 
 
 class NLLLoss(_Loss):
-    """-input[target] for log-probabilities, e.g. after LogSoftmax."""
+    """-input[target] for log-probabilities, e.g. after LogSoftmax (shapes as CrossEntropyLoss)."""
 
     def forward(self, input, target):
         return F.nll_loss(input, target, self.reduction)

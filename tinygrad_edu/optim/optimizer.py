@@ -1,6 +1,7 @@
 """``Optimizer``: holds parameter groups and per-parameter state; subclasses define ``step``."""
 
 import copy
+import warnings
 
 import numpy as np
 
@@ -30,12 +31,22 @@ class Optimizer:
     def add_param_group(self, group):
         group = dict(group)
         params = group["params"]
-        group["params"] = [params] if isinstance(params, Tensor) else list(params)
-        for p in group["params"]:
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
             if not p.requires_grad:
                 raise ValueError("optimizing a tensor that does not require grad")
+        group["params"] = list(dict.fromkeys(params))   # each once, in order (Tensors hash by identity)
+        if len(group["params"]) < len(params):
+            # PyTorch's warning; PyTorch then updates such a parameter twice per step, we once
+            warnings.warn("optimizer contains a parameter group with duplicate parameters; each is "
+                          "kept once, so it is updated once per step (PyTorch warns the same and "
+                          "will make it an error: see github.com/pytorch/pytorch/issues/40967)",
+                          UserWarning, stacklevel=4)   # the line that built the optimizer
+        earlier = {id(p) for other in self.param_groups for p in other["params"]}   # `in` would use ==
+        if not earlier.isdisjoint(map(id, group["params"])):
+            raise ValueError("some parameters appear in more than one parameter group")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self.param_groups.append(group)
