@@ -354,7 +354,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, grad):
         y, = ctx.saved
-        return (backend.relu_backward(y, grad),)   # grad * (y > 0)
+        return (backend.relu_backward(y, grad),)   # grad where y > 0, else 0 (as PyTorch)
 
 
 class Tanh(Function):

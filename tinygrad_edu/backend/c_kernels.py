@@ -189,7 +189,8 @@ def _memory_owner(view):
 def _may_overlap(x_owners, y_owners):
     """O(n): False when no y can share memory with another y or with any x, because each y lies
     in an allocation of its own that no x lies in (two allocations never overlap). xs may share
-    one (they are only read). The owners are alive in the lists, so their ids are not reused."""
+    one (they are only read). Owners are compared by id(), which Python guarantees unique among
+    objects alive at the same time: the lists hold every owner for the whole check."""
     y_ids, x_ids = set(map(id, y_owners)), set(map(id, x_owners))
     return (len(y_ids) < len(y_owners) or not y_ids.isdisjoint(x_ids)
             or id(None) in y_ids or id(None) in x_ids)
