@@ -156,7 +156,7 @@ class Function:
         recording = True in needs and _grad_mode.enabled
         result = Tensor._make(out, recording, ctx if recording else None)
         if cls.returns_view and np.may_share_memory(out, inputs[0].data):
-            result._version_counter = inputs[0]._version_counter   # a view: an in-place change to one is to both
+            result._version_counter = inputs[0]._counter()   # a view: a change to one is to both
         if recording:
             ctx.parents = inputs
             ctx.needs_input_grad = needs
@@ -174,15 +174,18 @@ class Function:
         for array in self.saved:
             for i, t in enumerate(inputs):
                 if array is t.data:
-                    versions.append((t._version_counter, t._version_counter.value, f"input {i}", array))
+                    counter = t._counter()
+                    versions.append((counter, counter.value, i, array))
             if array is output.data:
-                versions.append((output._version_counter, output._version_counter.value, "output", array))
+                counter = output._counter()
+                versions.append((counter, counter.value, -1, array))
         self.saved_versions = versions
 
     def check_saved_versions(self):
         """Raise if an in-place op changed a tensor this op saved: its gradient would be wrong."""
-        for counter, expected, which, array in self.saved_versions:
+        for counter, expected, i, array in self.saved_versions:
             if counter.value != expected:
+                which = "output" if i < 0 else f"input {i}"
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by "
                     f"an inplace operation: the {which} of {self.name()} (shape {array.shape}, "
@@ -234,7 +237,9 @@ def _topological_order(root):
 def _accumulate_leaf(leaf, grad):
     """dL/dleaf += grad. The first gradient becomes ``leaf.grad`` as it is (the engine owns it)."""
     if leaf.grad is None:
-        leaf.grad = Tensor._make(np.ascontiguousarray(grad), False, None)  # a view of grad: laid out
+        if not grad.flags.c_contiguous:   # a transposed view, say: .grad is laid out as usual
+            grad = grad.copy()
+        leaf.grad = Tensor._make(grad, False, None)
     else:
         leaf.grad.data += grad
 
@@ -253,7 +258,8 @@ def backward(root, gradient, retain_graph=False):
         grad = grads.pop(ctx, None)
         if grad is None:
             continue
-        ctx.check_saved_versions()
+        if ctx.saved_versions:
+            ctx.check_saved_versions()
         input_grads = ctx.backward(ctx, grad)  # a staticmethod: the Function object is its ctx
         if not retain_graph:
             node._ctx = _FREED
@@ -266,8 +272,10 @@ def backward(root, gradient, retain_graph=False):
                 g = unbroadcast(g, data.shape)
             if g.dtype != data.dtype:
                 g = g.astype(data.dtype)
-            if any(np.may_share_memory(g, other) for other in handed):
-                g = g.copy()
+            for other in handed:
+                if np.may_share_memory(g, other):
+                    g = g.copy()   # a + a: the same array for both inputs
+                    break
             handed.append(g)
             if parent._ctx is None:
                 _accumulate_leaf(parent, g)
@@ -310,7 +318,7 @@ class Tensor:
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.data = _as_array(data, dtype)
-        self._version_counter = VersionCounter()
+        self._version_counter = None
         self.grad = None
         self._ctx = None
         self._requires_grad = False
@@ -328,7 +336,7 @@ class Tensor:
             data = np.asarray(data)
         t = object.__new__(Tensor)
         t.data, t.grad, t._requires_grad, t._ctx = data, None, requires_grad, ctx
-        t._version_counter = VersionCounter()
+        t._version_counter = None   # made when first needed (most tensors never change in place)
         return t
 
     # --- autograd -----------------------------------------------------------------------------
@@ -382,17 +390,23 @@ class Tensor:
     def detach(self):
         """The same data, cut off from the graph (an in-place change to one shows in both)."""
         t = Tensor._make(self.data, False, None)
-        t._version_counter = self._version_counter
+        t._version_counter = self._counter()
         return t
+
+    def _counter(self):
+        """This tensor's ``VersionCounter``, made the first time it is asked for."""
+        if self._version_counter is None:
+            self._version_counter = VersionCounter()
+        return self._version_counter
 
     @property
     def _version(self):
         """How many in-place changes this tensor's data has seen (see ``VersionCounter``)."""
-        return self._version_counter.value
+        return self._counter().value
 
     def _bump_version(self):
         """Record an in-place change made to ``data`` directly (optimizers call this)."""
-        self._version_counter.value += 1
+        self._counter().value += 1
 
     # --- conversion and inspection ------------------------------------------------------------
     def numpy(self):
