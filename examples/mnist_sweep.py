@@ -73,12 +73,47 @@ def run_configs(args):
     return runs
 
 
-def load_finished(run_dir, key):
-    path = run_dir / f"{key}.json"
+RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend")
+
+
+def read_run_file(path, config):
+    """``(result, None)`` if ``path`` holds the finished run of ``config``, ``(None, None)`` if
+    there is no such file, ``(None, why)`` if the file is something else."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"is not valid JSON ({e})"
+    if not isinstance(result, dict):
+        return None, f"holds a JSON {type(result).__name__}, not a run's result"
+    missing = [field for field in (*config, *RESULT_FIELDS) if field not in result]
+    if missing:
+        return None, f"lacks the field(s) {', '.join(missing)}"
+    for field in sorted(config, key=lambda field: field == "key"):   # the settings first, then the name
+        if result[field] != config[field]:
+            return None, f"is another configuration's run ({field} {result[field]!r}, this run's is {config[field]!r})"
+    accuracies = result["test_accuracy"]
+    if not (isinstance(accuracies, list) and len(accuracies) == config["epochs"]
+            and all(isinstance(a, (int, float)) for a in accuracies)
+            and result["final_test_accuracy"] == accuracies[-1]):
+        return None, f"has {config['epochs']} epoch(s) but test accuracies {accuracies!r}"
+    return result, None
+
+
+def load_finished(run_dir, config):
+    """The saved result of ``config``, or None if the run is still to train. A file under the
+    run's name that is not its finished result is moved aside (kept for a look, never deleted),
+    reported in one line, and the run is trained again."""
+    path = run_dir / f"{config['key']}.json"
+    result, problem = read_run_file(path, config)
+    if problem:
+        n = 1
+        while (aside := path.with_name(f"{path.name}.rejected-{n}")).exists():
+            n += 1
+        os.replace(path, aside)
+        print(f"{path} {problem}: moved to {aside.name}; the run is trained again", file=sys.stderr)
+    return result
 
 
 # --- one training run (in a worker process) -----------------------------------------------------
@@ -205,7 +240,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = args.out / "runs"
     configs = run_configs(args)
-    finished = {c["key"]: load_finished(run_dir, c["key"]) for c in configs}
+    finished = {c["key"]: load_finished(run_dir, c) for c in configs}
     todo = [c for c in configs if finished[c["key"]] is None]
     done_count = len(configs) - len(todo)
     print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
@@ -221,7 +256,7 @@ def main(argv=None):
             run_parallel(todo, args, run_dir, progress, finished)
     except KeyboardInterrupt:
         progress.close()
-        saved = sum(load_finished(run_dir, c["key"]) is not None for c in configs)
+        saved = sum(read_run_file(run_dir / f"{c['key']}.json", c)[0] is not None for c in configs)
         print(f"\ninterrupted: {saved} finished run(s) are saved in {run_dir}; run the same "
               f"command again to continue", file=sys.stderr)
         return 130

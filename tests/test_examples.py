@@ -166,3 +166,63 @@ def test_benchmark_report_renders_ratios_and_a_chart(tmp_path):
     assert "| 0.50 |" in lines["tinygrad_edu-c"]                             # vs PyTorch
     assert "200.0" in lines["c"]                                             # GFLOP/s
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+# --- the sweep's run files ------------------------------------------------------------------------
+import mnist_sweep  # noqa: E402
+
+
+def quick_configs(tmp_path, *flags):
+    return mnist_sweep.run_configs(mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path), *flags]))
+
+
+def fake_result(config, accuracy=0.5):
+    """A finished run's file as the sweep writes it, with made-up numbers."""
+    return dict(config, final_train_loss=0.4, test_accuracy=[accuracy] * config["epochs"],
+                final_test_accuracy=accuracy, seconds=1.0, backend="numpy")
+
+
+@pytest.mark.parametrize("make_text, reason", [
+    (lambda own, other: "{}", "lacks the field(s)"),
+    (lambda own, other: json.dumps(fake_result(other)), "is another configuration's run (layers 3"),
+    (lambda own, other: json.dumps(fake_result(own))[:40], "is not valid JSON"),
+    (lambda own, other: "[1, 2]", "holds a JSON list"),
+    (lambda own, other: json.dumps(dict(fake_result(own), test_accuracy=[0.5, 0.6])), "test accuracies"),
+])
+def test_sweep_moves_aside_a_run_file_that_is_not_the_runs_result(tmp_path, capsys, make_text, reason):
+    own, other = quick_configs(tmp_path, "--layers", "2", "3")
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    path = run_dir / f"{own['key']}.json"
+    (run_dir / f"{path.name}.rejected-1").write_text("an earlier rejected file")
+    path.write_text(text := make_text(own, other))
+    assert mnist_sweep.load_finished(run_dir, own) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and reason in err and f"{path.name}.rejected-2" in err
+    assert not path.exists() and (run_dir / f"{path.name}.rejected-2").read_text() == text   # kept, not deleted
+    assert (run_dir / f"{path.name}.rejected-1").read_text() == "an earlier rejected file"
+
+
+def test_sweep_accepts_its_own_finished_run_file(tmp_path, capsys):
+    config, = quick_configs(tmp_path, "--layers", "4")
+    path = tmp_path / f"{config['key']}.json"
+    path.write_text(json.dumps(fake_result(config)))
+    assert mnist_sweep.load_finished(tmp_path, config) == fake_result(config)
+    assert path.exists() and capsys.readouterr().err == ""
+
+
+def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
+    """The reported symptoms: a depth silently missing from the table, a KeyError on every restart."""
+    layers2, layers3 = quick_configs(tmp_path, "--layers", "2", "3")
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    (run_dir / f"{layers2['key']}.json").write_text("{}")
+    (run_dir / f"{layers3['key']}.json").write_text(json.dumps(fake_result(dict(layers3, layers=4))))
+    args = [sys.executable, str(REPO / "examples" / "mnist_sweep.py"), "--quick", "--data-dir", str(mnist_root),
+            "--out", str(tmp_path), "--jobs", "1", "--layers", "2", "3"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "2 runs: 0 already finished" in result.stdout and result.stderr.count("moved to") == 2
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["layers"] for r in results] == [2, 3] and all(r["final_test_accuracy"] > 0.7 for r in results)
+    assert (run_dir / f"{layers2['key']}.json.rejected-1").read_text() == "{}"
