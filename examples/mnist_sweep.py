@@ -193,14 +193,15 @@ def write_results(results, out):
 
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Accuracy against depth, and per epoch. On a Figure of its own (not pyplot's), so calling
+    main() in a notebook leaves the notebook's backend and figures alone."""
+    from matplotlib.figure import Figure
     from tinygrad_edu.vision.utils import atomic_savefig
 
     depths = sorted({r["layers"] for r in results})
     final = {d: np.array([r["final_test_accuracy"] for r in results if r["layers"] == d]) for d in depths}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
     means = [final[d].mean() for d in depths]
     stds = [final[d].std(ddof=1) if len(final[d]) > 1 else 0.0 for d in depths]
     n_seeds = max(len(v) for v in final.values())
@@ -222,7 +223,6 @@ def plot(results, path):
     right.legend(loc="lower right")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def summary_table(results):

@@ -92,11 +92,10 @@ def train_side_by_side(X, Y, epochs, lr=0.5, hidden=8):
 
 
 def save_figure(path, title, hand_losses, autograd_losses, model, X, Y):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: the caller's backend and figures stay as they are
     two_d = X.shape[1] == 2
-    fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 6, 4.2), squeeze=False)
+    fig = Figure(figsize=(11 if two_d else 6, 4.2))
+    axes = fig.subplots(1, 2 if two_d else 1, squeeze=False)
     ax = axes[0, 0]
     ax.plot(hand_losses, label="hand-derived gradients", linewidth=3, alpha=0.5)
     ax.plot(autograd_losses, "--", label="autograd", color="black")
@@ -112,7 +111,6 @@ def save_figure(path, title, hand_losses, autograd_losses, model, X, Y):
         ax.set(title="decision boundary (hand-trained)")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None):

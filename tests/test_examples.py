@@ -226,3 +226,42 @@ def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["layers"] for r in results] == [2, 3] and all(r["final_test_accuracy"] > 0.7 for r in results)
     assert (run_dir / f"{layers2['key']}.json.rejected-1").read_text() == "{}"
+
+
+NOTEBOOK_SESSION = """
+import json, sys
+import matplotlib.pyplot as plt
+import numpy as np
+sys.path.insert(0, "examples")
+import benchmark_report, mnist_sweep, shallow_gradients
+from tinygrad_edu.vision.utils import save_prediction_figure
+
+out, runs = sys.argv[1], json.loads(sys.argv[2])
+mine = plt.figure()                    # the user's own figure, to show later
+before = dict(backend=plt.get_backend(), figures=plt.get_fignums())
+save_prediction_figure(np.zeros((3, 1, 28, 28), np.float32), [1, 2, 3], [1, 2, 4], out + "/pred.png")
+mnist_sweep.plot(runs, out + "/plot.png")
+mnist_sweep.main(["--quick", "--layers", "2", "3", "--data-dir", out, "--out", out, "--jobs", "1"])
+shallow_gradients.save_figure(out + "/shallow.png", "t", np.ones(3), np.ones(3), None, np.ones((4, 3)), np.ones(4))
+benchmark_report.bar_chart([dict(group="g", case="c", impl="i", vs_torch=0.5, vs_numpy=None)], out + "/bench.png")
+after = dict(backend=plt.get_backend(), figures=plt.get_fignums())
+print(json.dumps(dict(before=before, after=after, current_is_mine=plt.gcf() is mine)))
+"""
+
+
+def test_figures_leave_the_users_matplotlib_backend_and_figures_alone(tmp_path):
+    """As in a notebook: the session's backend (svg here, inline in Jupyter) and pyplot's figures
+    are the same after drawing the examples' figures, so the user's next plt.show() still shows."""
+    runs = [fake_result(config, accuracy) for config, accuracy in
+            zip(quick_configs(tmp_path, "--layers", "2", "3"), (0.9, 0.8))]
+    for run in runs:
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{run['key']}.json").write_text(json.dumps(run))
+    result = subprocess.run([sys.executable, "-c", NOTEBOOK_SESSION, str(tmp_path), json.dumps(runs)],
+                            capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env=dict(os.environ, MPLBACKEND="svg"))
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout.splitlines()[-1])
+    assert state["before"]["backend"] == "svg" and state["after"] == state["before"] and state["current_is_mine"]
+    for name in ("pred", "plot", "sweep", "shallow", "bench"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
