@@ -23,10 +23,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=["tinygrad_edu", "torch"], default="tinygrad_edu")
     args = parser.parse_args(argv)
+    common.check_data_args(parser, args)
 
     torch, nn, optim = common.load_engine(args.engine)
     torch.manual_seed(args.seed)
-    train_data, test_data = common.load_mnist(args.data_dir)
+    train_data, test_data = common.load_mnist(args.data_dir, download=args.download)
     # the data order comes from one seeded generator, the same for both engines
     train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     test_loader = DataLoader(test_data, batch_size=args.batch_size)

@@ -54,8 +54,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.quick else 10
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        parser.error(f"--data-dir {args.data_dir} does not exist (it should hold the four MNIST IDX files)")
+    common.check_data_args(parser, args)
     return args
 
 
@@ -243,6 +242,9 @@ def main(argv=None):
     finished = {c["key"]: load_finished(run_dir, c) for c in configs}
     todo = [c for c in configs if finished[c["key"]] is None]
     done_count = len(configs) - len(todo)
+    data_dir = common.mnist_folder(args.data_dir)
+    if todo:   # checked (or fetched) once, here: in the workers a problem would be a traceback each
+        common.load_mnist(data_dir, download=args.download or args.data_dir is None)
     print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
           f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
 
@@ -251,9 +253,9 @@ def main(argv=None):
         if args.jobs == 1 or len(todo) <= 1:
             _init_worker(_Reporter(progress))
             for config in todo:
-                finished[config["key"]] = train_run(config, args.data_dir, run_dir)
+                finished[config["key"]] = train_run(config, data_dir, run_dir)
         else:
-            run_parallel(todo, args, run_dir, progress, finished)
+            run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished)
     except KeyboardInterrupt:
         progress.close()
         saved = sum(read_run_file(run_dir / f"{c['key']}.json", c)[0] is not None for c in configs)
@@ -279,7 +281,7 @@ class _Reporter:
         self.progress.epoch_done(*message)
 
 
-def run_parallel(todo, args, run_dir, progress, finished):
+def run_parallel(todo, jobs, data_dir, run_dir, progress, finished):
     """Train ``todo`` in worker processes, one BLAS/kernel thread each, so the workers together
     use the cores without oversubscribing them. Workers are spawned (not forked): a fresh
     interpreter reads the thread limits from the environment before NumPy starts its threads."""
@@ -287,9 +289,9 @@ def run_parallel(todo, args, run_dir, progress, finished):
         os.environ[var] = "1"
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo)), mp_context=context,
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context,
                              initializer=_init_worker, initargs=(messages,)) as pool:
-        pending = {pool.submit(train_run, c, args.data_dir, run_dir) for c in todo}
+        pending = {pool.submit(train_run, c, data_dir, run_dir) for c in todo}
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

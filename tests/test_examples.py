@@ -3,12 +3,32 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
+# A subprocess timeout in these tests is a hang guard, not a speed check: it is HANG_GUARD times
+# the run's normal time on the project's 2-core machine (itself often loaded), so that a machine
+# several times slower still passes and only a run that hangs fails.
+HANG_GUARD = 10
 
-def run_example(name, *args, timeout=600):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / name), *args],
-                            capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+def hang_guard_failure(what, normal):
+    pytest.fail(f"hang guard: {what} did not end within {HANG_GUARD * normal:.0f} s, {HANG_GUARD}x its "
+                f"normal {normal} s: it hangs (this limit is not a speed check)", pytrace=False)
+
+
+def run_script(name, *args, normal, env=None):
+    """Run examples/``name``; ``normal`` is its usual time in seconds (see HANG_GUARD)."""
+    try:
+        return subprocess.run([sys.executable, str(REPO / "examples" / name), *args], capture_output=True,
+                              text=True, timeout=HANG_GUARD * normal, cwd=REPO, env=env)
+    except subprocess.TimeoutExpired:
+        hang_guard_failure(f"examples/{name} {' '.join(args)}", normal)
+
+
+def run_example(name, *args, normal=60, env=None):
+    result = run_script(name, *args, normal=normal, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -25,7 +45,6 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 
-import pytest  # noqa: E402
 
 from conftest import mnist_dir  # noqa: E402
 
@@ -82,16 +101,66 @@ def test_sweep_resumes_after_kill_without_recomputing(tmp_path):
     assert len(json.loads((tmp_path / "results.json").read_text())) == 3
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--layers", "0"], "layers must be between 1 and 5"),
-    (["--layers", "6"], "layers must be between 1 and 5"),
+BOTH_SCRIPTS_REJECT = [
     (["--batch-size", "0"], "must be a positive integer"),
-    (["--data-dir", "/nonexistent/mnist"], "does not exist"),
+    (["--data-dir", "/nonexistent/mnist"], "--data-dir /nonexistent/mnist does not exist"),
+    ([], "TINYGRAD_EDU_DATA /nonexistent/mnist does not exist"),
+    (["--data-dir", "{a file}"], "is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("mnist_sweep.py", ["--layers", "0"], "layers must be between 1 and 5"),
+    ("mnist_sweep.py", ["--layers", "6"], "layers must be between 1 and 5"),
+    *[(script, flags, message) for script in ("mnist_sweep.py", "mnist_mlp.py") for flags, message in BOTH_SCRIPTS_REJECT],
 ])
-def test_sweep_rejects_bad_flags(flags, message):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *flags],
-                            capture_output=True, text=True, cwd=REPO, env=dict(os.environ, TINYGRAD_EDU_DATA=DATA))
-    assert result.returncode == 2 and message in result.stderr
+def test_examples_reject_bad_flags(tmp_path, script, flags, message):
+    (tmp_path / "a file").write_text("not a folder")
+    flags = [str(tmp_path / "a file") if flag == "{a file}" else flag for flag in flags]
+    if "--data-dir" not in flags and message.startswith("TINYGRAD_EDU_DATA"):
+        env = dict(os.environ, TINYGRAD_EDU_DATA="/nonexistent/mnist")
+    else:
+        env = dict(os.environ, TINYGRAD_EDU_DATA=str(tmp_path))
+    result = run_script(script, *flags, normal=10, env=env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def write_damaged_mnist(folder):
+    """The four file names, the first with a wrong magic number."""
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"\x00" * 16)
+
+
+@pytest.mark.parametrize("script", ["mnist_sweep.py", "mnist_mlp.py"])
+@pytest.mark.parametrize("damaged", [False, True])
+def test_missing_or_damaged_data_gets_one_paragraph_not_a_traceback(tmp_path, script, damaged):
+    """Checked once, in the parent, before any worker starts; the advice is flags, never download=True."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if damaged:
+        write_damaged_mnist(data)
+    result = run_script(script, "--data-dir", str(data), "--out", str(tmp_path / "out"), normal=10)
+    err = result.stderr
+    assert result.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert f"cannot use MNIST in {data}" in err
+    assert "--data-dir" in err and "TINYGRAD_EDU_DATA" in err and "--download" in err and "download=True" not in err
+    assert ("magic number" in err) if damaged else ("train-images-idx3-ubyte" in err)
+    assert "to train" not in result.stdout   # no worker was started
+
+
+@pytest.mark.parametrize("folder", ["missing", "a file", "empty"])
+def test_shallow_gradients_says_when_it_falls_back_to_two_moons(tmp_path, folder):
+    path = tmp_path / folder
+    if folder == "a file":
+        path.write_text("not a folder")
+    elif folder == "empty":
+        path.mkdir()
+    out = run_example("shallow_gradients.py", "--data-dir", str(path), "--out", str(tmp_path), "--epochs", "2",
+                      normal=15)
+    why = {"missing": "does not exist", "a file": "is a file, not a folder", "empty": "holds no MNIST training files"}[folder]
+    assert f"MNIST folder {path} {why}: training on two moons (2-D) instead" in out
+    assert "training on two moons (2-D): 2 epochs" in out
 
 
 @pytest.mark.slow
