@@ -51,7 +51,9 @@ def layer_count(text):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, out_default="runs/sweep")
+    common.add_common_args(parser, out_default=None,
+                           out_help="where figures and results go (default: runs/sweep, and runs/sweep-quick "
+                                    "with --quick, so a smoke run never overwrites a real sweep's results)")
     parser.add_argument("--layers", type=layer_count, nargs="+", default=[2, 3, 4, 5],
                         help="numbers of Linear layers to compare (1-5)")
     parser.add_argument("--seeds", type=common.positive_int, default=1,
@@ -65,6 +67,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.quick else 10
+    if args.out is None:
+        args.out = Path("runs/sweep-quick" if args.quick else "runs/sweep")
     common.check_data_args(parser, args)
     return args
 
@@ -195,10 +199,14 @@ def write_results(results, out):
 
 
 def plot(results, path):
-    """Accuracy against depth, and per epoch. On a Figure of its own (not pyplot's), so calling
-    main() in a notebook leaves the notebook's backend and figures alone."""
-    from matplotlib.figure import Figure
     from tinygrad_edu.vision.utils import atomic_savefig
+    atomic_savefig(sweep_figure(results), path, dpi=120)
+
+
+def sweep_figure(results):
+    """Accuracy against depth, and per epoch; a --quick run says so in its title. On a Figure of
+    its own (not pyplot's), so calling main() in a notebook leaves its backend and figures alone."""
+    from matplotlib.figure import Figure
 
     depths = sorted({r["layers"] for r in results})
     final = {d: np.array([r["final_test_accuracy"] for r in results if r["layers"] == d]) for d in depths}
@@ -223,8 +231,11 @@ def plot(results, path):
     right.set_xticks(epochs)
     right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
     right.legend(loc="lower right")
+    if any(r["quick"] for r in results):
+        fig.suptitle(f"quick run (--quick): {QUICK_TRAIN} training and {QUICK_TEST} test images, "
+                     f"{results[0]['epochs']} epoch(s), not the lecture's settings", color="tab:red")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
+    return fig
 
 
 def summary_table(results):

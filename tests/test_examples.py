@@ -45,6 +45,14 @@ def run_example(name, *args, normal, env=None):
     return result.stdout
 
 
+def wait_until(condition, what, normal):
+    deadline = time.monotonic() + HANG_GUARD * normal
+    while not condition():
+        if time.monotonic() > deadline:
+            hang_guard_failure(what, normal)
+        time.sleep(0.05)
+
+
 def test_xor_example_learns_xor():
     out = run_example("xor.py", normal=5)
     predictions = [float(v) for v in out.split("predictions:")[1].strip(" []\n").split(",")]
@@ -73,7 +81,7 @@ def test_lecture_run_reaches_the_lectures_level(tmp_path, mnist_root):
     correct = int(out.split("/10000")[0].split()[-1])
     assert correct / 10000 >= 0.970
     assert f"Accuracy: {correct / 10000:.3f}" in out
-    assert (tmp_path / "predictions.png").exists()
+    assert (tmp_path / "predictions_tinygrad_edu_seed0.png").exists()
 
 
 @pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
@@ -92,6 +100,25 @@ def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, mnist_root, eng
     assert correct > 8500
     summary = json.loads((tmp_path / f"mnist_mlp_{engine}_seed0.json").read_text())
     assert summary["accuracy"] == correct / 10000 and len(summary["seconds_per_epoch"]) == 1
+    figure = tmp_path / f"predictions_{engine}_seed0.png"   # per engine: the other's is not overwritten
+    assert summary["figure"] == str(figure) and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as out_file, open(err, "w") as err_file:
+        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir", str(mnist_root),
+                                 "--out", str(tmp_path)], stdout=out_file, stderr=err_file, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        wait_until(lambda: "[1,  2000] loss:" in out.read_text(), "mnist_mlp.py's first loss line", 30)
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(timeout=HANG_GUARD * 5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert returncode == 130 and err.read_text().strip().splitlines() == [
+        "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
 
 
 @pytest.mark.parametrize("use_mnist", [False, True])
@@ -224,6 +251,19 @@ def test_sweep_accepts_its_own_finished_run_file(tmp_path, capsys):
     assert path.exists() and capsys.readouterr().err == ""
 
 
+def test_quick_sweep_has_its_own_default_folder_and_says_quick_in_its_figure(tmp_path):
+    """A smoke run once overwrote a real sweep's sweep.png, results.csv and results.json."""
+    assert mnist_sweep.parse_args(["--data-dir", str(tmp_path)]).out == Path("runs/sweep")
+    assert mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path)]).out == Path("runs/sweep-quick")
+    assert mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path), "--out", "x"]).out == Path("x")
+    quick = [fake_result(config) for config in quick_configs(tmp_path, "--layers", "2", "3")]
+    real = [fake_result(config) for config in mnist_sweep.run_configs(
+        mnist_sweep.parse_args(["--data-dir", str(tmp_path), "--layers", "2", "3"]))]
+    assert "quick run (--quick): 12000 training and 2000 test images, 1 epoch(s)" in \
+        mnist_sweep.sweep_figure(quick).get_suptitle()
+    assert mnist_sweep.sweep_figure(real).get_suptitle() == ""
+
+
 def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
     """The reported symptoms: a depth silently missing from the table, a KeyError on every restart."""
     layers2, layers3 = quick_configs(tmp_path, "--layers", "2", "3")
@@ -287,14 +327,6 @@ def still_running_soon_after(processes):
     for pid in survivors:
         os.kill(pid, signal.SIGKILL)
     return survivors
-
-
-def wait_until(condition, what, normal):
-    deadline = time.monotonic() + HANG_GUARD * normal
-    while not condition():
-        if time.monotonic() > deadline:
-            hang_guard_failure(what, normal)
-        time.sleep(0.05)
 
 
 class Sweep:
