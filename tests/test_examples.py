@@ -420,18 +420,18 @@ def test_sweep_with_a_worker_killed_by_the_os_ends_in_one_line_and_resumes(tmp_p
     assert f"2 runs: {saved} already finished" in out and len(json.loads((tmp_path / "results.json").read_text())) == 2
 
 
-def test_two_sweeps_on_one_folder_do_not_both_train(tmp_path, mnist_root):
-    args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "20", "--jobs", "1", "--layers", "2")
-    first = Sweep(tmp_path, *args)
-    try:
-        first.wait_for_output("1 runs: 0 already finished", normal=10)   # it holds the folder now
+def test_two_sweeps_on_one_folder_do_not_both_train(tmp_path):
+    args = ["--quick", "--layers", "2", "--data-dir", str(tmp_path), "--out", str(tmp_path), "--jobs", "1"]
+    config, = quick_configs(tmp_path, "--layers", "2")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{config['key']}.json").write_text(json.dumps(fake_result(config)))
+    with mnist_sweep.one_sweep_at_a_time(tmp_path):   # this process, as a sweep running on the folder
         second = run_script("mnist_sweep.py", *args, normal=10)
-        assert second.returncode == 1 and "to train" not in second.stdout
-        assert second.stderr.strip() == (f"error: another sweep (pid {first.proc.pid}) is running on {tmp_path}; "
-                                         f"wait for it to end, or give this one another --out")
-    finally:
-        first.proc.send_signal(signal.SIGTERM)
-        first.finish(normal=5)
+    assert second.returncode == 1 and "runs:" not in second.stdout
+    assert second.stderr.strip() == (f"error: another sweep (pid {os.getpid()}) is running on {tmp_path}; "
+                                     f"wait for it to end, or give this one another --out")
+    after = run_script("mnist_sweep.py", *args, normal=10)   # the lock went with its holder
+    assert after.returncode == 0 and "1 runs: 1 already finished" in after.stdout, after.stderr
 
 
 # --- figures and reports ------------------------------------------------------------------------
