@@ -262,20 +262,18 @@ def sweep(args):
     todo = [c for c in configs if finished[c["key"]] is None]
     done_count = len(configs) - len(todo)
     data_dir = common.mnist_folder(args.data_dir)
-    if todo:   # checked (or fetched) once, here: in the workers a problem would be a traceback each
-        common.load_mnist(data_dir, download=args.download or args.data_dir is None)
-    print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
-          f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
-
-    progress = Progress(sum(c["epochs"] for c in todo))
     try:
-        if args.jobs == 1 or len(todo) <= 1:
-            for config in todo:
-                finished[config["key"]] = train_run(config, data_dir, run_dir, report=progress.epoch_done)
-        else:
-            run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished)
+        if todo:   # checked (or fetched) once, here: in the workers a problem would be a traceback each
+            common.load_mnist(data_dir, download=args.download or args.data_dir is None)
+        print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
+              f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
+        with contextlib.closing(Progress(sum(c["epochs"] for c in todo))) as progress:
+            if args.jobs == 1 or len(todo) <= 1:
+                for config in todo:
+                    finished[config["key"]] = train_run(config, data_dir, run_dir, report=progress.epoch_done)
+            else:
+                run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished)
     except (KeyboardInterrupt, WorkerLost) as stop:
-        progress.close()
         saved = sum(read_run_file(run_dir / f"{c['key']}.json", c)[0] is not None for c in configs)
         kept = f"{saved} finished run(s) are saved in {run_dir}; run the same command again to continue"
         if isinstance(stop, WorkerLost):
@@ -283,7 +281,6 @@ def sweep(args):
             return 1
         print(f"\ninterrupted: {kept}", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
-    progress.close()
 
     results = [finished[c["key"]] for c in configs]
     write_results(results, args.out)
