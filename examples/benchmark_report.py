@@ -63,23 +63,21 @@ def markdown(table, machine):
 
 
 def bar_chart(table, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: the caller's backend and figures stay as they are
     from tinygrad_edu.vision.utils import atomic_savefig
     compared = [r for r in table if r["vs_torch"] is not None and r["impl"] != "torch"]
     if not compared:
         compared = [r for r in table if r["vs_numpy"] is not None]
     labels = [f"{r['group']} {r['case']} {r['impl']}" for r in compared]
     ratios = [r["vs_torch"] if r["vs_torch"] is not None else r["vs_numpy"] for r in compared]
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(labels) + 1.5))
+    fig = Figure(figsize=(9, 0.3 * len(labels) + 1.5))
+    ax = fig.subplots()
     ax.barh(labels, ratios, color=["tab:green" if v < 1 else "tab:red" for v in ratios])
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xlabel("time relative to PyTorch (or NumPy), lower is faster")
     ax.invert_yaxis()
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv=None):

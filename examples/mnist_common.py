@@ -57,20 +57,44 @@ def make_mlp(nn, hidden_units, in_dim=28 * 28, out_dim=10):
     return MLP()
 
 
-def load_mnist(data_dir=None, train_subset=None, test_subset=None):
-    """MNIST train and test sets. ``data_dir=None`` uses the default folder and downloads if needed;
-    a given folder must exist. ``*_subset`` keeps only the first n samples."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise SystemExit(f"error: --data-dir {data_dir} does not exist (it should hold the four "
-                         f"MNIST IDX files; leave it out to download them)")
-    kwargs = dict(root=data_dir, download=data_dir is None, transform=transforms.ToTensor())
-    train = datasets.MNIST(train=True, **kwargs)
-    test = datasets.MNIST(train=False, **kwargs)
+def mnist_folder(data_dir):
+    """The folder MNIST is read from: ``data_dir``, else $TINYGRAD_EDU_DATA, else the user cache."""
+    return Path(data_dir) if data_dir is not None else datasets.default_root()
+
+
+def load_mnist(data_dir=None, train_subset=None, test_subset=None, download=False):
+    """MNIST train and test sets from ``data_dir`` (``None``: $TINYGRAD_EDU_DATA, else the user
+    cache). Missing files are downloaded if ``download`` or if no folder was named at all.
+    ``*_subset`` keeps only the first n samples.
+
+    Missing or damaged data ends the program with one paragraph saying what to do (SystemExit):
+    the examples are run from the command line, where the advice is a flag, not an argument.
+    """
+    root = mnist_folder(data_dir)
+    download = download or data_dir is None
+    kwargs = dict(root=root, download=download, transform=transforms.ToTensor())
+    try:
+        train = datasets.MNIST(train=True, **kwargs)
+        test = datasets.MNIST(train=False, **kwargs)
+    except FileNotFoundError:
+        raise SystemExit(data_problem(root, "this needs the four IDX files " + ", ".join(datasets.MNIST.resources),
+                                      download)) from None
+    except (OSError, ValueError, RuntimeError) as e:   # corrupt or unreadable files, failed downloads
+        raise SystemExit(data_problem(root, str(e).splitlines()[0].rstrip(":. "), download)) from None
     if train_subset:
         train = Subset(train, np.arange(min(train_subset, len(train))))
     if test_subset:
         test = Subset(test, np.arange(min(test_subset, len(test))))
     return train, test
+
+
+def data_problem(root, reason, downloading):
+    """One paragraph for a user whose MNIST is missing or damaged: what, where, and the flags that help."""
+    fetch = ("check the network connection and run again" if downloading else
+             "add --download to fetch them into that folder from the mirrors")
+    return (f"error: cannot use MNIST in {root}: {reason}.\n"
+            f"Put the four files there (gzipped or not; a MNIST/raw subfolder works too), or point "
+            f"--data-dir (or TINYGRAD_EDU_DATA) at the folder that holds them, or {fetch}.")
 
 
 def to_engine(torch, tensor):
@@ -124,15 +148,37 @@ def positive_float(text):
     return value
 
 
-def add_common_args(parser, out_default):
+def add_data_args(parser):
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four MNIST IDX files (default: $TINYGRAD_EDU_DATA, else "
+                             "the user cache, downloading what is missing)")
+    parser.add_argument("--download", action="store_true",
+                        help="fetch missing MNIST files into --data-dir from the mirrors")
+
+
+def check_data_args(parser, args):
+    """After ``parse_args``: fill ``args.data_dir`` from $TINYGRAD_EDU_DATA and refuse a folder
+    that is a file, or that does not exist when nothing is to be downloaded into it."""
+    source = "--data-dir"
+    if args.data_dir is None and os.environ.get("TINYGRAD_EDU_DATA"):
+        args.data_dir, source = os.environ["TINYGRAD_EDU_DATA"], "TINYGRAD_EDU_DATA"
+    if args.data_dir is None:
+        return
+    path = Path(args.data_dir)
+    if path.exists() and not path.is_dir():
+        parser.error(f"{source} {path} is a file, not a folder: give the folder that holds the four "
+                     f"MNIST IDX files")
+    if not path.exists() and not args.download:
+        parser.error(f"{source} {path} does not exist (it should be the folder holding the four MNIST "
+                     f"IDX files; add --download to fetch them into it)")
+
+
+def add_common_args(parser, out_default, out_help="where figures and results go"):
     parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument("--batch-size", type=positive_int, default=12)
     parser.add_argument("--lr", type=positive_float, default=0.01)
-    parser.add_argument("--data-dir", default=os.environ.get("TINYGRAD_EDU_DATA"),
-                        help="folder with the MNIST IDX files (default: $TINYGRAD_EDU_DATA, else "
-                             "download to the user cache)")
-    parser.add_argument("--out", type=Path, default=Path(out_default),
-                        help="where figures and results go")
+    add_data_args(parser)
+    parser.add_argument("--out", type=Path, default=out_default and Path(out_default), help=out_help)
 
 
 def seconds_since(start):

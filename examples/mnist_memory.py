@@ -1,6 +1,6 @@
 """Resident memory across one MNIST epoch at batch 12: flat, because each step's graph is freed.
 
-    python examples/mnist_memory.py [--data-dir DIR]
+    python examples/mnist_memory.py [--data-dir DIR] [--download]
 
 Prints the process's resident memory after the imports, after loading MNIST, every 500 steps,
 and its peak (Linux: /proc/self/statm and getrusage).
@@ -20,11 +20,12 @@ def resident_mb():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("TINYGRAD_EDU_DATA"))
+    common.add_data_args(parser)
     args = parser.parse_args(argv)
+    common.check_data_args(parser, args)
     torch, nn, optim = common.load_engine("tinygrad_edu")
     after_imports = resident_mb()
-    train, _ = common.load_mnist(args.data_dir)
+    train, _ = common.load_mnist(args.data_dir, download=args.download)
     after_data = resident_mb()
     torch.manual_seed(0)
     model = common.make_mlp(nn, common.LECTURE_HIDDEN)

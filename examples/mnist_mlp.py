@@ -4,11 +4,14 @@
     python examples/mnist_mlp.py --engine torch       # the same lines on PyTorch, for comparison
 
 Prints the loss every 2000 mini-batches and the test accuracy in the lecture's format, saves the
-GroundTruth/Prediction figure and a JSON summary in --out.
+GroundTruth/Prediction figure and a JSON summary in --out, both named after the engine and the
+seed (predictions_ENGINE_seedN.png, mnist_mlp_ENGINE_seedN.json), so runs do not overwrite each
+other. Ctrl-C stops it with one line.
 """
 
 import argparse
 import json
+import sys
 import time
 
 import mnist_common as common
@@ -23,10 +26,19 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=["tinygrad_edu", "torch"], default="tinygrad_edu")
     args = parser.parse_args(argv)
+    common.check_data_args(parser, args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the {args.engine} run stopped (its figure and summary are written only at "
+              f"the end)", file=sys.stderr)
+        return 130
 
+
+def run(args):
     torch, nn, optim = common.load_engine(args.engine)
     torch.manual_seed(args.seed)
-    train_data, test_data = common.load_mnist(args.data_dir)
+    train_data, test_data = common.load_mnist(args.data_dir, download=args.download)
     # the data order comes from one seeded generator, the same for both engines
     train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     test_loader = DataLoader(test_data, batch_size=args.batch_size)
@@ -49,7 +61,8 @@ def main(argv=None):
     print("    " + ' '.join('%3s' % label.item() for label in labels))
     print("Prediction")
     print("    " + ' '.join('%3s' % label.item() for label in predicted))
-    figure = save_prediction_figure(images, labels, predicted.numpy(), args.out / "predictions.png")
+    name = f"{args.engine}_seed{args.seed}"
+    figure = save_prediction_figure(images, labels, predicted.numpy(), args.out / f"predictions_{name}.png")
 
     n_correct, n_predict = common.evaluate(torch, model, test_loader)
     print(f"{n_correct}/{n_predict}")
@@ -59,10 +72,11 @@ def main(argv=None):
                "seed": args.seed, "epochs": args.epochs,
                "batch_size": args.batch_size, "lr": args.lr, "accuracy": n_correct / n_predict,
                "seconds_per_epoch": epoch_seconds, "figure": str(figure)}
-    path = args.out / f"mnist_mlp_{args.engine}_seed{args.seed}.json"
+    path = args.out / f"mnist_mlp_{name}.json"
     atomic_write_text(path, json.dumps(summary, indent=2))
     print(f"saved {figure} and {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,24 +9,35 @@ Each (layers, seed) run trains the lecture's MLP with hidden sizes a prefix of 5
 saved at once (out/runs/*.json, written atomically), so an interrupted sweep picks up where it
 stopped when started again with the same flags. At the end it writes sweep.png, results.csv and
 results.json to --out.
+
+Ctrl-C and SIGTERM stop the sweep at once, keeping the finished runs; the workers end with the
+sweep however it ends (kill -9 included), and a worker killed on its own (out of memory) ends the
+sweep with one line. A second sweep on the same --out refuses to start (on Linux and macOS).
 """
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 
 import mnist_common as common
 from tinygrad_edu.utils.files import atomic_write_text
+
+try:
+    import fcntl   # Linux, macOS: the lock that keeps two sweeps off one folder
+except ImportError:   # Windows
+    fcntl = None
 
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
 
@@ -40,7 +51,9 @@ def layer_count(text):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, out_default="runs/sweep")
+    common.add_common_args(parser, out_default=None,
+                           out_help="where figures and results go (default: runs/sweep, and runs/sweep-quick "
+                                    "with --quick, so a smoke run never overwrites a real sweep's results)")
     parser.add_argument("--layers", type=layer_count, nargs="+", default=[2, 3, 4, 5],
                         help="numbers of Linear layers to compare (1-5)")
     parser.add_argument("--seeds", type=common.positive_int, default=1,
@@ -54,8 +67,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.quick else 10
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        parser.error(f"--data-dir {args.data_dir} does not exist (it should hold the four MNIST IDX files)")
+    if args.out is None:
+        args.out = Path("runs/sweep-quick" if args.quick else "runs/sweep")
+    common.check_data_args(parser, args)
     return args
 
 
@@ -73,25 +87,53 @@ def run_configs(args):
     return runs
 
 
-def load_finished(run_dir, key):
-    path = run_dir / f"{key}.json"
+RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend")
+
+
+def read_run_file(path, config):
+    """``(result, None)`` if ``path`` holds the finished run of ``config``, ``(None, None)`` if
+    there is no such file, ``(None, why)`` if the file is something else."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"is not valid JSON ({e})"
+    if not isinstance(result, dict):
+        return None, f"holds a JSON {type(result).__name__}, not a run's result"
+    missing = [field for field in (*config, *RESULT_FIELDS) if field not in result]
+    if missing:
+        return None, f"lacks the field(s) {', '.join(missing)}"
+    for field in sorted(config, key=lambda field: field == "key"):   # the settings first, then the name
+        if result[field] != config[field]:
+            return None, f"is another configuration's run ({field} {result[field]!r}, this run's is {config[field]!r})"
+    accuracies = result["test_accuracy"]
+    if not (isinstance(accuracies, list) and len(accuracies) == config["epochs"]
+            and all(isinstance(a, (int, float)) for a in accuracies)
+            and result["final_test_accuracy"] == accuracies[-1]):
+        return None, f"has {config['epochs']} epoch(s) but test accuracies {accuracies!r}"
+    return result, None
 
 
-# --- one training run (in a worker process) -----------------------------------------------------
-_progress = None  # a multiprocessing queue in workers: (key, epoch, accuracy) messages
+def load_finished(run_dir, config):
+    """The saved result of ``config``, or None if the run is still to train. A file under the
+    run's name that is not its finished result is moved aside (kept for a look, never deleted),
+    reported in one line, and the run is trained again."""
+    path = run_dir / f"{config['key']}.json"
+    result, problem = read_run_file(path, config)
+    if problem:
+        n = 1
+        while (aside := path.with_name(f"{path.name}.rejected-{n}")).exists():
+            n += 1
+        os.replace(path, aside)
+        print(f"{path} {problem}: moved to {aside.name}; the run is trained again", file=sys.stderr)
+    return result
 
 
-def _init_worker(progress):
-    global _progress
-    _progress = progress
-
-
-def train_run(config, data_dir, run_dir):
-    """Train one MLP, test after every epoch, save the result atomically and return it."""
+# --- one training run ----------------------------------------------------------------------------
+def train_run(config, data_dir, run_dir, report):
+    """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``), save the result
+    atomically and return it."""
     torch, nn, optim = common.load_engine("tinygrad_edu")
     from tinygrad_edu.utils.data import DataLoader
 
@@ -109,8 +151,7 @@ def train_run(config, data_dir, run_dir):
         train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0)
         correct, total = common.evaluate(torch, model, test_loader)
         accuracies.append(correct / total)
-        if _progress is not None:
-            _progress.put((config["key"], epoch + 1, accuracies[-1]))
+        report(config["key"], epoch + 1, accuracies[-1])
     result = dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
                   final_test_accuracy=accuracies[-1], seconds=common.seconds_since(start),
                   backend=torch.backend.name())
@@ -158,14 +199,19 @@ def write_results(results, out):
 
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from tinygrad_edu.vision.utils import atomic_savefig
+    atomic_savefig(sweep_figure(results), path, dpi=120)
+
+
+def sweep_figure(results):
+    """Accuracy against depth, and per epoch; a --quick run says so in its title. On a Figure of
+    its own (not pyplot's), so calling main() in a notebook leaves its backend and figures alone."""
+    from matplotlib.figure import Figure
 
     depths = sorted({r["layers"] for r in results})
     final = {d: np.array([r["final_test_accuracy"] for r in results if r["layers"] == d]) for d in depths}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
     means = [final[d].mean() for d in depths]
     stds = [final[d].std(ddof=1) if len(final[d]) > 1 else 0.0 for d in depths]
     n_seeds = max(len(v) for v in final.values())
@@ -185,9 +231,11 @@ def plot(results, path):
     right.set_xticks(epochs)
     right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
     right.legend(loc="lower right")
+    if any(r["quick"] for r in results):
+        fig.suptitle(f"quick run (--quick): {QUICK_TRAIN} training and {QUICK_TEST} test images, "
+                     f"{results[0]['epochs']} epoch(s), not the lecture's settings", color="tab:red")
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def summary_table(results):
@@ -203,29 +251,36 @@ def summary_table(results):
 # --- the sweep --------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
+    with one_sweep_at_a_time(args.out), sigterm_stops_like_ctrl_c():
+        return sweep(args)
+
+
+def sweep(args):
     run_dir = args.out / "runs"
     configs = run_configs(args)
-    finished = {c["key"]: load_finished(run_dir, c["key"]) for c in configs}
+    finished = {c["key"]: load_finished(run_dir, c) for c in configs}
     todo = [c for c in configs if finished[c["key"]] is None]
     done_count = len(configs) - len(todo)
-    print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
-          f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
-
-    progress = Progress(sum(c["epochs"] for c in todo))
+    data_dir = common.mnist_folder(args.data_dir)
     try:
-        if args.jobs == 1 or len(todo) <= 1:
-            _init_worker(_Reporter(progress))
-            for config in todo:
-                finished[config["key"]] = train_run(config, args.data_dir, run_dir)
-        else:
-            run_parallel(todo, args, run_dir, progress, finished)
-    except KeyboardInterrupt:
-        progress.close()
-        saved = sum(load_finished(run_dir, c["key"]) is not None for c in configs)
-        print(f"\ninterrupted: {saved} finished run(s) are saved in {run_dir}; run the same "
-              f"command again to continue", file=sys.stderr)
-        return 130
-    progress.close()
+        if todo:   # checked (or fetched) once, here: in the workers a problem would be a traceback each
+            common.load_mnist(data_dir, download=args.download or args.data_dir is None)
+        print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
+              f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
+        with contextlib.closing(Progress(sum(c["epochs"] for c in todo))) as progress:
+            if args.jobs == 1 or len(todo) <= 1:
+                for config in todo:
+                    finished[config["key"]] = train_run(config, data_dir, run_dir, report=progress.epoch_done)
+            else:
+                run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished)
+    except (KeyboardInterrupt, WorkerLost) as stop:
+        saved = sum(read_run_file(run_dir / f"{c['key']}.json", c)[0] is not None for c in configs)
+        kept = f"{saved} finished run(s) are saved in {run_dir}; run the same command again to continue"
+        if isinstance(stop, WorkerLost):
+            print(f"error: {stop}; {kept}", file=sys.stderr)
+            return 1
+        print(f"\ninterrupted: {kept}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
     results = [finished[c["key"]] for c in configs]
     write_results(results, args.out)
@@ -234,48 +289,136 @@ def main(argv=None):
     return 0
 
 
-class _Reporter:
-    """In-process stand-in for the workers' queue: reports progress directly."""
+@contextlib.contextmanager
+def one_sweep_at_a_time(out):
+    """Hold an exclusive lock on ``out/.sweep.lock`` while the sweep runs, so a second sweep on the
+    same folder stops at once instead of training the same runs again. The OS drops the lock when
+    the process ends, however it ends, so a lock file left behind blocks nobody. (flock exists on
+    Linux and macOS; on Windows the sweep runs without this lock.)"""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".sweep.lock", "a+") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                raise SystemExit(f"error: another sweep (pid {holder}) is running on {out}; wait for it to "
+                                 f"end, or give this one another --out") from None
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")   # for the message above
+            lock.flush()
+        yield
 
-    def __init__(self, progress):
-        self.progress = progress
 
-    def put(self, message):
-        self.progress.epoch_done(*message)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both stop the sweep alike."""
 
 
-def run_parallel(todo, args, run_dir, progress, finished):
-    """Train ``todo`` in worker processes, one BLAS/kernel thread each, so the workers together
-    use the cores without oversubscribing them. Workers are spawned (not forked): a fresh
-    interpreter reads the thread limits from the environment before NumPy starts its threads."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_EDU_NUM_THREADS"):
-        os.environ[var] = "1"
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c():
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- worker processes ---------------------------------------------------------------------------
+THREAD_LIMITS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_EDU_NUM_THREADS")
+
+
+class WorkerLost(Exception):
+    """A worker ended without its run's result: killed (kill -9, the OS out of memory) or crashed."""
+
+
+def run_parallel(todo, jobs, data_dir, run_dir, progress, finished):
+    """Train ``todo`` in at most ``jobs`` worker processes at a time, one process per run.
+
+    Each worker has one BLAS/kernel thread, so the workers together use the cores without
+    oversubscribing them. Workers are spawned (not forked): a fresh interpreter reads the thread
+    limits from the environment before NumPy starts its threads. Each worker reports through a
+    pipe of its own: its end of file is how the worker's exit is noticed, whatever the cause.
+    """
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo)), mp_context=context,
-                             initializer=_init_worker, initargs=(messages,)) as pool:
-        pending = {pool.submit(train_run, c, args.data_dir, run_dir) for c in todo}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(messages, progress)
-                for future in done:
-                    result = future.result()
-                    finished[result["key"]] = result
-            _drain(messages, progress)
-        except BaseException:   # Ctrl-C: stop now. Finished runs are on disk; the ones cut short
-            pool.shutdown(wait=False, cancel_futures=True)   # are lost, never half-written
-            for worker in multiprocessing.active_children():
-                worker.terminate()
-            raise
+    running = {}   # the parent's end of a worker's pipe -> (process, config)
+    waiting = list(todo)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                config = waiting.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                worker = context.Process(target=_worker, args=(config, data_dir, run_dir, sender),
+                                         name=f"sweep worker {config['key']}", daemon=True)
+                with _environment({var: "1" for var in THREAD_LIMITS}):
+                    worker.start()
+                sender.close()   # the worker holds the only writing end now
+                running[receiver] = (worker, config)
+            for receiver in multiprocessing.connection.wait(list(running)):
+                worker, config = running[receiver]
+                try:
+                    kind, message = receiver.recv()
+                except EOFError:   # the worker has exited
+                    del running[receiver]
+                    worker.join()
+                    if finished[config["key"]] is None:
+                        raise WorkerLost(_how_it_ended(worker, config)) from None
+                    continue
+                if kind == "epoch":
+                    progress.epoch_done(*message)
+                else:
+                    finished[config["key"]] = message
+    finally:   # Ctrl-C, SIGTERM, a lost worker: stop the others at once; runs cut short are lost,
+        for worker, _ in running.values():   # never half-written
+            worker.terminate()
+        for worker, _ in running.values():
+            worker.join()
 
 
-def _drain(messages, progress):
-    while True:
-        try:
-            progress.epoch_done(*messages.get_nowait())
-        except queue.Empty:
-            return
+def _how_it_ended(worker, config):
+    code = worker.exitcode
+    if code < 0:
+        name = signal.Signals(-code).name
+        cause = " (as kill -9 does, or the OS when memory runs out)" if name == "SIGKILL" else ""
+        return f"the worker training {config['key']} was killed by {name}{cause}"
+    return f"the worker training {config['key']} stopped with exit code {code} (its error is printed above)"
+
+
+@contextlib.contextmanager
+def _environment(values):
+    """``os.environ`` with ``values`` set, for a child process to inherit; restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _worker(config, data_dir, run_dir, results):
+    """A worker process: train one run, sending ("epoch", (key, epoch, accuracy)) after each epoch
+    and ("result", result) at the end through the pipe ``results``. An exception prints its
+    traceback and ends the worker with exit code 1 (multiprocessing does that)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches every process: the parent stops us
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    result = train_run(config, data_dir, run_dir, report=lambda *message: results.send(("epoch", message)))
+    results.send(("result", result))
+
+
+def _exit_with_parent():
+    """A worker's watchdog thread: end the worker as soon as the sweep that started it is gone,
+    however it went (kill -9 included), so that no orphan trains on. The parent's sentinel is a
+    pipe that only the parent holds open (a process handle on Windows): waiting on it returns when
+    the parent dies, without polling."""
+    multiprocessing.parent_process().join()
+    os._exit(1)
 
 
 if __name__ == "__main__":

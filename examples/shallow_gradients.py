@@ -58,12 +58,25 @@ def gradient_tables(rng):
 
 
 def training_data(data_dir, rng):
-    """MNIST digits 0 and 1 (1000 training images), or two interleaved half-moons in 2-D."""
-    if data_dir and Path(data_dir).is_dir():
-        train = MNIST(data_dir, train=True)
-        images, labels = train.data.numpy(), train.targets.numpy()
-        keep = np.flatnonzero(labels <= 1)[:1000]
-        return images[keep].reshape(len(keep), -1) / 255.0, labels[keep].astype(np.float64), "MNIST 0 vs 1"
+    """MNIST digits 0 and 1 (1000 training images), or two interleaved half-moons in 2-D when
+    there is no MNIST (saying why, in one line, if a folder was given)."""
+    if data_dir:
+        folder = Path(data_dir)
+        if not folder.exists():
+            why = "does not exist"
+        elif not folder.is_dir():
+            why = "is a file, not a folder"
+        else:
+            try:
+                train = MNIST(folder, train=True)
+                images, labels = train.data.numpy(), train.targets.numpy()
+                keep = np.flatnonzero(labels <= 1)[:1000]
+                return images[keep].reshape(len(keep), -1) / 255.0, labels[keep].astype(np.float64), "MNIST 0 vs 1"
+            except FileNotFoundError:
+                why = "holds no MNIST training files"
+            except (OSError, ValueError) as e:   # unreadable or corrupt files
+                why = f"holds MNIST files that cannot be used ({str(e).splitlines()[0]})"
+        print(f"MNIST folder {folder} {why}: training on two moons (2-D) instead")
     t = rng.random(400) * np.pi
     upper = rng.random(400) < 0.5
     X = np.where(upper[:, None], np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
@@ -92,11 +105,10 @@ def train_side_by_side(X, Y, epochs, lr=0.5, hidden=8):
 
 
 def save_figure(path, title, hand_losses, autograd_losses, model, X, Y):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: the caller's backend and figures stay as they are
     two_d = X.shape[1] == 2
-    fig, axes = plt.subplots(1, 2 if two_d else 1, figsize=(11 if two_d else 6, 4.2), squeeze=False)
+    fig = Figure(figsize=(11 if two_d else 6, 4.2))
+    axes = fig.subplots(1, 2 if two_d else 1, squeeze=False)
     ax = axes[0, 0]
     ax.plot(hand_losses, label="hand-derived gradients", linewidth=3, alpha=0.5)
     ax.plot(autograd_losses, "--", label="autograd", color="black")
@@ -112,12 +124,12 @@ def save_figure(path, title, hand_losses, autograd_losses, model, X, Y):
         ax.set(title="decision boundary (hand-trained)")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("TINYGRAD_EDU_DATA"))
+    parser.add_argument("--data-dir", default=os.environ.get("TINYGRAD_EDU_DATA"),
+                        help="folder with MNIST (default: $TINYGRAD_EDU_DATA); without it, two moons")
     parser.add_argument("--out", type=Path, default=Path("runs/shallow_gradients"))
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args(argv)

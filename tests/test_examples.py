@@ -1,44 +1,69 @@
-"""The examples run as scripts and do what they claim."""
+"""The examples run as scripts and do what they claim.
 
+Tests that need the real MNIST take the ``mnist_root`` fixture (they skip, saying why, without
+it); the others make the little data they need. A subprocess timeout here is a hang guard, not a
+speed check: HANG_GUARD times the run's normal time, measured on the project's 2-core machine
+while loaded (load average 5-8), so a machine several times slower still passes.
+"""
+
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
+sys.path.insert(0, str(REPO / "examples"))
+import mnist_common as common  # noqa: E402
+import mnist_sweep  # noqa: E402
 
-def run_example(name, *args, timeout=600):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / name), *args],
-                            capture_output=True, text=True, timeout=timeout, cwd=REPO)
+HANG_GUARD = 10
+
+
+def hang_guard_failure(what, normal):
+    pytest.fail(f"hang guard: {what} did not end within {HANG_GUARD * normal:.0f} s, {HANG_GUARD}x its "
+                f"normal {normal} s: it hangs (this limit is not a speed check)", pytrace=False)
+
+
+def run_script(name, *args, normal, env=None):
+    """Run examples/``name``; ``normal`` is its usual time in seconds (see HANG_GUARD)."""
+    try:
+        return subprocess.run([sys.executable, str(REPO / "examples" / name), *args], capture_output=True,
+                              text=True, timeout=HANG_GUARD * normal, cwd=REPO, env=env)
+    except subprocess.TimeoutExpired:
+        hang_guard_failure(f"examples/{name} {' '.join(args)}", normal)
+
+
+def run_example(name, *args, normal, env=None):
+    result = run_script(name, *args, normal=normal, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
+def wait_until(condition, what, normal):
+    deadline = time.monotonic() + HANG_GUARD * normal
+    while not condition():
+        if time.monotonic() > deadline:
+            hang_guard_failure(what, normal)
+        time.sleep(0.05)
+
+
 def test_xor_example_learns_xor():
-    out = run_example("xor.py")
+    out = run_example("xor.py", normal=5)
     predictions = [float(v) for v in out.split("predictions:")[1].strip(" []\n").split(",")]
     assert [round(p) for p in predictions] == [0, 1, 1, 0]
 
 
-# --- MNIST examples -----------------------------------------------------------------------------
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-
-from conftest import mnist_dir  # noqa: E402
-
-sys.path.insert(0, str(REPO / "examples"))
-import mnist_common as common  # noqa: E402
-
-DATA = str(mnist_dir())
-
-
-def test_short_training_run_beats_90_percent():
+# --- MNIST training -------------------------------------------------------------------------------
+def test_short_training_run_beats_90_percent(mnist_root):
     torch, nn, optim = common.load_engine("tinygrad_edu")
     torch.manual_seed(0)
-    train, test = common.load_mnist(DATA)
+    train, test = common.load_mnist(mnist_root)
     loader = torch.utils.data.DataLoader(train, batch_size=12, shuffle=True, seed=0)
     model = common.make_mlp(nn, common.hidden_units_for(2))
     optimizer = optim.SGD(model.parameters(), lr=0.01)
@@ -47,8 +72,133 @@ def test_short_training_run_beats_90_percent():
     assert total == 10000 and correct / total > 0.90
 
 
-def test_sweep_quick_writes_png_csv_json(tmp_path):
-    out = run_example("mnist_sweep.py", "--quick", "--data-dir", DATA, "--out", str(tmp_path), "--jobs", "2")
+@pytest.mark.slow
+def test_lecture_run_reaches_the_lectures_level(tmp_path, mnist_root):
+    """The lecture's settings (10 epochs, batch 12, lr 0.01) with seed 0, the whole output format."""
+    out = run_example("mnist_mlp.py", "--data-dir", str(mnist_root), "--out", str(tmp_path), "--seed", "0",
+                      normal=300)
+    assert "[10,  4000] loss:" in out and "Finished Training" in out and "GroundTruth" in out
+    correct = int(out.split("/10000")[0].split()[-1])
+    assert correct / 10000 >= 0.970
+    assert f"Accuracy: {correct / 10000:.3f}" in out
+    assert (tmp_path / "predictions_tinygrad_edu_seed0.png").exists()
+
+
+@pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
+def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, mnist_root, engine):
+    """The same training lines on tinygrad_edu and on PyTorch: only the imports differ."""
+    env = None
+    if engine == "torch":
+        pytest.importorskip("torch")
+        # one OpenMP thread: on a loaded 2-core machine PyTorch's two threads spin at every barrier
+        # (measured at load 8: one epoch 8 min 40 s, 240 s of CPU; with one thread 51 s)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = run_example("mnist_mlp.py", "--engine", engine, "--epochs", "1", "--data-dir", str(mnist_root),
+                      "--out", str(tmp_path), normal=60, env=env)
+    assert "[1,  4000] loss:" in out and "Prediction" in out
+    correct = int(out.split("/10000")[0].split()[-1])
+    assert correct > 8500
+    summary = json.loads((tmp_path / f"mnist_mlp_{engine}_seed0.json").read_text())
+    assert summary["accuracy"] == correct / 10000 and len(summary["seconds_per_epoch"]) == 1
+    figure = tmp_path / f"predictions_{engine}_seed0.png"   # per engine: the other's is not overwritten
+    assert summary["figure"] == str(figure) and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as out_file, open(err, "w") as err_file:
+        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir", str(mnist_root),
+                                 "--out", str(tmp_path)], stdout=out_file, stderr=err_file, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        wait_until(lambda: "[1,  2000] loss:" in out.read_text(), "mnist_mlp.py's first loss line", 30)
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(timeout=HANG_GUARD * 5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert returncode == 130 and err.read_text().strip().splitlines() == [
+        "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
+
+
+@pytest.mark.parametrize("use_mnist", [False, True])
+def test_shallow_gradients_example_curves_coincide(tmp_path, request, use_mnist):
+    data_dir = str(request.getfixturevalue("mnist_root")) if use_mnist else ""
+    out = run_example("shallow_gradients.py", "--out", str(tmp_path), "--epochs", "50", "--data-dir", data_dir,
+                      normal=30)
+    assert out.count("hand form gradients_outer") == 2 and "deep MLP 20-16-8-4-2-10 (5 layers), float32" in out
+    gap = float(out.split("largest gap between the curves ")[1].split(",")[0])
+    assert gap < 1e-9 and ("MNIST 0 vs 1" in out) == use_mnist
+    assert (tmp_path / "shallow_training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- command lines and data ------------------------------------------------------------------
+BOTH_SCRIPTS_REJECT = [
+    (["--batch-size", "0"], "must be a positive integer"),
+    (["--data-dir", "/nonexistent/mnist"], "--data-dir /nonexistent/mnist does not exist"),
+    ([], "TINYGRAD_EDU_DATA /nonexistent/mnist does not exist"),
+    (["--data-dir", "{a file}"], "is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("mnist_sweep.py", ["--layers", "0"], "layers must be between 1 and 5"),
+    ("mnist_sweep.py", ["--layers", "6"], "layers must be between 1 and 5"),
+    *[(script, flags, message) for script in ("mnist_sweep.py", "mnist_mlp.py") for flags, message in BOTH_SCRIPTS_REJECT],
+])
+def test_examples_reject_bad_flags(tmp_path, script, flags, message):
+    (tmp_path / "a file").write_text("not a folder")
+    flags = [str(tmp_path / "a file") if flag == "{a file}" else flag for flag in flags]
+    if "--data-dir" not in flags and message.startswith("TINYGRAD_EDU_DATA"):
+        env = dict(os.environ, TINYGRAD_EDU_DATA="/nonexistent/mnist")
+    else:
+        env = dict(os.environ, TINYGRAD_EDU_DATA=str(tmp_path))
+    result = run_script(script, *flags, normal=10, env=env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def write_damaged_mnist(folder):
+    """The four file names, the first with a wrong magic number."""
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"\x00" * 16)
+
+
+@pytest.mark.parametrize("script", ["mnist_sweep.py", "mnist_mlp.py"])
+@pytest.mark.parametrize("damaged", [False, True])
+def test_missing_or_damaged_data_gets_one_paragraph_not_a_traceback(tmp_path, script, damaged):
+    """Checked once, in the parent, before any worker starts; the advice is flags, never download=True."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if damaged:
+        write_damaged_mnist(data)
+    result = run_script(script, "--data-dir", str(data), "--out", str(tmp_path / "out"), normal=10)
+    err = result.stderr
+    assert result.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert f"cannot use MNIST in {data}" in err
+    assert "--data-dir" in err and "TINYGRAD_EDU_DATA" in err and "--download" in err and "download=True" not in err
+    assert ("magic number" in err) if damaged else ("train-images-idx3-ubyte" in err)
+    assert "to train" not in result.stdout   # no worker was started
+
+
+@pytest.mark.parametrize("folder", ["missing", "a file", "empty"])
+def test_shallow_gradients_says_when_it_falls_back_to_two_moons(tmp_path, folder):
+    path = tmp_path / folder
+    if folder == "a file":
+        path.write_text("not a folder")
+    elif folder == "empty":
+        path.mkdir()
+    out = run_example("shallow_gradients.py", "--data-dir", str(path), "--out", str(tmp_path), "--epochs", "2",
+                      normal=15)
+    why = {"missing": "does not exist", "a file": "is a file, not a folder", "empty": "holds no MNIST training files"}[folder]
+    assert f"MNIST folder {path} {why}: training on two moons (2-D) instead" in out
+    assert "training on two moons (2-D): 2 epochs" in out
+
+
+# --- the sweep ------------------------------------------------------------------------------------
+def test_sweep_quick_writes_png_csv_json(tmp_path, mnist_root):
+    out = run_example("mnist_sweep.py", "--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path),
+                      "--jobs", "2", normal=30)
     assert "4 runs: 0 already finished" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["layers"] for r in results] == [2, 3, 4, 5]
@@ -62,89 +212,269 @@ def test_sweep_quick_writes_png_csv_json(tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_sweep_resumes_after_kill_without_recomputing(tmp_path):
-    args = [sys.executable, str(REPO / "examples" / "mnist_sweep.py"), "--quick", "--data-dir", DATA,
-            "--out", str(tmp_path), "--jobs", "1", "--layers", "2", "3", "4"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+def quick_configs(tmp_path, *flags):
+    return mnist_sweep.run_configs(mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path), *flags]))
+
+
+def fake_result(config, accuracy=0.5):
+    """A finished run's file as the sweep writes it, with made-up numbers."""
+    return dict(config, final_train_loss=0.4, test_accuracy=[accuracy] * config["epochs"],
+                final_test_accuracy=accuracy, seconds=1.0, backend="numpy")
+
+
+@pytest.mark.parametrize("make_text, reason", [
+    (lambda own, other: "{}", "lacks the field(s)"),
+    (lambda own, other: json.dumps(fake_result(other)), "is another configuration's run (layers 3"),
+    (lambda own, other: json.dumps(fake_result(own))[:40], "is not valid JSON"),
+    (lambda own, other: "[1, 2]", "holds a JSON list"),
+    (lambda own, other: json.dumps(dict(fake_result(own), test_accuracy=[0.5, 0.6])), "test accuracies"),
+])
+def test_sweep_moves_aside_a_run_file_that_is_not_the_runs_result(tmp_path, capsys, make_text, reason):
+    own, other = quick_configs(tmp_path, "--layers", "2", "3")
     run_dir = tmp_path / "runs"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir.exists() and any(run_dir.glob("*.json"))):
+    run_dir.mkdir()
+    path = run_dir / f"{own['key']}.json"
+    (run_dir / f"{path.name}.rejected-1").write_text("an earlier rejected file")
+    path.write_text(text := make_text(own, other))
+    assert mnist_sweep.load_finished(run_dir, own) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and reason in err and f"{path.name}.rejected-2" in err
+    assert not path.exists() and (run_dir / f"{path.name}.rejected-2").read_text() == text   # kept, not deleted
+    assert (run_dir / f"{path.name}.rejected-1").read_text() == "an earlier rejected file"
+
+
+def test_sweep_accepts_its_own_finished_run_file(tmp_path, capsys):
+    config, = quick_configs(tmp_path, "--layers", "4")
+    path = tmp_path / f"{config['key']}.json"
+    path.write_text(json.dumps(fake_result(config)))
+    assert mnist_sweep.load_finished(tmp_path, config) == fake_result(config)
+    assert path.exists() and capsys.readouterr().err == ""
+
+
+def test_quick_sweep_has_its_own_default_folder_and_says_quick_in_its_figure(tmp_path):
+    """A smoke run once overwrote a real sweep's sweep.png, results.csv and results.json."""
+    assert mnist_sweep.parse_args(["--data-dir", str(tmp_path)]).out == Path("runs/sweep")
+    assert mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path)]).out == Path("runs/sweep-quick")
+    assert mnist_sweep.parse_args(["--quick", "--data-dir", str(tmp_path), "--out", "x"]).out == Path("x")
+    quick = [fake_result(config) for config in quick_configs(tmp_path, "--layers", "2", "3")]
+    real = [fake_result(config) for config in mnist_sweep.run_configs(
+        mnist_sweep.parse_args(["--data-dir", str(tmp_path), "--layers", "2", "3"]))]
+    assert "quick run (--quick): 12000 training and 2000 test images, 1 epoch(s)" in \
+        mnist_sweep.sweep_figure(quick).get_suptitle()
+    assert mnist_sweep.sweep_figure(real).get_suptitle() == ""
+
+
+def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
+    """The reported symptoms: a depth silently missing from the table, a KeyError on every restart."""
+    layers2, layers3 = quick_configs(tmp_path, "--layers", "2", "3")
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    (run_dir / f"{layers2['key']}.json").write_text("{}")
+    (run_dir / f"{layers3['key']}.json").write_text(json.dumps(fake_result(dict(layers3, layers=4))))
+    result = run_script("mnist_sweep.py", "--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path),
+                        "--jobs", "1", "--layers", "2", "3", normal=30)
+    assert result.returncode == 0, result.stderr
+    assert "2 runs: 0 already finished" in result.stdout and result.stderr.count("moved to") == 2
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["layers"] for r in results] == [2, 3] and all(r["final_test_accuracy"] > 0.7 for r in results)
+    assert (run_dir / f"{layers2['key']}.json.rejected-1").read_text() == "{}"
+
+
+# --- the sweep stopped: Ctrl-C, SIGTERM, kill -9, a killed worker, a second sweep ---------------------
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="finds the sweep's worker processes through Linux's /proc")
+
+
+def process_state(pid):
+    """(state letter, parent pid) from /proc, or None once the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def running(pid):
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"   # a zombie has exited, its parent just has not reaped it
+
+
+def children_of(pid):
+    """{pid: command line} of the running children of ``pid``: the sweep's workers and
+    multiprocessing's resource tracker."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (process_state(entry.name) or ("Z", 0))[1] == pid and running(entry.name):
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                pass
+    return found
+
+
+def workers_of(pid):
+    return {child: cmd for child, cmd in children_of(pid).items() if "spawn_main" in cmd}
+
+
+def still_running_soon_after(processes):
+    """Those of ``processes`` ({pid: command line}) still running after a grace time (a process
+    told to exit takes milliseconds; 60 s allows for a crawling machine). They are then killed,
+    by pid, so that a failing test leaves nothing running."""
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in processes) and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    survivors = {pid: command for pid, command in processes.items() if running(pid)}
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+class Sweep:
+    """mnist_sweep.py running in the background, its output going to files: not pipes, whose end
+    of file would wait for every worker (and a test of orphaned workers would hang on them)."""
+
+    def __init__(self, tmp_path, *args):
+        self.out, self.err = tmp_path / "sweep.stdout", tmp_path / "sweep.stderr"
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *args],
+                                         stdout=out, stderr=err, text=True, cwd=REPO)
+
+    def wait_for_output(self, text, normal):
+        wait_until(lambda: text in self.out.read_text(), f"the sweep's line {text!r}", normal)
+
+    def finish(self, normal):
+        """(exit code, stdout, stderr) once the sweep has ended."""
+        try:
+            code = self.proc.wait(timeout=HANG_GUARD * normal)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            hang_guard_failure("the sweep", normal)
+        return code, self.out.read_text(), self.err.read_text()
+
+
+def quick_sweep_args(tmp_path, mnist_root, *flags):
+    return ["--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path), *flags]
+
+
+def test_sweep_resumes_after_kill_without_recomputing(tmp_path, mnist_root):
+    args = quick_sweep_args(tmp_path, mnist_root, "--jobs", "1", "--layers", "2", "3", "4")
+    sweep = Sweep(tmp_path, *args)
+    run_dir = tmp_path / "runs"
+    wait_until(lambda: any(run_dir.glob("*.json")), "the sweep's first run", 30)
+    sweep.proc.send_signal(signal.SIGKILL)
+    sweep.finish(normal=5)
     finished = {p.name: p.read_text() for p in run_dir.glob("*.json")}
     assert 1 <= len(finished) < 3, "the sweep should have been killed part-way"
-    out = run_example("mnist_sweep.py", "--quick", "--data-dir", DATA, "--out", str(tmp_path),
-                      "--jobs", "1", "--layers", "2", "3", "4")
+    out = run_example("mnist_sweep.py", *args, normal=30)
     assert f"3 runs: {len(finished)} already finished" in out
     for name, text in finished.items():   # finished runs were reused, not retrained
         assert (run_dir / name).read_text() == text
     assert len(json.loads((tmp_path / "results.json").read_text())) == 3
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--layers", "0"], "layers must be between 1 and 5"),
-    (["--layers", "6"], "layers must be between 1 and 5"),
-    (["--batch-size", "0"], "must be a positive integer"),
-    (["--data-dir", "/nonexistent/mnist"], "does not exist"),
-])
-def test_sweep_rejects_bad_flags(flags, message):
-    result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *flags],
-                            capture_output=True, text=True, cwd=REPO, env=dict(os.environ, TINYGRAD_EDU_DATA=DATA))
-    assert result.returncode == 2 and message in result.stderr
+@needs_proc
+def test_sweep_killed_with_sigkill_leaves_no_worker_running(tmp_path, mnist_root):
+    """Before, the workers trained on and then blocked for ever, and a restart trained the same runs."""
+    sweep = Sweep(tmp_path, *quick_sweep_args(tmp_path, mnist_root, "--epochs", "20", "--jobs", "2", "--layers", "2", "3"))
+    sweep.wait_for_output("epoch 1 test accuracy", normal=30)   # the workers are training
+    children = children_of(sweep.proc.pid)
+    assert len(workers_of(sweep.proc.pid)) == 2
+    sweep.proc.send_signal(signal.SIGKILL)
+    sweep.finish(normal=5)
+    assert not still_running_soon_after(children), "these outlived the killed sweep"
 
 
-@pytest.mark.slow
-def test_lecture_run_reaches_the_lectures_level(tmp_path):
-    """The lecture's settings (10 epochs, batch 12, lr 0.01) with seed 0, the whole output format."""
-    out = run_example("mnist_mlp.py", "--data-dir", DATA, "--out", str(tmp_path), "--seed", "0")
-    assert "[10,  4000] loss:" in out and "Finished Training" in out and "GroundTruth" in out
-    correct = int(out.split("/10000")[0].split()[-1])
-    assert correct / 10000 >= 0.970
-    assert f"Accuracy: {correct / 10000:.3f}" in out
-    assert (tmp_path / "predictions.png").exists()
-
-
-@pytest.mark.parametrize("use_mnist", [False, True])
-def test_shallow_gradients_example_curves_coincide(tmp_path, use_mnist):
-    args = ["--out", str(tmp_path), "--epochs", "50"] + (["--data-dir", DATA] if use_mnist else ["--data-dir", ""])
-    out = run_example("shallow_gradients.py", *args)
-    assert out.count("hand form gradients_outer") == 2 and "deep MLP 20-16-8-4-2-10 (5 layers), float32" in out
-    gap = float(out.split("largest gap between the curves ")[1].split(",")[0])
-    assert gap < 1e-9 and ("MNIST 0 vs 1" in out) == use_mnist
-    assert (tmp_path / "shallow_training.png").read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
-def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, engine):
-    """The same training lines on tinygrad_edu and on PyTorch: only the imports differ."""
-    if engine == "torch":
-        pytest.importorskip("torch")
-    out = run_example("mnist_mlp.py", "--engine", engine, "--epochs", "1", "--data-dir", DATA,
-                      "--out", str(tmp_path))
-    assert "[1,  4000] loss:" in out and "Prediction" in out
-    correct = int(out.split("/10000")[0].split()[-1])
-    assert correct > 8500
-    summary = json.loads((tmp_path / f"mnist_mlp_{engine}_seed0.json").read_text())
-    assert summary["accuracy"] == correct / 10000 and len(summary["seconds_per_epoch"]) == 1
-
-
-def test_sweep_stops_on_ctrl_c_and_keeps_finished_runs(tmp_path):
-    args = ["--quick", "--epochs", "4", "--data-dir", DATA, "--out", str(tmp_path), "--jobs", "2",
-            "--layers", "2", "3", "4", "5"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+@needs_proc
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_runs(tmp_path, mnist_root, stop, code):
+    args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "3", "--jobs", "2", "--layers", "2", "3", "4")
+    sweep = Sweep(tmp_path, *args)
     run_dir = tmp_path / "runs"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir.exists() and any(run_dir.glob("*.json"))):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    wait_until(lambda: any(run_dir.glob("*.json")), "the sweep's first run", 30)
+    children = children_of(sweep.proc.pid)
+    sweep.proc.send_signal(stop)
+    returncode, _, err = sweep.finish(normal=5)
+    assert not still_running_soon_after(children)   # workers stopped, multiprocessing's resource tracker gone
     saved = len(list(run_dir.glob("*.json")))
-    assert proc.returncode == 130 and f"interrupted: {saved} finished run(s) are saved" in err
-    assert 1 <= saved < 4
-    out = run_example("mnist_sweep.py", *args)
-    assert f"4 runs: {saved} already finished" in out and (tmp_path / "results.json").exists()
+    assert returncode == code and err.strip().splitlines() == [
+        f"interrupted: {saved} finished run(s) are saved in {run_dir}; run the same command again to continue"]
+    assert 1 <= saved < 3
+    out = run_example("mnist_sweep.py", *args, normal=30)
+    assert f"3 runs: {saved} already finished" in out and (tmp_path / "results.json").exists()
+
+
+@needs_proc
+def test_sweep_with_a_worker_killed_by_the_os_ends_in_one_line_and_resumes(tmp_path, mnist_root):
+    args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "3", "--jobs", "2", "--layers", "2", "3")
+    sweep = Sweep(tmp_path, *args)
+    sweep.wait_for_output("epoch 1 test accuracy", normal=30)
+    children = children_of(sweep.proc.pid)
+    os.kill(max(workers_of(sweep.proc.pid)), signal.SIGKILL)   # as the OS's out-of-memory killer does
+    returncode, _, err = sweep.finish(normal=5)
+    assert not still_running_soon_after(children)
+    assert returncode == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: the worker training layers") and "was killed by SIGKILL" in err
+    assert "run the same command again to continue" in err
+    saved = len(list((tmp_path / "runs").glob("*.json")))
+    out = run_example("mnist_sweep.py", *args, normal=30)
+    assert f"2 runs: {saved} already finished" in out and len(json.loads((tmp_path / "results.json").read_text())) == 2
+
+
+def test_two_sweeps_on_one_folder_do_not_both_train(tmp_path):
+    args = ["--quick", "--layers", "2", "--data-dir", str(tmp_path), "--out", str(tmp_path), "--jobs", "1"]
+    config, = quick_configs(tmp_path, "--layers", "2")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / f"{config['key']}.json").write_text(json.dumps(fake_result(config)))
+    with mnist_sweep.one_sweep_at_a_time(tmp_path):   # this process, as a sweep running on the folder
+        second = run_script("mnist_sweep.py", *args, normal=10)
+    assert second.returncode == 1 and "runs:" not in second.stdout
+    assert second.stderr.strip() == (f"error: another sweep (pid {os.getpid()}) is running on {tmp_path}; "
+                                     f"wait for it to end, or give this one another --out")
+    after = run_script("mnist_sweep.py", *args, normal=10)   # the lock went with its holder
+    assert after.returncode == 0 and "1 runs: 1 already finished" in after.stdout, after.stderr
+
+
+# --- figures and reports ------------------------------------------------------------------------
+NOTEBOOK_SESSION = """
+import json, sys
+import matplotlib.pyplot as plt
+import numpy as np
+sys.path.insert(0, "examples")
+import benchmark_report, mnist_sweep, shallow_gradients
+from tinygrad_edu.vision.utils import save_prediction_figure
+
+out, runs = sys.argv[1], json.loads(sys.argv[2])
+mine = plt.figure()                    # the user's own figure, to show later
+before = dict(backend=plt.get_backend(), figures=plt.get_fignums())
+save_prediction_figure(np.zeros((3, 1, 28, 28), np.float32), [1, 2, 3], [1, 2, 4], out + "/pred.png")
+mnist_sweep.plot(runs, out + "/plot.png")
+mnist_sweep.main(["--quick", "--layers", "2", "3", "--data-dir", out, "--out", out, "--jobs", "1"])
+shallow_gradients.save_figure(out + "/shallow.png", "t", np.ones(3), np.ones(3), None, np.ones((4, 3)), np.ones(4))
+benchmark_report.bar_chart([dict(group="g", case="c", impl="i", vs_torch=0.5, vs_numpy=None)], out + "/bench.png")
+after = dict(backend=plt.get_backend(), figures=plt.get_fignums())
+print(json.dumps(dict(before=before, after=after, current_is_mine=plt.gcf() is mine)))
+"""
+
+
+def test_figures_leave_the_users_matplotlib_backend_and_figures_alone(tmp_path):
+    """As in a notebook: the session's backend (svg here, inline in Jupyter) and pyplot's figures
+    are the same after drawing the examples' figures, so the user's next plt.show() still shows."""
+    runs = [fake_result(config, accuracy) for config, accuracy in
+            zip(quick_configs(tmp_path, "--layers", "2", "3"), (0.9, 0.8))]
+    for run in runs:
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        (tmp_path / "runs" / f"{run['key']}.json").write_text(json.dumps(run))
+    try:
+        result = subprocess.run([sys.executable, "-c", NOTEBOOK_SESSION, str(tmp_path), json.dumps(runs)],
+                                capture_output=True, text=True, cwd=REPO, timeout=HANG_GUARD * 15,
+                                env=dict(os.environ, MPLBACKEND="svg"))
+    except subprocess.TimeoutExpired:
+        hang_guard_failure("the notebook session", 15)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout.splitlines()[-1])
+    assert state["before"]["backend"] == "svg" and state["after"] == state["before"] and state["current_is_mine"]
+    for name in ("pred", "plot", "sweep", "shallow", "bench"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_benchmark_report_renders_ratios_and_a_chart(tmp_path):
@@ -160,7 +490,8 @@ def test_benchmark_report_renders_ratios_and_a_chart(tmp_path):
     slower_rerun = bench("train-step", "tinygrad_edu-c", 9e-4, batch=12)   # the fastest run counts
     torch_path.write_text(json.dumps(dict(data, benchmarks=data["benchmarks"][-1:] + [slower_rerun])))
     path.write_text(json.dumps(dict(data, benchmarks=data["benchmarks"][:-1])))
-    out = run_example("benchmark_report.py", str(path), str(torch_path), "--png", str(tmp_path / "chart.png"))
+    out = run_example("benchmark_report.py", str(path), str(torch_path), "--png", str(tmp_path / "chart.png"),
+                      normal=10)
     lines = {line.split("|")[3].strip(): line for line in out.splitlines() if line.startswith("| gemm") or line.startswith("| train")}
     assert "| 0.50 |" in lines["c"] and "| 2.00 |" in lines["c-avx2"]        # vs NumPy
     assert "| 0.50 |" in lines["tinygrad_edu-c"]                             # vs PyTorch

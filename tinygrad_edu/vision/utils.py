@@ -43,18 +43,19 @@ def atomic_savefig(fig, path, **kwargs):
 def save_prediction_figure(images, labels, predicted, path):
     """The lecture's test figure: a row of images titled with the true and the predicted labels.
 
-    Wrong predictions are marked in red. Returns the path written.
+    Wrong predictions are marked in red. Returns the path written. The figure is a
+    ``matplotlib.figure.Figure`` of its own, not one of pyplot's: drawing it leaves the user's
+    backend and pyplot's figures (a notebook's ``plt.show()``) as they were.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     labels = [int(v) for v in (labels.data if isinstance(labels, Tensor) else labels)]
     predicted = [int(v) for v in (predicted.data if isinstance(predicted, Tensor) else predicted)]
     if len(labels) != len(predicted):
         raise ValueError(f"{len(labels)} labels but {len(predicted)} predictions")
     grid = make_grid(images, nrow=len(labels)).data
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(labels)), 2.2))
+    fig = Figure(figsize=(max(4, 0.9 * len(labels)), 2.2))
+    ax = fig.subplots()
     ax.imshow(np.transpose(grid, (1, 2, 0)))
     ax.set_axis_off()
     cell = grid.shape[2] / len(labels)
@@ -67,5 +68,4 @@ def save_prediction_figure(images, labels, predicted, path):
     ax.text(-4, grid.shape[1] + 2, "Prediction", ha="right", va="top", fontsize=10)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
