@@ -686,3 +686,12 @@ def test_module_list_example_gradients_by_central_differences():
     assert torch.gradcheck(module_list_example_by_hand, [torch.tensor(x.data, requires_grad=True)]
                            + [torch.tensor(w.data, requires_grad=True) for w in weights])
     assert torch.gradcheck(model, [torch.tensor(x.data, requires_grad=True)])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (1, 1, 28, 28), (1, 3, 28, 28)])
+def test_make_grid_of_one_image_is_that_image_as_torchvision_gives_it(shape):
+    # torchvision returns a single image in three channels, without padding
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    grid = torchvision.utils.make_grid(torch.tensor(image))
+    assert grid.shape == (3, 28, 28)
+    assert np.array_equal(grid.numpy()[0], image.reshape(-1, 28, 28)[0])

@@ -13,15 +13,20 @@ def make_grid(images, nrow=8, padding=2, pad_value=0.0):
     """Tile a batch of images (N x C x H x W) into one C x H' x W' image, ``nrow`` per row.
 
     As in torchvision: one-channel images become three channels, every image gets ``padding``
-    pixels of ``pad_value`` around it, and the grid has ceil(N / nrow) rows.
+    pixels of ``pad_value`` around it, and the grid has ceil(N / nrow) rows. One image (H x W,
+    C x H x W, or a batch of one) comes back as it is, in three channels, without padding.
     """
     arr = images.data if isinstance(images, Tensor) else np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or len(arr) == 0:
         raise ValueError(f"make_grid expects N x C x H x W images with N >= 1, got shape {arr.shape}")
     if arr.shape[1] == 1:
         arr = np.repeat(arr, 3, axis=1)
+    if len(arr) == 1:
+        return Tensor._make(arr[0], False, None)
     n, c, h, w = arr.shape
     columns = min(nrow, n)
     rows = math.ceil(n / columns)
