@@ -234,6 +234,14 @@ def _topological_order(root):
     return order
 
 
+def _shares_memory(a, b):
+    """Whether two arrays may overlap. One that owns its memory (``base is None``, as every array
+    NumPy allocates) overlaps another owner only if it is that array; views are asked of NumPy."""
+    if a.base is None and b.base is None:
+        return a is b
+    return np.may_share_memory(a, b)
+
+
 def _accumulate_leaf(leaf, grad):
     """dL/dleaf += grad. The first gradient becomes ``leaf.grad`` as it is (the engine owns it)."""
     if leaf.grad is None:
@@ -273,7 +281,7 @@ def backward(root, gradient, retain_graph=False):
             if g.dtype != data.dtype:
                 g = g.astype(data.dtype)
             for other in handed:
-                if np.may_share_memory(g, other):
+                if _shares_memory(g, other):
                     g = g.copy()   # a + a: the same array for both inputs
                     break
             handed.append(g)
