@@ -44,8 +44,8 @@ class Optimizer:
                           "kept once, so it is updated once per step (PyTorch warns the same and "
                           "will make it an error: see github.com/pytorch/pytorch/issues/40967)",
                           UserWarning, stacklevel=4)   # the line that built the optimizer
-        earlier = {id(p) for other in self.param_groups for p in other["params"]}   # `in` would use ==
-        if not earlier.isdisjoint(map(id, group["params"])):
+        earlier = {p for other in self.param_groups for p in other["params"]}   # by identity, as above
+        if not earlier.isdisjoint(group["params"]):
             raise ValueError("some parameters appear in more than one parameter group")
         for key, value in self.defaults.items():
             group.setdefault(key, value)
