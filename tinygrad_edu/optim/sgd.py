@@ -28,7 +28,7 @@ class SGD(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            directions, params = [], []
+            directions, weights = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -47,7 +47,6 @@ class SGD(Optimizer):
                         buf += (1 - group["dampening"]) * g
                     g = g + momentum * buf if group["nesterov"] else buf
                 directions.append(g)
-                params.append(p)
-            backend.axpy_many(-lr, directions, [p.data for p in params])   # p -= lr * d, in place
-            for p in params:
-                p._bump_version()   # backward through a graph that saved p would now be wrong
+                weights.append(p.data)
+                p._bump_version()   # changed in place below: a graph that saved p can't backward
+            backend.axpy_many(-lr, directions, weights)   # p -= lr * d for every p, in place
