@@ -143,7 +143,7 @@ class Function:
     parents = ()
     needs_input_grad = ()
     saved = ()               # what forward kept for backward, in the order it was saved
-    saved_versions = ()      # (version counter, version at save time, which tensor) per saved one
+    saved_versions = ()      # (version counter, version at save, input index or -1, array) each
     returns_view = False     # forward may return a view of its first input (reshape, transpose)
 
     @classmethod
@@ -245,8 +245,9 @@ def _shares_memory(a, b):
 def _accumulate_leaf(leaf, grad):
     """dL/dleaf += grad. The first gradient becomes ``leaf.grad`` as it is (the engine owns it)."""
     if leaf.grad is None:
-        if not grad.flags.c_contiguous:   # a transposed view, say: .grad is laid out as usual
-            grad = grad.copy()
+        flags = grad.flags
+        if not (flags.c_contiguous and flags.writeable):   # a transposed or read-only view, say:
+            grad = grad.copy()                             # .grad is laid out as usual, writable
         leaf.grad = Tensor._make(grad, False, None)
     else:
         leaf.grad.data += grad
