@@ -216,7 +216,9 @@ class Linear(Function):
         needs = ctx.needs_input_grad   # for (x, weight) or (x, weight, bias)
         dx, dw, db = backend.linear_backward(g2, x2, weight, needs[0], needs[1],
                                              len(needs) > 2 and needs[2])
-        return (None if dx is None else dx.reshape(x.shape)), dw, db
+        if dx is not None and dx.shape != x.shape:
+            dx = dx.reshape(x.shape)   # back to the input's leading dims
+        return dx, dw, db
 
 
 class Outer(Function):

@@ -174,10 +174,10 @@ class Function:
         for array in self.saved:
             for i, t in enumerate(inputs):
                 if array is t.data:
-                    counter = t._counter()
+                    counter = t._version_counter or t._counter()
                     versions.append((counter, counter.value, i, array))
             if array is output.data:
-                counter = output._counter()
+                counter = output._version_counter or output._counter()
                 versions.append((counter, counter.value, -1, array))
         self.saved_versions = versions
 
@@ -235,10 +235,15 @@ def _topological_order(root):
 
 
 def _shares_memory(a, b):
-    """Whether two arrays may overlap. One that owns its memory (``base is None``, as every array
-    NumPy allocates) overlaps another owner only if it is that array; views are asked of NumPy."""
-    if a.base is None and b.base is None:
-        return a is b
+    """Whether two arrays may overlap. NumPy points a view's ``base`` at the array that owns its
+    memory, and two owners are two allocations, which never overlap: so arrays with different
+    owners are apart, and arrays with one owner are taken to overlap (a needless copy costs only
+    time). Memory NumPy did not allocate (a buffer, a memory map) is asked of NumPy."""
+    a_owner = a if a.base is None else a.base
+    b_owner = b if b.base is None else b.base
+    if (isinstance(a_owner, np.ndarray) and isinstance(b_owner, np.ndarray)
+            and a_owner.flags.owndata and b_owner.flags.owndata):
+        return a_owner is b_owner
     return np.may_share_memory(a, b)
 
 
@@ -386,7 +391,8 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without a gradient works only on a scalar, this "
                                    f"tensor has shape {self.shape}: pass gradient= of that shape")
-            gradient = np.ones(self.data.shape, self.data.dtype)  # np.ones_like: 1.5 us here
+            gradient = np.empty(self.data.shape, self.data.dtype)
+            gradient.fill(1)   # dL/dL = 1 (np.ones is Python code calling these two)
         else:
             gradient = _as_array(gradient, self.data.dtype)
             if gradient.shape != self.data.shape:
@@ -415,7 +421,8 @@ class Tensor:
 
     def _bump_version(self):
         """Record an in-place change made to ``data`` directly (optimizers call this)."""
-        self._counter().value += 1
+        counter = self._version_counter or self._counter()
+        counter.value += 1
 
     # --- conversion and inspection ------------------------------------------------------------
     def numpy(self):

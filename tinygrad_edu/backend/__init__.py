@@ -89,13 +89,17 @@ def use(backend_name):
 _FLOAT_DTYPES = frozenset([np.dtype(np.float32), np.dtype(np.float64)])  # hashing beats ==
 
 
-def _check_float_array(what, x, ndim=None):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{what} must be float32 or float64, got {x.dtype}")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
+def _check_float_arrays(ndim, *named_arrays):
+    """Each ``(name, array)`` pair holds a float32 or float64 ndarray (with ``ndim`` dimensions,
+    unless ``ndim`` is None); otherwise raise, naming the argument. One call for all of a
+    kernel's arrays: the checks run for every kernel call."""
+    for what, x in named_arrays:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{what} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{what} must be float32 or float64, got {x.dtype}")
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(f"{what} must be {ndim}-D, got shape {x.shape}")
 
 
 def _real_number(what, value):
@@ -120,7 +124,7 @@ def _check_flag(what, value):
 
 
 def _check_out(what, out, shape, dtype, inputs):
-    _check_float_array(what, out, 2)
+    _check_float_arrays(2, (what, out))
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"{what} must have shape {shape} and dtype {dtype}, got {out.shape} {out.dtype}")
     if not out.flags.writeable:
@@ -153,8 +157,7 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
     views (transposed, sliced); ``out`` needs contiguous rows and must not overlap the inputs.
     ``trans_a`` and ``trans_b`` are bools, ``alpha`` and ``beta`` real numbers.
     """
-    _check_float_array("a", a, 2)
-    _check_float_array("b", b, 2)
+    _check_float_arrays(2, ("a", a), ("b", b))
     if not (type(alpha) is type(beta) is float and (trans_a is True or trans_a is False)
             and (trans_b is True or trans_b is False)):
         # not the usual call (Python floats and bools, tested inline: gemm runs for every product)
@@ -169,7 +172,7 @@ def gemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None, bias
         raise ValueError(f"gemm: op(a) has shape {(m, k)} and op(b) has shape {(k2, n)}; "
                          f"inner dimensions {k} and {k2} differ")
     if bias is not None:
-        _check_float_array("bias", bias, 1)
+        _check_float_arrays(1, ("bias", bias))
         if bias.shape != (n,) or bias.dtype != a.dtype:
             raise ValueError(f"bias must have shape {(n,)} and dtype {a.dtype}, "
                              f"got {bias.shape} {bias.dtype}")
@@ -184,9 +187,7 @@ def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
     ``weight`` (out, in): ``(dx, dw, db) = (grad @ weight, grad.T @ x, grad summed over the N
     rows)``, each a new array, or None where its ``need_`` flag is false. One call instead of two
     products and a sum: on the C backend that is ~3 us less Python per layer and step."""
-    _check_float_array("grad", grad, 2)
-    _check_float_array("x", x, 2)
-    _check_float_array("weight", weight, 2)
+    _check_float_arrays(2, ("grad", grad), ("x", x), ("weight", weight))
     if not grad.dtype == x.dtype == weight.dtype:
         raise TypeError(f"linear_backward: grad, x and weight must share a dtype, got {grad.dtype}, "
                         f"{x.dtype} and {weight.dtype}")
@@ -198,8 +199,7 @@ def linear_backward(grad, x, weight, need_dx=True, need_dw=True, need_db=True):
 
 def ger(A, x, y, alpha=1.0):
     """Rank-1 update in place: ``A += alpha * outer(x, y)``; returns ``A``."""
-    _check_float_array("x", x, 1)
-    _check_float_array("y", y, 1)
+    _check_float_arrays(1, ("x", x), ("y", y))
     alpha = _real_number("alpha", alpha)
     _check_out("A", A, (x.shape[0], y.shape[0]), x.dtype, [("x", x), ("y", y)])
     if y.dtype != x.dtype:
@@ -215,8 +215,9 @@ def axpy_many(alpha, xs, ys):
     if len(xs) != len(ys):
         raise ValueError(f"axpy_many: {len(xs)} x arrays but {len(ys)} y arrays")
     for x, y in zip(xs, ys):
-        _check_float_array("x", x)
-        _check_float_array("y", y)
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+                and x.dtype in _FLOAT_DTYPES and y.dtype in _FLOAT_DTYPES):
+            _check_float_arrays(None, ("x", x), ("y", y))   # tested inline first: runs per parameter
         if x.shape != y.shape or x.dtype != y.dtype:
             raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
         if not y.flags.writeable:
@@ -234,8 +235,7 @@ def relu_backward(y, grad):
     """dL/dz in a new array, as PyTorch: 0 where the ReLU's output ``y`` <= 0 (even where ``grad``
     is inf or NaN), ``grad`` where y > 0 or y is NaN."""
     y, grad = np.asarray(y), np.asarray(grad)
-    _check_float_array("y", y)
-    _check_float_array("grad", grad)
+    _check_float_arrays(None, ("y", y), ("grad", grad))
     if y.shape != grad.shape:
         raise ValueError(f"relu_backward: y has shape {y.shape} but grad has shape {grad.shape}")
     return _selected.kernels.relu_backward(y, grad)
@@ -246,7 +246,7 @@ def cross_entropy(logits, target):
     ``(losses, dlogits)`` with ``losses[i] = -log softmax(logits[i])[target[i]]`` and each loss's
     gradient ``dlogits[i] = softmax(logits[i]) - onehot(target[i])``, computed in the same pass.
     A label outside 0..C-1 raises IndexError."""
-    _check_float_array("logits", logits, 2)
+    _check_float_arrays(2, ("logits", logits))
     if not isinstance(target, np.ndarray) or target.dtype != np.int64:
         raise TypeError(f"target must be an int64 numpy.ndarray of class labels, got "
                         f"{getattr(target, 'dtype', type(target).__name__)}")

@@ -105,8 +105,10 @@ def _output(out, types):
 
 
 def _contiguous(x, types):
-    """A pointer to x's elements as one C-order run (to a row-major copy if x is not one)."""
-    return ffi.from_buffer(types.array, x if _flat(x) else x.copy())
+    """A pointer to x's elements as one C-order run (to a row-major copy if x is not one); x's
+    dtype is the one of ``types`` (checked before)."""
+    flags = x.flags
+    return ffi.from_buffer(types.array, x if flags.c_contiguous and flags.aligned else x.copy())
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):

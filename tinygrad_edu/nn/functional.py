@@ -55,15 +55,17 @@ def _class_targets(input, target, what):
     if target.dtype.kind not in "iu":
         raise TypeError(f"{what}: target must hold integer class indices (int64), got dtype "
                         f"{target.dtype}; convert with .long()")
-    if input.ndim == 0:
+    shape = input.shape
+    if not shape:
         raise ValueError(f"{what}: input needs a class dimension, (C,), (N, C) or (N, C, d1, ...), "
                          f"got a 0-d input")
-    extra = [f"d{i}" for i in range(1, input.ndim - 1)]   # the axes after N and C
-    layout, target_layout = (("C",), ()) if input.ndim == 1 else (("N", "C", *extra), ("N", *extra))
-    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    expected = shape[:1] + shape[2:] if len(shape) > 1 else ()
     if target.shape != expected:
-        raise ValueError(f"{what}: input of shape {input.shape} is {_axes(layout)} with "
-                         f"C = {input.shape[input.ndim > 1]} classes, so the target must have shape "
+        extra = [f"d{i}" for i in range(1, len(shape) - 1)]   # the axes after N and C
+        layout, target_layout = ((("C",), ()) if len(shape) == 1
+                                 else (("N", "C", *extra), ("N", *extra)))
+        raise ValueError(f"{what}: input of shape {shape} is {_axes(layout)} with "
+                         f"C = {shape[len(shape) > 1]} classes, so the target must have shape "
                          f"{_axes(target_layout)} = {expected}, got {target.shape}")
     return target.astype(np.int64, copy=False)
 
