@@ -199,7 +199,7 @@ def _contract_cases():
         "Linear": lambda: F.linear(t(3, 4), t(2, 4), t(2)),
         "Sum": lambda: t(3, 2).sum(0), "Mean": lambda: t(3, 2).mean(1), "Max": lambda: t(3, 2).max(0)[0],
         "Exp": lambda: t(3, 2).exp(), "Log": lambda: t(3, 2, positive=True).log(),
-        "Sqrt": lambda: t(3, 2, positive=True).sqrt(), "ReLU": lambda: t(3, 2).relu(),
+        "Sqrt": lambda: t(3, 2, positive=True).sqrt(), "ReLU": lambda: F.relu(t(3, 2)),
         "Tanh": lambda: t(3, 2).tanh(), "Sigmoid": lambda: t(3, 2).sigmoid(),
         "Softmax": lambda: t(3, 2).softmax(1), "LogSoftmax": lambda: t(3, 2).log_softmax(1),
         "CrossEntropy": lambda: F.cross_entropy(t(3, 4), tg.tensor([0, 3, 1]), reduction="none"),
@@ -212,19 +212,29 @@ def _contract_cases():
     }
 
 
-def test_every_op_hands_back_gradients_the_engine_may_own():
+@pytest.mark.parametrize("path", ["plain", "fast"])
+def test_every_op_hands_back_gradients_the_engine_may_own(path):
     """The engine adds into a leaf's .grad in place, so a backward must return new arrays or views
-    of its ``grad``, never an array it saved or an input's data (see ``backward`` in tensor.py)."""
-    import tinygrad_edu.functions as F
+    of its ``grad``, never an array it saved or an input's data (see ``backward`` in tensor.py).
+    Every op of ops.py (the plain path) and of fast.py (the fast layer, on the C kernels)."""
+    import tinygrad_edu.fast
+    import tinygrad_edu.ops
+    if path == "fast" and "c" not in tg.backend.available():
+        pytest.skip("the fast layer runs on the C kernels, which are not built here")
+    module = tinygrad_edu.fast if path == "fast" else tinygrad_edu.ops
     cases = _contract_cases()
-    ops = {cls.__name__ for cls in vars(F).values()
+    cases["NLLLoss"] = lambda: tg.nn.functional.nll_loss(
+        tg.tensor(np.random.default_rng(1).standard_normal((3, 4)), requires_grad=True),
+        tg.tensor([0, 3, 1]), reduction="none")
+    ops = {cls.__name__ for cls in vars(module).values()
            if isinstance(cls, type) and issubclass(cls, tg.autograd.Function) and cls is not tg.autograd.Function}
     assert ops <= set(cases), f"add a case for {sorted(ops - set(cases))}"
-    for name, make in cases.items():
-        out = make()
-        ctx = out.grad_fn
-        assert type(ctx).__name__ == name
-        for grad_value in (np.ones(out.shape), np.full(out.shape, 0.5)):   # 1 tempts shortcuts
-            kept = [a for a in ctx.saved if isinstance(a, np.ndarray)] + [p.data for p in ctx.parents]
-            for g in ctx.backward(ctx, grad_value):
-                assert g is None or not any(np.may_share_memory(g, k) for k in kept), name
+    with tg.backend.use("c" if path == "fast" else tg.backend.name()), tg.set_fast(path == "fast"):
+        for name in sorted(ops):
+            out = cases[name]()
+            ctx = out.grad_fn
+            assert type(ctx) is getattr(module, name)
+            for grad_value in (np.ones(out.shape), np.full(out.shape, 0.5)):   # 1 tempts shortcuts
+                kept = [a for a in ctx.saved if isinstance(a, np.ndarray)] + [p.data for p in ctx.parents]
+                for g in ctx.backward(ctx, grad_value):
+                    assert g is None or not any(np.may_share_memory(g, k) for k in kept), name

@@ -11,6 +11,14 @@ from tinygrad_edu import nn, optim
 
 torch = pytest.importorskip("torch")
 
+@pytest.fixture(autouse=True, params=["fast layer", "plain ops"])
+def path(request):
+    """Every test here runs twice: with the fast layer (fast.py, when the C kernels are the
+    backend) and with the plain ops of ops.py alone."""
+    with tg.set_fast(request.param == "fast layer"):
+        yield request.param
+
+
 ACTIVATIONS = {"relu": (nn.ReLU, torch.nn.ReLU), "tanh": (nn.Tanh, torch.nn.Tanh),
                "sigmoid": (nn.Sigmoid, torch.nn.Sigmoid)}
 

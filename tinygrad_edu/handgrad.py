@@ -18,9 +18,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import backend, nn
+from . import nn
 from .autograd import numerical_jacobian
-from .functions import log_softmax, sigmoid   # the engine's stable forms of the same formulas
+from .ops import log_softmax, sigmoid   # the engine's stable forms of the same formulas
 from .tensor import Tensor
 
 ShallowCache = namedtuple("ShallowCache", ["z1", "a1", "z2", "a2"])
@@ -67,9 +67,9 @@ class ShallowNet:
         return self._per_sample(X, Y, add_dW1)
 
     def gradients_outer(self, X, Y):
-        """The "simpler solution": dW1 += outer(db1_tmp, x), run as the backend's rank-1 update."""
+        """The "simpler solution": dW1 += outer(db1_tmp, x)."""
         def add_dW1(dW1, db1_tmp, x):
-            backend.ger(dW1, db1_tmp, np.asarray(x, dtype=db1_tmp.dtype))
+            dW1 += np.outer(db1_tmp, x)
         return self._per_sample(X, Y, add_dW1)
 
     def _per_sample(self, X, Y, add_dW1):
@@ -94,8 +94,7 @@ class ShallowNet:
         A2, (Z1, A1, Z2, _) = self.predict(X)
         D2 = A2 - Y
         D1 = D2[:, None] * self.W2 * (1 - A1 ** 2)
-        return {"W1": backend.gemm(np.ascontiguousarray(D1), np.ascontiguousarray(X, dtype=D1.dtype), trans_a=True),
-                "b1": D1.sum(axis=0), "W2": A1.T @ D2, "b2": np.asarray(D2.sum())}
+        return {"W1": D1.T @ X, "b1": D1.sum(axis=0), "W2": A1.T @ D2, "b2": np.asarray(D2.sum())}
 
     # --- the same network in tinygrad_edu.nn ------------------------------------------------------
     def module(self):

@@ -2,7 +2,7 @@
 
 How a gradient travels from the loss to a weight
 ------------------------------------------------
-1. Every differentiable op is a ``Function`` (see ``functions.py``). ``Function.apply`` runs its
+1. Every differentiable op is a ``Function`` (see ``ops.py``). ``Function.apply`` runs its
    ``forward`` on NumPy arrays and, when an input requires a gradient, keeps the Function object
    as the result's ``grad_fn``: it remembers its inputs (``parents``) and whatever ``forward``
    saved for the backward pass.
@@ -261,42 +261,54 @@ def _accumulate_leaf(leaf, grad):
 def backward(root, gradient, retain_graph=False):
     """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf.
 
-    Ownership: every gradient array the walk holds belongs to one place only (one pending node,
-    or one leaf's ``.grad``), so adding into a leaf's ``.grad`` in place can never change another
-    gradient. Backward functions return new arrays or views of their ``grad``; when one returns
-    the same memory for two inputs (``a + a`` gives ``grad`` to both), the second gets a copy.
+    The chain rule, one node at a time from the root down. The order guarantees that when a node
+    is reached, every node that used it has been walked, so its gradient dL/dnode is complete. Its
+    op's ``backward`` turns that into one gradient per input, which is added to the input's total:
+    a leaf's ``.grad``, or the pending gradient of an inner node.
     """
-    grads = {root._ctx: gradient}  # dL/dnode for the nodes not yet walked, keyed by grad_fn
+    grads = {root._ctx: gradient}   # dL/dnode of the nodes still to walk, keyed by their grad_fn
     for node in reversed(_topological_order(root)):
         ctx = node._ctx
-        grad = grads.pop(ctx, None)
+        grad = grads.pop(ctx, None)             # dL/dnode, summed over all its uses
         if grad is None:
-            continue
-        if ctx.saved_versions:
-            ctx.check_saved_versions()
-        input_grads = ctx.backward(ctx, grad)  # a staticmethod: the Function object is its ctx
+            continue                            # no gradient reached it (a branch that needs none)
+        ctx.check_saved_versions()              # raise if an in-place op changed what it saved
+        input_grads = ctx.backward(ctx, grad)   # dL/dinput = dL/dnode * dnode/dinput, per input
         if not retain_graph:
             node._ctx = _FREED
-        handed = []  # the arrays this node has given out so far
-        for parent, g in zip(ctx.parents, input_grads):
-            if g is None or not parent._requires_grad:
-                continue
-            data = parent.data
-            if g.shape != data.shape:
-                g = unbroadcast(g, data.shape)
-            if g.dtype != data.dtype:
-                g = g.astype(data.dtype)
-            for other in handed:
-                if _shares_memory(g, other):
-                    g = g.copy()   # a + a: the same array for both inputs
-                    break
-            handed.append(g)
+        for parent, g in _gradients_to_hand_on(ctx, input_grads):
             if parent._ctx is None:
-                _accumulate_leaf(parent, g)
+                _accumulate_leaf(parent, g)                   # a leaf: .grad += g
             elif parent._ctx in grads:
-                grads[parent._ctx] = grads[parent._ctx] + g  # a new array: g is owned elsewhere
+                grads[parent._ctx] = grads[parent._ctx] + g   # a node used twice: add them up
             else:
                 grads[parent._ctx] = g
+
+
+def _gradients_to_hand_on(ctx, input_grads):
+    """``(input, dL/dinput)`` for each input of ``ctx`` that needs a gradient, un-broadcast to the
+    input's shape and cast to its dtype.
+
+    Each array handed on has one owner (one pending node, or one leaf's ``.grad``), so adding into
+    a leaf's ``.grad`` in place never changes another gradient. Backward functions return new
+    arrays or views of their ``grad``; when two of one node's results share memory (``a + a``
+    gives ``grad`` to both inputs), the second is copied.
+    """
+    handed = []
+    for parent, g in zip(ctx.parents, input_grads):
+        if g is None or not parent._requires_grad:
+            continue
+        data = parent.data
+        if g.shape != data.shape:
+            g = unbroadcast(g, data.shape)
+        if g.dtype != data.dtype:
+            g = g.astype(data.dtype)
+        for _, other in handed:
+            if _shares_memory(g, other):
+                g = g.copy()
+                break
+        handed.append((parent, g))
+    return handed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,7 +521,7 @@ class Tensor:
         if dtype == self.data.dtype:
             return self
         if self.requires_grad and _is_float(dtype):
-            return F.Cast.apply(self, dtype=dtype)
+            return ops.Cast.apply(self, dtype=dtype)
         return Tensor._make(self.data.astype(dtype), False, None)
 
     def float(self):
@@ -522,7 +534,7 @@ class Tensor:
         return self.to(int64)
 
     def clone(self):
-        return F.Cast.apply(self, dtype=self.data.dtype)
+        return ops.Cast.apply(self, dtype=self.data.dtype)
 
     # --- in-place arithmetic: allowed where it needs no recording, and counted ------------------
     def _check_inplace(self, other=None):
@@ -559,89 +571,89 @@ class Tensor:
         self._bump_version()
         return self
 
-    # --- differentiable ops: each is one Function in functions.py ------------------------------
+    # --- differentiable ops: each is one Function in ops.py ------------------------------
     def __add__(self, other):
-        return F.Add.apply(self, _as_operand(other, self))
+        return ops.Add.apply(self, _as_operand(other, self))
 
     def __radd__(self, other):
-        return F.Add.apply(_as_operand(other, self), self)
+        return ops.Add.apply(_as_operand(other, self), self)
 
     def __sub__(self, other):
-        return F.Sub.apply(self, _as_operand(other, self))
+        return ops.Sub.apply(self, _as_operand(other, self))
 
     def __rsub__(self, other):
-        return F.Sub.apply(_as_operand(other, self), self)
+        return ops.Sub.apply(_as_operand(other, self), self)
 
     def __mul__(self, other):
-        return F.Mul.apply(self, _as_operand(other, self))
+        return ops.Mul.apply(self, _as_operand(other, self))
 
     def __rmul__(self, other):
-        return F.Mul.apply(_as_operand(other, self), self)
+        return ops.Mul.apply(_as_operand(other, self), self)
 
     def __truediv__(self, other):
-        return F.Div.apply(self, _as_operand(other, self))
+        return ops.Div.apply(self, _as_operand(other, self))
 
     def __rtruediv__(self, other):
-        return F.Div.apply(_as_operand(other, self), self)
+        return ops.Div.apply(_as_operand(other, self), self)
 
     def __neg__(self):
-        return F.Neg.apply(self)
+        return ops.Neg.apply(self)
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
             raise TypeError("only a Python number exponent is supported: x ** 2, not x ** tensor")
-        return F.Pow.apply(self, exponent=exponent)
+        return ops.Pow.apply(self, exponent=exponent)
 
     def __matmul__(self, other):
-        return F.MatMul.apply(self, _as_operand(other, self))
+        return ops.MatMul.apply(self, _as_operand(other, self))
 
     def __rmatmul__(self, other):
-        return F.MatMul.apply(_as_operand(other, self), self)
+        return ops.MatMul.apply(_as_operand(other, self), self)
 
     def sum(self, dim=None, keepdim=False):
-        return F.Sum.apply(self, dim=dim, keepdim=keepdim)
+        return ops.Sum.apply(self, dim=dim, keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return F.Mean.apply(self, dim=dim, keepdim=keepdim)
+        return ops.Mean.apply(self, dim=dim, keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
         """``x.max()`` is the largest element; ``x.max(dim)`` returns ``(values, indices)``."""
         if dim is None:
-            return F.Max.apply(self, dim=None, keepdim=False)
+            return ops.Max.apply(self, dim=None, keepdim=False)
         indices = self.argmax(dim, keepdim=keepdim)
-        return MaxResult(F.Max.apply(self, dim=dim, keepdim=keepdim), indices)
+        return MaxResult(ops.Max.apply(self, dim=dim, keepdim=keepdim), indices)
 
     def argmax(self, dim=None, keepdim=False):
         idx = np.argmax(self.data, axis=dim, keepdims=keepdim)
         return Tensor._make(np.asarray(idx, dtype=int64), False, None)
 
     def exp(self):
-        return F.Exp.apply(self)
+        return ops.Exp.apply(self)
 
     def log(self):
-        return F.Log.apply(self)
+        return ops.Log.apply(self)
 
     def sqrt(self):
-        return F.Sqrt.apply(self)
+        return ops.Sqrt.apply(self)
 
     def relu(self):
-        return F.ReLU.apply(self)
+        return ops.ReLU.apply(self)
 
     def tanh(self):
-        return F.Tanh.apply(self)
+        return ops.Tanh.apply(self)
 
     def sigmoid(self):
-        return F.Sigmoid.apply(self)
+        return ops.Sigmoid.apply(self)
 
     def softmax(self, dim):
-        return F.Softmax.apply(self, dim=dim)
+        return ops.Softmax.apply(self, dim=dim)
 
     def log_softmax(self, dim):
-        return F.LogSoftmax.apply(self, dim=dim)
+        return ops.LogSoftmax.apply(self, dim=dim)
 
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return F.Reshape.apply(self, shape=tuple(shape))
+        return ops.Reshape.apply(self, shape=tuple(shape))
 
     view = reshape
 
@@ -665,19 +677,19 @@ class Tensor:
 
     def permute(self, *dims):
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return F.Permute.apply(self, dims=tuple(d % self.data.ndim for d in dims))
+        return ops.Permute.apply(self, dims=tuple(d % self.data.ndim for d in dims))
 
     def transpose(self, dim0, dim1):
         dims = list(range(self.data.ndim))
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return F.Permute.apply(self, dims=tuple(dims))
+        return ops.Permute.apply(self, dims=tuple(dims))
 
     @property
     def T(self):
-        return F.Permute.apply(self, dims=tuple(reversed(range(self.data.ndim))))
+        return ops.Permute.apply(self, dims=tuple(reversed(range(self.data.ndim))))
 
     def __getitem__(self, index):
-        return F.GetItem.apply(self, index=_index_to_numpy(index))
+        return ops.GetItem.apply(self, index=_index_to_numpy(index))
 
     # --- comparisons: not differentiable, give bool tensors ------------------------------------
     def _compare(self, other, ufunc):
@@ -727,5 +739,5 @@ def tensor(data, dtype=None, requires_grad=False):
 
 
 # The ops: imported last because each Function there subclasses `Function` above.
-from . import functions as F  # noqa: E402
+from . import ops  # noqa: E402
 

@@ -1,36 +1,42 @@
-"""Stateless layer and loss functions (``torch.nn.functional``). The modules in ``nn`` call these."""
+"""Stateless layer and loss functions (``torch.nn.functional``). The modules in ``nn`` call these.
+
+Here the path is chosen: ``linear``, ``relu`` and ``cross_entropy`` run the fast layer's fused op
+(``fast.py``) when ``fast.enabled()``, else the plain ops of ``ops.py``. Both give the same numbers.
+"""
 
 import numpy as np
 
-from .. import functions as F
+from .. import fast, ops
 from ..tensor import Tensor, _as_operand
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
 def linear(x, weight, bias=None):
-    """y = x W^T + b (one fused op: see ``functions.Linear``)."""
-    return F.Linear.apply(x, weight) if bias is None else F.Linear.apply(x, weight, bias)
+    """y = x W^T + b (``ops.Linear``, or ``fast.Linear``)."""
+    op = fast.Linear if fast.enabled() else ops.Linear
+    return op.apply(x, weight) if bias is None else op.apply(x, weight, bias)
 
 
 def relu(x):
-    return F.ReLU.apply(x)
+    """a = max(z, 0) (``ops.ReLU``, or ``fast.ReLU``)."""
+    return (fast.ReLU if fast.enabled() else ops.ReLU).apply(x)
 
 
 def tanh(x):
-    return F.Tanh.apply(x)
+    return ops.Tanh.apply(x)
 
 
 def sigmoid(x):
-    return F.Sigmoid.apply(x)
+    return ops.Sigmoid.apply(x)
 
 
 def softmax(x, dim):
-    return F.Softmax.apply(x, dim=dim)
+    return ops.Softmax.apply(x, dim=dim)
 
 
 def log_softmax(x, dim):
-    return F.LogSoftmax.apply(x, dim=dim)
+    return ops.LogSoftmax.apply(x, dim=dim)
 
 
 def _check_reduction(reduction):
@@ -103,36 +109,42 @@ def _same_shape(input, target, what):
 
 def cross_entropy(input, target, reduction="mean"):
     """-log softmax(input)[target] over the class axis: logits (N, C) and integer labels (N,), or
-    (C,) and one label, or (N, C, d1, ...) and labels (N, d1, ...) (one per pixel, say)."""
+    (C,) and one label, or (N, C, d1, ...) and labels (N, d1, ...) (one per pixel, say).
+
+    Plain: ``nll_loss(log_softmax(input))``, two ops whose gradients chain to (softmax - onehot)/N.
+    Fast: ``fast.CrossEntropy``, both in one kernel pass."""
     _check_reduction(reduction)
     target = _class_targets(input, target, "cross_entropy")
     rows = _rows_of_classes(input)
-    losses = F.CrossEntropy.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
+    if fast.enabled():
+        losses = fast.CrossEntropy.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
+    else:
+        _check_label_range(target, rows.shape[-1], "cross_entropy")
+        losses = ops.NLLLoss.apply(rows.log_softmax(-1), target=target.reshape(rows.shape[:-1]),
+                                   reduction=reduction)
     return losses.reshape(target.shape) if reduction == "none" and input.ndim > 2 else losses
 
 
 def nll_loss(input, target, reduction="mean"):
     """-input[target] over the class axis, for log-probabilities laid out as in ``cross_entropy``."""
+    _check_reduction(reduction)
     target = _class_targets(input, target, "nll_loss")
     rows = _rows_of_classes(input)
     _check_label_range(target, rows.shape[-1], "nll_loss")
-    if rows.ndim == 1:
-        return _reduce(-rows[target], reduction)
-    labels = target.reshape(-1)
-    picked = rows[np.arange(len(labels)), labels]
-    return _reduce(-picked.reshape(target.shape) if input.ndim > 2 else -picked, reduction)
+    losses = ops.NLLLoss.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
+    return losses.reshape(target.shape) if reduction == "none" and input.ndim > 2 else losses
 
 
 def binary_cross_entropy(input, target, reduction="mean"):
     """-(y log p + (1 - y) log(1 - p)) for probabilities p in [0, 1]."""
     target = _same_shape(input, target, "binary_cross_entropy")
-    return _reduce(F.BinaryCrossEntropy.apply(input, target), reduction)
+    return _reduce(ops.BinaryCrossEntropy.apply(input, target), reduction)
 
 
 def binary_cross_entropy_with_logits(input, target, reduction="mean"):
     """binary_cross_entropy(sigmoid(input), target), computed stably from the logits."""
     target = _same_shape(input, target, "binary_cross_entropy_with_logits")
-    return _reduce(F.BinaryCrossEntropyWithLogits.apply(input, target), reduction)
+    return _reduce(ops.BinaryCrossEntropyWithLogits.apply(input, target), reduction)
 
 
 def mse_loss(input, target, reduction="mean"):

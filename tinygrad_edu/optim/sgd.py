@@ -1,6 +1,6 @@
 """Stochastic gradient descent, with PyTorch's update rule."""
 
-from .. import backend
+from .. import fast
 from .optimizer import Optimizer
 
 
@@ -49,4 +49,8 @@ class SGD(Optimizer):
                 directions.append(g)
                 weights.append(p.data)
                 p._bump_version()   # changed in place below: a graph that saved p can't backward
-            backend.axpy_many(-lr, directions, weights)   # p -= lr * d for every p, in place
+            if fast.enabled():
+                fast.sgd_update(lr, directions, weights)   # all of the loop below in one C call
+            else:
+                for d, w in zip(directions, weights):
+                    w -= lr * d                            # w := w - lr * d

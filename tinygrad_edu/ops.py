@@ -2,15 +2,18 @@
 
 Notation follows the lecture: for an op ``y = f(x)`` and a loss ``L``, ``backward`` receives
 ``grad = dL/dy`` and returns ``dL/dx = dL/dy * dy/dx`` (the chain rule). Each docstring gives
-``dy/dx``. Gradients may come back in the output's broadcast shape: the engine's
-``unbroadcast`` sums them down to each input's shape, so no op here has to.
+``dy/dx``, and ``backward`` is that formula written in NumPy, one line per gradient. Gradients
+may come back in the output's broadcast shape: the engine's ``unbroadcast`` sums them down to
+each input's shape, so no op here has to.
+
+This file is the plain path: NumPy only. ``fast.py`` holds faster versions of a few ops (nn.Linear,
+ReLU, cross-entropy) on the C kernels, each tested equal to its plain form here.
 """
 
 import math
 
 import numpy as np
 
-from . import backend
 from .tensor import Function
 
 
@@ -152,73 +155,64 @@ class MatMul(Function):
         if a2.shape[-1] != b2.shape[-2]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
                              f"({a2.shape[-1]} != {b2.shape[-2]})")
-        ctx.gemm = a2.ndim == 2 and b2.ndim == 2 and a2.dtype == b2.dtype and a2.dtype.kind == "f"
-        y = backend.gemm(a2, b2) if ctx.gemm else np.matmul(a2, b2)
-        if ctx.b_vec:
-            y = y[..., 0]
-        if ctx.a_vec:
-            y = y[..., 0, :] if not ctx.b_vec else y[..., 0]
-        return y
+        return np.matmul(a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = _as_matrices(ctx, *ctx.saved)
-        g = grad
+        A, B = _as_matrices(ctx, *ctx.saved)
+        G = grad                                    # as a matrix (or a stack of them), like A @ B:
         if ctx.a_vec:
-            g = np.expand_dims(g, -1 if ctx.b_vec else -2)
+            G = np.expand_dims(G, -1 if ctx.b_vec else -2)
         if ctx.b_vec:
-            g = g[..., None]
-        da = db = None
-        if ctx.needs_input_grad[0]:
-            da = backend.gemm(g, b, trans_b=True) if ctx.gemm else np.matmul(g, np.swapaxes(b, -1, -2))
-            if ctx.a_vec:
-                da = da[..., 0, :]
-        if ctx.needs_input_grad[1]:
-            db = backend.gemm(a, g, trans_a=True) if ctx.gemm else np.matmul(np.swapaxes(a, -1, -2), g)
-            if ctx.b_vec:
-                db = db[..., 0]
-        return da, db
+            G = G[..., None]
+        dA = G @ np.swapaxes(B, -1, -2) if ctx.needs_input_grad[0] else None   # dL/dA = dL/dY B^T
+        dB = np.swapaxes(A, -1, -2) @ G if ctx.needs_input_grad[1] else None   # dL/dB = A^T dL/dY
+        if ctx.a_vec and dA is not None:
+            dA = dA[..., 0, :]                      # back to a vector
+        if ctx.b_vec and dB is not None:
+            dB = dB[..., 0]
+        return dA, dB
 
 
 class Linear(Function):
-    """y = x W^T + b, with W of shape (out, in) as in ``nn.Linear``.
+    """y = x W^T + b, with W of shape (out, in) as in ``nn.Linear`` (one row of x per sample).
 
     dL/dx = dL/dy W,   dL/dW = (dL/dy)^T x,   dL/db = sum over the batch of dL/dy.
-
-    Backward computes all three in one kernel call (``backend.linear_backward``; the NumPy
-    backend writes them as the three lines above).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        if x.ndim == 0:
-            raise ValueError(f"linear: the input is a 0-d tensor (a single number); it needs at "
-                             f"least one dimension of {weight.shape[1]} features")
-        if x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
-                             f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
-        if x.dtype != weight.dtype:
-            raise TypeError(f"linear: input dtype {x.dtype} differs from weight dtype "
-                            f"{weight.dtype}; convert with .float() or .double()")
-        if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
-            raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
-                             f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
+        _check_linear(x, weight, bias)
         ctx.save_for_backward(x, weight)
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # extra leading dims: a batch
-        y = backend.gemm(x2, weight, trans_b=True, bias=bias)   # x W^T + b in one pass
-        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
+        y = x @ weight.T
+        return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
-        needs = ctx.needs_input_grad   # for (x, weight) or (x, weight, bias)
-        dx, dw, db = backend.linear_backward(g2, x2, weight, needs[0], needs[1],
-                                             len(needs) > 2 and needs[2])
-        if dx is not None and dx.shape != x.shape:
-            dx = dx.reshape(x.shape)   # back to the input's leading dims
-        return dx, dw, db
+        x, W = ctx.saved
+        needs = ctx.needs_input_grad                    # for (x, W) or (x, W, b)
+        g2 = grad.reshape(-1, grad.shape[-1])           # rows of dL/dy (more leading dims: a batch)
+        x2 = x.reshape(-1, x.shape[-1])
+        dx = grad @ W if needs[0] else None             # dL/dx = dL/dy W
+        dW = g2.T @ x2 if needs[1] else None            # dL/dW = (dL/dy)^T x
+        db = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None   # dL/db = sum of dL/dy
+        return dx, dW, db
+
+
+def _check_linear(x, weight, bias):
+    """The shapes and dtypes of a linear layer's arguments, named in the error (both paths)."""
+    if x.ndim == 0:
+        raise ValueError(f"linear: the input is a 0-d tensor (a single number); it needs at "
+                         f"least one dimension of {weight.shape[1]} features")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
+                         f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear: input dtype {x.dtype} differs from weight dtype "
+                        f"{weight.dtype}; convert with .float() or .double()")
+    if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
+        raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
+                         f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
 
 
 class Outer(Function):
@@ -228,17 +222,14 @@ class Outer(Function):
     def forward(ctx, a, b):
         if a.ndim != 1 or b.ndim != 1:
             raise ValueError(f"outer needs two 1-D tensors, got shapes {a.shape} and {b.shape}")
-        dtype = np.result_type(a, b)
         ctx.save_for_backward(a, b)
-        if dtype.kind != "f":
-            return np.outer(a, b)
-        return backend.ger(np.zeros((a.size, b.size), dtype), a.astype(dtype), b.astype(dtype))
+        return np.outer(a, b)
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        da = grad @ b if ctx.needs_input_grad[0] else None
-        db = grad.T @ a if ctx.needs_input_grad[1] else None
+        da = grad @ b if ctx.needs_input_grad[0] else None     # dL/da = dL/dY b
+        db = grad.T @ a if ctx.needs_input_grad[1] else None   # dL/db = (dL/dY)^T a
         return da, db
 
 
@@ -345,18 +336,19 @@ class Sqrt(Function):
 
 
 class ReLU(Function):
-    """y = max(z, 0);  dy/dz = 1[z > 0] (0 at z = 0, as in PyTorch)."""
+    """a = max(z, 0);  da/dz = 1[z > 0]: 1 where the unit is on, 0 where it is off (also at z = 0,
+    as in PyTorch). Read from a: the unit is off where a <= 0."""
 
     @staticmethod
     def forward(ctx, z):
-        y = backend.relu(z)         # np.maximum(z, 0)
-        ctx.save_for_backward(y)
-        return y
+        a = np.maximum(z, 0)
+        ctx.save_for_backward(a)
+        return a
 
     @staticmethod
     def backward(ctx, grad):
-        y, = ctx.saved
-        return (backend.relu_backward(y, grad),)   # grad where y > 0, else 0 (as PyTorch)
+        a, = ctx.saved
+        return (np.where(a <= 0, 0, grad),)   # dL/dz = dL/da * 1[z > 0] (0 even where dL/da is inf)
 
 
 class Tanh(Function):
@@ -437,22 +429,21 @@ class LogSoftmax(Function):
 
 
 # --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
-class CrossEntropy(Function):
-    """Per-sample L_n = -log softmax(z_n)_(y_n) for integer class labels y, in one stable step,
-    then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
+class NLLLoss(Function):
+    """The negative log-likelihood of class labels t under log-probabilities y, row by row:
+    L_n = -y_n[t_n], then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
 
-    dL_n/dz_n = softmax(z_n) - onehot(y_n): the fused form never divides by a tiny probability.
-    ``backend.cross_entropy`` (one C pass, or NumPy) returns it with the losses, so backward only
-    scales it by dL/dL_n: for the mean over N samples, dL/dz = (softmax(z) - onehot(y)) / N.
-    The reduction is done here rather than by a separate Mean node, as PyTorch does: one node
-    less in every step.
+    dL_n/dy_n = -onehot(t_n): -1 at the label, 0 elsewhere (divided by N for the mean).
+    After ``LogSoftmax`` this is cross-entropy, and LogSoftmax's backward turns g = -onehot(t)/N
+    into g - softmax(z) * sum(g) = (softmax(z) - onehot(t)) / N: the famous gradient.
+    Labels arrive checked (``nn.functional``): each in 0..C-1.
     """
 
     @staticmethod
-    def forward(ctx, logits, target, reduction):
-        z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
-        losses, ctx.dlogits = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
-        ctx.shape, ctx.reduction = logits.shape, reduction
+    def forward(ctx, y, target, reduction):
+        rows, labels = y.reshape(-1, y.shape[-1]), target.reshape(-1)   # (C,): one row
+        ctx.shape, ctx.labels, ctx.reduction = y.shape, labels, reduction
+        losses = -rows[np.arange(len(labels)), labels]                  # L_n = -y_n[t_n]
         if reduction == "none":
             return losses.reshape(target.shape)
         total = losses.sum()
@@ -460,12 +451,14 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # a new array each time (not in place): a retained graph may run backward again
+        n = len(ctx.labels)
         if ctx.reduction == "none":
-            dz = ctx.dlogits * grad.reshape(-1, 1)     # each row by its own dL/dL_n
+            dL_n = grad.reshape(-1)                     # each sample's own dL/dL_n
         else:
-            dz = ctx.dlogits * (grad / len(ctx.dlogits) if ctx.reduction == "mean" else grad)
-        return (dz.reshape(ctx.shape),)
+            dL_n = grad / n if ctx.reduction == "mean" else grad
+        dy = np.zeros((n, ctx.shape[-1]), grad.dtype)
+        dy[np.arange(n), ctx.labels] = -dL_n            # dL/dy_n = -onehot(t_n) dL/dL_n
+        return (dy.reshape(ctx.shape),)
 
 
 class BinaryCrossEntropy(Function):

@@ -1,0 +1,210 @@
+"""The fast layer (fast.py) equals the plain ops it replaces, values and gradients, on both
+backends; and one switch decides which path runs."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_edu as tg
+from tinygrad_edu import fast, nn, ops, optim
+from tinygrad_edu.autograd import gradcheck
+
+BACKENDS = tg.backend.available()
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+def leaves(rng, *shapes, dtype=np.float64):
+    return [tg.tensor(rng.standard_normal(shape).astype(dtype), requires_grad=True) for shape in shapes]
+
+
+def value_and_grads(make, inputs, seed=0):
+    """The output of ``make(*inputs)`` and every input's gradient for a random dL/doutput."""
+    for x in inputs:
+        x.grad = None
+    out = make(*inputs)
+    out.backward(np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype))
+    return out.data.copy(), [x.grad.data.copy() for x in inputs]
+
+
+def assert_same(fast_result, plain_result, rtol):
+    (fast_out, fast_grads), (plain_out, plain_grads) = fast_result, plain_result
+    np.testing.assert_allclose(fast_out, plain_out, rtol=rtol, atol=rtol)
+    for f, p in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(f, p, rtol=rtol, atol=rtol)
+
+
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(n=st.integers(1, 13), n_in=st.integers(1, 40), n_out=st.integers(1, 40),
+       lead=st.sampled_from([(), (2,)]), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_fast_linear_equals_the_plain_composition(backend, dtype, n, n_in, n_out, lead, bias, seed):
+    """fast.Linear = x @ W.T + b, written with the plain MatMul, Permute and Add (and ops.Linear)."""
+    rng = np.random.default_rng(seed)
+    inputs = leaves(rng, lead + (n, n_in), (n_out, n_in), *([(n_out,)] if bias else []), dtype=dtype)
+    composition = (lambda x, w, b: x @ w.T + b) if bias else (lambda x, w: x @ w.T)
+    with tg.backend.use(backend):
+        fused = value_and_grads(fast.Linear.apply, inputs, seed)
+    assert_same(fused, value_and_grads(composition, inputs, seed), TOLERANCE[dtype])
+    assert_same(fused, value_and_grads(ops.Linear.apply, inputs, seed), TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(shape=st.sampled_from([(7,), (3, 5), (2, 3, 4), (12, 64)]), seed=st.integers(0, 2**16))
+def test_fast_relu_equals_the_plain_relu(backend, dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(shape).astype(dtype)
+    z.flat[::3] = 0                                 # the kink: gradient 0 on both paths
+    x = tg.tensor(z, requires_grad=True)
+    with tg.backend.use(backend):
+        fused = value_and_grads(fast.ReLU.apply, [x], seed)
+    assert_same(fused, value_and_grads(ops.ReLU.apply, [x], seed), 0)   # exactly equal
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_and_plain_relu_agree_on_inf_and_nan(backend):
+    """0 where the unit is off whatever dL/da is there (inf, NaN), dL/da where a is NaN: PyTorch's."""
+    a = np.array([-1.0, 0.0, 2.0, np.nan, -3.0, 4.0])
+    grad = np.array([np.inf, np.nan, 5.0, 6.0, np.nan, np.inf])
+    expected = np.array([0.0, 0.0, 5.0, 6.0, 0.0, np.inf])
+    for op in (fast.ReLU, ops.ReLU):
+        x = tg.tensor(a, requires_grad=True)
+        with tg.backend.use(backend):
+            op.apply(x).backward(grad)
+        np.testing.assert_array_equal(x.grad.data, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(n=st.integers(1, 13), classes=st.integers(1, 12), scale=st.sampled_from([1.0, 30.0]),
+       seed=st.integers(0, 2**16))
+def test_fast_cross_entropy_equals_log_softmax_then_nll(backend, reduction, dtype, n, classes, scale, seed):
+    rng = np.random.default_rng(seed)
+    logits = tg.tensor((rng.standard_normal((n, classes)) * scale).astype(dtype), requires_grad=True)
+    labels = rng.integers(0, classes, n)
+    with tg.backend.use(backend):
+        fused = value_and_grads(lambda z: fast.CrossEntropy.apply(z, target=labels, reduction=reduction),
+                                [logits], seed)
+    plain = value_and_grads(lambda z: ops.NLLLoss.apply(z.log_softmax(-1), target=labels, reduction=reduction),
+                            [logits], seed)
+    assert_same(fused, plain, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_sgd_update_equals_the_plain_loop(backend):
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(shape) for shape in [(5, 3), (3,), (40_000,)]]
+    directions = [rng.standard_normal(w.shape) for w in weights]
+    expected = [w.copy() for w in weights]
+    for d, w in zip(directions, expected):
+        w -= 0.1 * d
+    with tg.backend.use(backend):
+        fast.sgd_update(0.1, directions, weights)
+    for w, e in zip(weights, expected):
+        np.testing.assert_allclose(w, e, rtol=1e-12, atol=1e-14)   # C fuses the multiply-add
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_fast_op_passes_gradcheck(backend):
+    rng = np.random.default_rng(1)
+    x, w, b = leaves(rng, (3, 4), (2, 4), (2,))
+    z = tg.tensor(rng.standard_normal((3, 5)) + 0.1, requires_grad=True)   # away from the kink
+    labels = np.array([0, 4, 2])
+    with tg.backend.use(backend):
+        assert gradcheck(fast.Linear.apply, (x, w, b))
+        assert gradcheck(fast.ReLU.apply, (z,))
+        for reduction in ("mean", "sum", "none"):
+            assert gradcheck(lambda t: fast.CrossEntropy.apply(t, target=labels, reduction=reduction), (z,))
+            assert gradcheck(lambda t: ops.NLLLoss.apply(t, target=labels, reduction=reduction), (z,))
+
+
+# --- the switch -----------------------------------------------------------------------------------
+def test_one_switch_decides_the_path():
+    layer, x = nn.Linear(4, 3), tg.randn(2, 4, requires_grad=True)
+    fast_expected = tg.backend.name() == "c"
+    assert fast.enabled() is fast_expected
+    assert type(layer(x).grad_fn) is (fast.Linear if fast_expected else ops.Linear)
+    with tg.set_fast(False):
+        assert not fast.enabled()
+        assert type(layer(x).grad_fn) is ops.Linear
+        assert type(nn.ReLU()(x).grad_fn) is ops.ReLU
+        assert type(nn.CrossEntropyLoss()(layer(x), tg.tensor([0, 2])).grad_fn) is ops.NLLLoss
+    assert fast.enabled() is fast_expected                     # restored after the block
+    with tg.backend.use("numpy"):
+        assert not fast.enabled()                              # the plain path on NumPy
+        assert type(layer(x).grad_fn) is ops.Linear
+    tg.set_fast(False)                                         # as a call: for the process
+    try:
+        assert not fast.enabled()
+    finally:
+        tg.set_fast(True)
+    assert fast.enabled() is fast_expected
+    with pytest.raises(TypeError, match="set_fast takes True or False"):
+        tg.set_fast("no")
+
+
+def test_a_training_step_gives_the_same_weights_on_both_paths():
+    """The lecture's MLP, three SGD steps, fast layer and plain ops from the same start."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((12, 784), dtype=np.float32), rng.integers(0, 10, 12)
+    results = []
+    for on in (True, False):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        with tg.set_fast(on):
+            for _ in range(3):
+                opt.zero_grad()
+                nn.CrossEntropyLoss()(model(tg.tensor(x)), tg.tensor(y)).backward()
+                opt.step()
+        results.append([p.data for p in model.parameters()])
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_a_module_keeps_each_layer_and_parameter_in_one_place():
+    """As PyTorch: registered in _parameters/_modules only, found there by attribute lookup."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    layer = model[0]
+    assert "weight" not in vars(layer) and layer.weight is layer._parameters["weight"]
+    assert "0" not in vars(model) and getattr(model, "0") is layer
+    layer.weight = nn.Parameter(np.ones((2, 2), np.float32))
+    assert layer.weight is layer._parameters["weight"] and float(layer.weight.sum()) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer.weight = None                 # no longer a parameter
+    assert "weight" not in layer._parameters and layer.weight is None
+    assert "bias" in dir(layer)
+    del layer.bias
+    assert [name for name, _ in layer.named_parameters()] == []
+    with pytest.raises(AttributeError, match="'Linear' object has no attribute 'bias'"):
+        layer.bias
+
+
+# --- the walk a student reads ---------------------------------------------------------------------
+def test_the_plain_walk_stays_in_the_engine_and_the_op_file():
+    """loss.backward() on the lecture MLP, plain path: every tinygrad_edu function it runs is in
+    tensor.py or ops.py, and each of the lecture's ops shows its own backward (examples/gradient_route.py
+    prints the list; the README quotes its count)."""
+    import runpy
+    from conftest import REPO
+    route = runpy.run_path(str(REPO / "examples" / "gradient_route.py"))
+    with tg.set_fast(False):
+        loss, model = route["lecture_loss"](12)
+        calls = route["trace_backward"](loss)
+    ours = [(file, name) for file, name in calls if file.startswith("tinygrad_edu/")]
+    assert {file for file, _ in ours} == {"tinygrad_edu/tensor.py", "tinygrad_edu/ops.py"}, ours
+    assert {name for file, name in ours if file.endswith("ops.py")} == {
+        "NLLLoss.backward", "LogSoftmax.backward", "Linear.backward", "ReLU.backward"}
+    assert all(file.startswith("numpy/") for file, _ in calls if not file.startswith("tinygrad_edu/"))
+    assert model.fc1.weight.grad is not None and model.fc1.weight.grad.shape == (512, 784)

@@ -1,0 +1,125 @@
+"""The fast layer: a few ops fused into C kernel calls, under the plain ones in ``ops.py``.
+
+Each op here computes exactly what a composition of plain ops computes (its docstring says which,
+and ``tests/test_fast.py`` checks values and gradients equal), in fewer and faster steps:
+
+- ``Linear``: ``x @ W.T + b`` in one GEMM pass, and its three gradients in one kernel call;
+- ``ReLU``: ``ops.ReLU`` on the C kernels (NumPy's ``maximum`` with a scalar is not vectorised);
+- ``CrossEntropy``: ``ops.LogSoftmax`` then ``ops.NLLLoss`` in one pass that also leaves
+  ``softmax - onehot`` ready for backward;
+- ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call.
+
+Which path runs is decided in one place, ``enabled()``, asked by ``nn.functional`` and ``optim``:
+the fast layer when the C kernels are the backend in use and ``set_fast`` has not turned it off;
+the plain path otherwise (the NumPy backend, no compiler, or ``tinygrad_edu.set_fast(False)`` to
+watch the plain ops run on the C build).
+"""
+
+import contextlib
+
+import numpy as np
+
+from . import backend, ops
+from .tensor import Function
+
+_switch = {"on": True}   # set_fast's setting, for the whole process
+
+
+def enabled():
+    """Whether the fast layer runs: switched on, and the C kernels are the backend in use."""
+    return _switch["on"] and backend.name() == "c"
+
+
+class set_fast(contextlib.ContextDecorator):
+    """``set_fast(False)`` turns the fast layer off (for the whole process) and ``set_fast(True)``
+    back on; ``with set_fast(False): ...`` turns it off for a block and restores the setting
+    after it (as ``torch.set_grad_enabled`` works both ways)."""
+
+    def __init__(self, flag):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"set_fast takes True or False, got {flag!r}")
+        self.previous = _switch["on"]
+        _switch["on"] = bool(flag)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _switch["on"] = self.previous
+        return False
+
+
+class Linear(Function):
+    """``ops.Linear`` (y = x W^T + b;  dL/dx = dL/dy W,  dL/dW = (dL/dy)^T x,  dL/db = sum of
+    dL/dy) with the bias added inside the GEMM's pass and the three gradients from one kernel
+    call (``backend.linear_backward``), so the layer costs one call each way."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        ops._check_linear(x, weight, bias)
+        ctx.save_for_backward(x, weight)
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])   # extra leading dims: a batch
+        y = backend.gemm(x2, weight, trans_b=True, bias=bias)
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved
+        needs = ctx.needs_input_grad
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
+        dx, dw, db = backend.linear_backward(g2, x2, weight, needs[0], needs[1],
+                                             len(needs) > 2 and needs[2])
+        if dx is not None and dx.shape != x.shape:
+            dx = dx.reshape(x.shape)
+        return dx, dw, db
+
+
+class ReLU(Function):
+    """``ops.ReLU`` (a = max(z, 0);  dL/dz = dL/da where a > 0, else 0) on the C kernels."""
+
+    @staticmethod
+    def forward(ctx, z):
+        a = backend.relu(z)
+        ctx.save_for_backward(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, = ctx.saved
+        return (backend.relu_backward(a, grad),)
+
+
+class CrossEntropy(Function):
+    """``ops.LogSoftmax`` (over the last axis) then ``ops.NLLLoss``: L_n = -log softmax(z_n)[t_n],
+    then the batch's ``reduction`` ("mean", "sum" or "none").
+
+    dL_n/dz_n = softmax(z_n) - onehot(t_n). ``backend.cross_entropy`` computes it in the forward
+    pass, with the losses (one C pass over the logits; it also checks every label), so backward
+    only scales it by dL/dL_n: for the mean over N samples, (softmax(z) - onehot(t)) / N.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, target, reduction):
+        z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
+        losses, ctx.dlogits = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
+        ctx.shape, ctx.reduction = logits.shape, reduction
+        if reduction == "none":
+            return losses.reshape(target.shape)
+        total = losses.sum()
+        return np.asarray(total / len(losses) if reduction == "mean" else total)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # a new array each time (not in place): a retained graph may run backward again
+        if ctx.reduction == "none":
+            dz = ctx.dlogits * grad.reshape(-1, 1)     # each row by its own dL/dL_n
+        else:
+            dz = ctx.dlogits * (grad / len(ctx.dlogits) if ctx.reduction == "mean" else grad)
+        return (dz.reshape(ctx.shape),)
+
+
+def sgd_update(lr, directions, weights):
+    """``w -= lr * d`` for every (d, w) pair, in place, in one C call without temporaries
+    (PyTorch's optimizers batch their updates the same way: "foreach")."""
+    backend.axpy_many(-lr, directions, weights)
