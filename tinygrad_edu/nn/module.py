@@ -63,18 +63,33 @@ class Module:
         if registry is not None:
             self._parameters.pop(name, None)
             self._modules.pop(name, None)
-            if isinstance(value, Parameter):
-                self._parameters[name] = value
-            elif isinstance(value, Module):
-                self._modules[name] = value
-            elif _holds_modules(value):
+            if isinstance(value, (Parameter, Module)):
+                self.__dict__.pop(name, None)   # kept in one place: its registry
+                (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+                return
+            if _holds_modules(value):
                 _unregistered_warning(self, name, value)
-        object.__setattr__(self, name, value)  # also a plain attribute: fast lookup in forward
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        """``self.fc1``, ``self.weight``: Python asks here for what is not a plain attribute, so
+        registered layers and parameters are found in their registries."""
+        registries = self.__dict__.get("_parameters"), self.__dict__.get("_modules")
+        for registry in registries:
+            if registry is not None and name in registry:
+                return registry[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
-        object.__delattr__(self, name)
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._modules:
+            del self._modules[name]
+        else:
+            object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._modules))
 
     def register_parameter(self, name, param):
         if param is None:
@@ -260,8 +275,6 @@ class ModuleList(Module):
         self.extend(modules)
 
     def _renumber(self, modules):
-        for key in list(self._modules):
-            object.__delattr__(self, key)
         self._modules.clear()
         for i, module in enumerate(modules):
             self.add_module(str(i), module)
