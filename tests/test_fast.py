@@ -173,20 +173,21 @@ def test_a_training_step_gives_the_same_weights_on_both_paths():
 
 
 def test_a_module_keeps_each_layer_and_parameter_in_one_place():
-    """As PyTorch: registered in _parameters/_modules only, found there by attribute lookup."""
+    """Its attributes: _parameters and _modules are read-only views of them, in assignment order."""
     model = nn.Sequential(nn.Linear(2, 2))
     layer = model[0]
-    assert "weight" not in vars(layer) and layer.weight is layer._parameters["weight"]
-    assert "0" not in vars(model) and getattr(model, "0") is layer
-    layer.weight = nn.Parameter(np.ones((2, 2), np.float32))
-    assert layer.weight is layer._parameters["weight"] and float(layer.weight.sum()) == 4
+    assert list(layer._parameters) == ["weight", "bias"] and layer._parameters["weight"] is layer.weight
+    assert list(model._modules) == ["0"] and getattr(model, "0") is layer
+    with pytest.raises(TypeError):
+        layer._parameters["extra"] = nn.Parameter(np.ones(2, np.float32))   # assign attributes instead
+    layer.weight = nn.Parameter(np.ones((2, 2), np.float32))               # replaced where it was
+    assert list(layer._parameters) == ["weight", "bias"] and float(layer._parameters["weight"].sum()) == 4
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer.weight = None                 # no longer a parameter
-    assert "weight" not in layer._parameters and layer.weight is None
-    assert "bias" in dir(layer)
+    assert list(layer._parameters) == ["bias"]
     del layer.bias
-    assert [name for name, _ in layer.named_parameters()] == []
+    assert [name for name, _ in model.named_parameters()] == []
     with pytest.raises(AttributeError, match="'Linear' object has no attribute 'bias'"):
         layer.bias
 

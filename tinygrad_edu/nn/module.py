@@ -1,10 +1,13 @@
 """``Module``, ``Parameter`` and the containers (``Sequential``, ``ModuleList``, ``ModuleDict``).
 
-A Module finds its parameters the way PyTorch's does: assigning a ``Parameter`` or a ``Module``
-to an attribute registers it, in order, under the attribute's name. That gives dotted names such
-as ``layers.0.weight``. A plain Python list of layers registers nothing; we warn about that.
+A Module's layers and weights are its attributes: ``self.fc1 = nn.Linear(...)`` in ``__init__``.
+Its ``Parameter`` attributes are its parameters and its ``Module`` attributes its sub-modules, in
+the order they were assigned (Python keeps an object's attributes in that order), which gives
+dotted names such as ``layers.0.weight`` as in PyTorch. They are kept in one place, the attributes
+themselves. A plain Python list of layers is not a Module: nothing in it is found; we warn.
 """
 
+import types
 import warnings
 from collections import OrderedDict, namedtuple
 
@@ -44,8 +47,6 @@ class Module:
     ``forward``. Calling the module calls ``forward``."""
 
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def forward(self, *args, **kwargs):
@@ -54,49 +55,27 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    # --- registration -------------------------------------------------------------------------
+    # --- parameters and sub-modules: the attributes that are Parameters and Modules ------------
     def __setattr__(self, name, value):
-        registry = self.__dict__.get("_parameters")
-        if registry is None and isinstance(value, (Parameter, Module)):
+        if "training" not in self.__dict__ and isinstance(value, (Parameter, Module)):   # no __init__
             raise AttributeError(f"cannot assign {type(value).__name__} '{name}' before "
                                  f"Module.__init__() is called: add super().__init__()")
-        if registry is not None:
-            self._parameters.pop(name, None)
-            self._modules.pop(name, None)
-            if isinstance(value, (Parameter, Module)):
-                self.__dict__.pop(name, None)   # kept in one place: its registry
-                (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
-                return
-            if _holds_modules(value):
-                _unregistered_warning(self, name, value)
+        if _holds_modules(value):
+            _unregistered_warning(self, name, value)
         object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):
-        """``self.fc1``, ``self.weight``: Python asks here for what is not a plain attribute, so
-        registered layers and parameters are found in their registries."""
-        registries = self.__dict__.get("_parameters"), self.__dict__.get("_modules")
-        for registry in registries:
-            if registry is not None and name in registry:
-                return registry[name]
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+    @property
+    def _parameters(self):
+        """This module's own Parameters by attribute name, in order (read-only: assign attributes)."""
+        return types.MappingProxyType({n: v for n, v in vars(self).items() if isinstance(v, Parameter)})
 
-    def __delattr__(self, name):
-        if name in self._parameters:
-            del self._parameters[name]
-        elif name in self._modules:
-            del self._modules[name]
-        else:
-            object.__delattr__(self, name)
-
-    def __dir__(self):
-        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._modules))
+    @property
+    def _modules(self):
+        """This module's own sub-modules by attribute name, in order (read-only: assign attributes)."""
+        return types.MappingProxyType({n: v for n, v in vars(self).items() if isinstance(v, Module)})
 
     def register_parameter(self, name, param):
-        if param is None:
-            self._parameters.pop(name, None)
-            object.__setattr__(self, name, None)
-        else:
-            setattr(self, name, param)
+        setattr(self, name, param)
 
     def add_module(self, name, module):
         setattr(self, name, module)
@@ -141,7 +120,7 @@ class Module:
         """The lecture's bug, caught when it bites: a list filled *after* assignment."""
         for module in self.modules():
             for name, value in module.__dict__.items():
-                if name not in ("_parameters", "_modules") and _holds_modules(value):
+                if _holds_modules(value):
                     _unregistered_warning(module, name, value)
 
     # --- training state -----------------------------------------------------------------------
@@ -275,7 +254,8 @@ class ModuleList(Module):
         self.extend(modules)
 
     def _renumber(self, modules):
-        self._modules.clear()
+        for name in list(self._modules):
+            delattr(self, name)
         for i, module in enumerate(modules):
             self.add_module(str(i), module)
 
