@@ -7,7 +7,8 @@
 import numpy as np
 
 from . import ops as _ops
-from .autograd import gradcheck
+from . import autograd
+from .gradient_check import gradcheck
 from .fast import set_fast
 from .random import manual_seed
 from .tensor import (DEFAULT_FLOAT, MaxResult, Tensor, bool_, enable_grad, float32, float64,
