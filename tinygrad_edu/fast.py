@@ -22,12 +22,12 @@ import numpy as np
 from . import backend, ops
 from .tensor import Function
 
-_switch = {"on": True}   # set_fast's setting, for the whole process
+_switched_on = True   # set_fast's setting, for the whole process
 
 
 def enabled():
     """Whether the fast layer runs: switched on, and the C kernels are the backend in use."""
-    return _switch["on"] and backend.name() == "c"
+    return _switched_on and backend.name() == "c"
 
 
 class set_fast(contextlib.ContextDecorator):
@@ -36,16 +36,17 @@ class set_fast(contextlib.ContextDecorator):
     after it (as ``torch.set_grad_enabled`` works both ways)."""
 
     def __init__(self, flag):
+        global _switched_on
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"set_fast takes True or False, got {flag!r}")
-        self.previous = _switch["on"]
-        _switch["on"] = bool(flag)
+        self.previous, _switched_on = _switched_on, bool(flag)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _switch["on"] = self.previous
+        global _switched_on
+        _switched_on = self.previous
         return False
 
 

@@ -148,20 +148,20 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options):
+        """Run ``forward`` on the inputs' arrays. If an input requires a gradient (and no_grad is
+        not on), the result is recorded: its ``grad_fn`` is this op, which keeps its inputs."""
         ctx = cls()
         out = cls.forward(ctx, *[t.data for t in inputs], **options)
         if out.dtype == float64 and float64 not in [t.data.dtype for t in inputs]:
             out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
-        needs = tuple([t._requires_grad for t in inputs])  # lists: faster than generators here
-        recording = True in needs and _grad_mode.enabled
+        needs = tuple([t._requires_grad for t in inputs])
+        recording = any(needs) and _grad_mode.enabled
         result = Tensor._make(out, recording, ctx if recording else None)
         if cls.returns_view and np.may_share_memory(out, inputs[0].data):
             result._version_counter = inputs[0]._counter()   # a view: a change to one is to both
         if recording:
-            ctx.parents = inputs
-            ctx.needs_input_grad = needs
-            if ctx.saved:
-                ctx._remember_versions(inputs, result)
+            ctx.parents, ctx.needs_input_grad = inputs, needs
+            ctx._remember_versions(inputs, result)
         return result
 
     def save_for_backward(self, *arrays):
