@@ -236,12 +236,14 @@ def _torch_step(batch):
 
 
 @pytest.mark.benchmark(group="train-step")
-@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-numpy", "numpy-by-hand",
-                                  "c-kernels-by-hand", "torch"])
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "tinygrad_edu-numpy",
+                                  "numpy-by-hand", "c-kernels-by-hand", "torch"])
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_training_step(benchmark, batch, impl):
+    """tinygrad_edu-c runs the fast layer, tinygrad_edu-c-plain the plain ops on the same build
+    (set_fast(False)), tinygrad_edu-numpy the plain ops on the NumPy backend."""
     reference_step, reference = _hand_step(batch)
-    kernels = "c" if impl in ("tinygrad_edu-c", "c-kernels-by-hand") else "numpy"   # backend below
+    kernels = "c" if impl in ("tinygrad_edu-c", "tinygrad_edu-c-plain", "c-kernels-by-hand") else "numpy"
     if kernels not in backend.available():
         pytest.skip("C kernels not built")
     if impl == "numpy-by-hand":
@@ -252,7 +254,8 @@ def test_training_step(benchmark, batch, impl):
         step, state = _kernel_step(batch)
     else:
         step, state = _engine_step(batch)
-    with backend.use(kernels):   # chosen once, outside the timed step, as a user would
+    # backend and path chosen once, outside the timed step, as a user would
+    with backend.use(kernels), tg.set_fast(impl != "tinygrad_edu-c-plain"):
         if impl != "numpy-by-hand":   # correctness: two steps agree with the hand-written NumPy step
             for _ in range(2):
                 step()
