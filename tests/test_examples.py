@@ -39,6 +39,14 @@ def run_script(name, *args, normal, env=None):
         hang_guard_failure(f"examples/{name} {' '.join(args)}", normal)
 
 
+def _ctrl_c_stops_it():
+    """In a child about to start: Ctrl-C's default action back. A shell that starts the test run
+    in the background without job control (`pytest &` in a script) makes it ignore SIGINT, a child
+    inherits that, and Python then installs no KeyboardInterrupt: the tests pressing Ctrl-C would
+    wait in vain."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_example(name, *args, normal, env=None):
     result = run_script(name, *args, normal=normal, env=env)
     assert result.returncode == 0, result.stderr
@@ -109,7 +117,7 @@ def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
     with open(out, "w") as out_file, open(err, "w") as err_file:
         proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir", str(mnist_root),
                                  "--out", str(tmp_path)], stdout=out_file, stderr=err_file, cwd=REPO,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_ctrl_c_stops_it)
     try:
         wait_until(lambda: "[1,  2000] loss:" in out.read_text(), "mnist_mlp.py's first loss line", 30)
         proc.send_signal(signal.SIGINT)
@@ -337,7 +345,8 @@ class Sweep:
         self.out, self.err = tmp_path / "sweep.stdout", tmp_path / "sweep.stderr"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_sweep.py"), *args],
-                                         stdout=out, stderr=err, text=True, cwd=REPO)
+                                         stdout=out, stderr=err, text=True, cwd=REPO,
+                                         preexec_fn=_ctrl_c_stops_it)
 
     def wait_for_output(self, text, normal):
         wait_until(lambda: text in self.out.read_text(), f"the sweep's line {text!r}", normal)
