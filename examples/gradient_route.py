@@ -47,6 +47,27 @@ def where(code):
     return path.name
 
 
+def qualified_name(frame):
+    """``NLLLoss.backward``, ``Tensor._make``, ``backward``: the function's name with its class.
+    Python 3.11 has it (``co_qualname``); before, it is looked up in the classes of the call's
+    first argument (``self``, ``cls``, or an op's ``ctx``)."""
+    code = frame.f_code
+    return getattr(code, "co_qualname", None) or name_from_classes(code, frame.f_locals)
+
+
+def name_from_classes(code, local_variables):
+    """The qualified name of ``code``'s function found in its first argument's classes (Python
+    3.10), or its plain name (a module-level function)."""
+    if code.co_argcount:
+        first = local_variables.get(code.co_varnames[0])
+        for klass in (first if isinstance(first, type) else type(first)).__mro__:
+            function = klass.__dict__.get(code.co_name)
+            function = getattr(function, "__func__", getattr(function, "fget", function))
+            if getattr(function, "__code__", None) is code:   # staticmethod, classmethod, property
+                return f"{klass.__name__}.{code.co_name}"
+    return code.co_name
+
+
 def trace_backward(loss):
     """``{(file, function): calls}`` for every Python function ``loss.backward()`` runs, in the
     order each is first called."""
@@ -54,8 +75,7 @@ def trace_backward(loss):
 
     def profile(frame, event, arg):
         if event == "call":
-            code = frame.f_code
-            key = (where(code), getattr(code, "co_qualname", code.co_name))   # qualname: 3.11+
+            key = (where(frame.f_code), qualified_name(frame))
             calls[key] = calls.get(key, 0) + 1
 
     sys.setprofile(profile)

@@ -209,3 +209,61 @@ def test_the_plain_walk_stays_in_the_engine_and_the_op_file():
         "NLLLoss.backward", "LogSoftmax.backward", "Linear.backward", "ReLU.backward"}
     assert all(file.startswith("numpy/") for file, _ in calls if not file.startswith("tinygrad_edu/"))
     assert model.fc1.weight.grad is not None and model.fc1.weight.grad.shape == (512, 784)
+
+
+def test_the_route_names_functions_the_same_without_co_qualname():
+    """Python 3.10 has no code.co_qualname: gradient_route.py then finds each method's class."""
+    import runpy
+    import sys
+    from conftest import REPO
+    route = runpy.run_path(str(REPO / "examples" / "gradient_route.py"))
+    if not hasattr(route["trace_backward"].__code__, "co_qualname"):
+        pytest.skip("compares with co_qualname, which this Python (3.10) lacks")
+    seen = {}
+
+    def profile(frame, event, arg):
+        if event == "call" and "tinygrad_edu" in frame.f_code.co_filename:
+            seen[frame.f_code.co_qualname] = route["name_from_classes"](frame.f_code, frame.f_locals)
+
+    for on in (False, True):
+        with tg.set_fast(on):
+            loss, _ = route["lecture_loss"](4)
+            sys.setprofile(profile)
+            try:
+                loss.backward()
+            finally:
+                sys.setprofile(None)
+    assert len(seen) > 10 and all(qualname == name for qualname, name in seen.items()), seen
+
+
+# --- what both paths must agree on ------------------------------------------------------------------
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_labels_changed_after_forward_do_not_change_the_gradient(on, loss):
+    labels = np.array([0, 1])
+    z = tg.tensor(np.zeros((2, 3)), requires_grad=True)
+    with tg.set_fast(on):
+        value = getattr(nn.functional, loss)(z, labels)
+        labels[0] = 2                                      # the caller reuses its array
+        value.backward()
+    expected = -np.eye(3)[[0, 1]] / 2 + (1 / 6 if loss == "cross_entropy" else 0)
+    np.testing.assert_allclose(z.grad.data, expected)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_both_paths_treat_integer_inputs_alike(on):
+    with tg.set_fast(on):
+        with pytest.raises(TypeError, match="cross_entropy: input must hold floating-point scores"):
+            nn.functional.cross_entropy(tg.tensor(np.arange(6).reshape(2, 3)), tg.tensor([0, 1]))
+        y = nn.functional.linear(tg.tensor(np.ones((2, 3), np.int64)), tg.tensor(np.ones((4, 3), np.int64)))
+    assert y.dtype == np.int64 and y.tolist() == [[3] * 4] * 2
+
+
+def test_a_placeholder_attribute_filled_in_later_is_listed_last_as_in_pytorch():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = None                  # filled in below
+            self.body = nn.Linear(2, 2)
+            self.head = nn.Linear(2, 1)
+    assert [n for n, _ in Net().named_parameters()] == ["body.weight", "body.bias", "head.weight", "head.bias"]

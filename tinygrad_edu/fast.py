@@ -15,8 +15,6 @@ the plain path otherwise (the NumPy backend, no compiler, or ``tinygrad_edu.set_
 watch the plain ops run on the C build).
 """
 
-import contextlib
-
 import numpy as np
 
 from . import backend, ops
@@ -30,10 +28,10 @@ def enabled():
     return _switched_on and backend.name() == "c"
 
 
-class set_fast(contextlib.ContextDecorator):
-    """``set_fast(False)`` turns the fast layer off (for the whole process) and ``set_fast(True)``
-    back on; ``with set_fast(False): ...`` turns it off for a block and restores the setting
-    after it (as ``torch.set_grad_enabled`` works both ways)."""
+class set_fast:
+    """``set_fast(False)`` turns the fast layer off for the whole process, ``set_fast(True)`` back
+    on; ``with set_fast(False): ...`` turns it off for a block and restores the setting after it
+    (as ``torch.set_grad_enabled`` works both ways). One setting for all threads."""
 
     def __init__(self, flag):
         global _switched_on
@@ -57,7 +55,7 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        ops._check_linear(x, weight, bias)
+        ops.check_linear(x, weight, bias)
         ctx.save_for_backward(x, weight)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])   # extra leading dims: a batch
         y = backend.gemm(x2, weight, trans_b=True, bias=bias)

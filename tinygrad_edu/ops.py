@@ -174,6 +174,22 @@ class MatMul(Function):
         return dA, dB
 
 
+def check_linear(x, weight, bias):
+    """The shapes and dtypes of a linear layer's arguments, named in the error (both paths)."""
+    if x.ndim == 0:
+        raise ValueError(f"linear: the input is a 0-d tensor (a single number); it needs at "
+                         f"least one dimension of {weight.shape[1]} features")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
+                         f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear: input dtype {x.dtype} differs from weight dtype "
+                        f"{weight.dtype}; convert with .float() or .double()")
+    if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
+        raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
+                         f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
+
+
 class Linear(Function):
     """y = x W^T + b, with W of shape (out, in) as in ``nn.Linear`` (one row of x per sample).
 
@@ -182,7 +198,7 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        _check_linear(x, weight, bias)
+        check_linear(x, weight, bias)
         ctx.save_for_backward(x, weight)
         y = x @ weight.T
         return y if bias is None else y + bias
@@ -197,22 +213,6 @@ class Linear(Function):
         dW = g2.T @ x2 if needs[1] else None            # dL/dW = (dL/dy)^T x
         db = g2.sum(axis=0) if len(needs) > 2 and needs[2] else None   # dL/db = sum of dL/dy
         return dx, dW, db
-
-
-def _check_linear(x, weight, bias):
-    """The shapes and dtypes of a linear layer's arguments, named in the error (both paths)."""
-    if x.ndim == 0:
-        raise ValueError(f"linear: the input is a 0-d tensor (a single number); it needs at "
-                         f"least one dimension of {weight.shape[1]} features")
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) but the "
-                         f"weight expects {weight.shape[1]} (weight shape {weight.shape})")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"linear: input dtype {x.dtype} differs from weight dtype "
-                        f"{weight.dtype}; convert with .float() or .double()")
-    if bias is not None and (bias.shape != weight.shape[:1] or bias.dtype != weight.dtype):
-        raise ValueError(f"linear: bias must have shape {weight.shape[:1]} and dtype "
-                         f"{weight.dtype} (from the weight), got {bias.shape} {bias.dtype}")
 
 
 class Outer(Function):
@@ -442,7 +442,8 @@ class NLLLoss(Function):
     @staticmethod
     def forward(ctx, y, target, reduction):
         rows, labels = y.reshape(-1, y.shape[-1]), target.reshape(-1)   # (C,): one row
-        ctx.shape, ctx.labels, ctx.reduction = y.shape, labels, reduction
+        ctx.shape, ctx.labels, ctx.reduction = y.shape, labels.copy(), reduction   # ours: the caller's
+        # array may change before backward
         losses = -rows[np.arange(len(labels)), labels]                  # L_n = -y_n[t_n]
         if reduction == "none":
             return losses.reshape(target.shape)

@@ -404,7 +404,7 @@ class Tensor:
                 raise RuntimeError(f"backward() without a gradient works only on a scalar, this "
                                    f"tensor has shape {self.shape}: pass gradient= of that shape")
             gradient = np.empty(self.data.shape, self.data.dtype)
-            gradient.fill(1)   # dL/dL = 1 (np.ones is Python code calling these two)
+            gradient.fill(1)   # dL/dL = 1
         else:
             gradient = _as_array(gradient, self.data.dtype)
             if gradient.shape != self.data.shape:

@@ -1,7 +1,8 @@
 """Stateless layer and loss functions (``torch.nn.functional``). The modules in ``nn`` call these.
 
 Here the path is chosen: ``linear``, ``relu`` and ``cross_entropy`` run the fast layer's fused op
-(``fast.py``) when ``fast.enabled()``, else the plain ops of ``ops.py``. Both give the same numbers.
+(``fast.py``) when ``fast.enabled()``, else the plain ops of ``ops.py``. Both give the same numbers
+up to float rounding (tests/test_fast.py).
 """
 
 import numpy as np
@@ -14,7 +15,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def linear(x, weight, bias=None):
     """y = x W^T + b (``ops.Linear``, or ``fast.Linear``)."""
-    op = fast.Linear if fast.enabled() else ops.Linear
+    op = fast.Linear if fast.enabled() and x.dtype.kind == "f" else ops.Linear   # C: floats only
     return op.apply(x, weight) if bias is None else op.apply(x, weight, bias)
 
 
@@ -114,6 +115,9 @@ def cross_entropy(input, target, reduction="mean"):
     Plain: ``nll_loss(log_softmax(input))``, two ops whose gradients chain to (softmax - onehot)/N.
     Fast: ``fast.CrossEntropy``, both in one kernel pass."""
     _check_reduction(reduction)
+    if input.dtype.kind != "f":
+        raise TypeError(f"cross_entropy: input must hold floating-point scores (float32 or float64), "
+                        f"got {input.dtype}; convert with .float()")
     target = _class_targets(input, target, "cross_entropy")
     rows = _rows_of_classes(input)
     if fast.enabled():

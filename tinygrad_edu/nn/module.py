@@ -39,6 +39,11 @@ def _unregistered_warning(owner, name, value):
                   f"them. Use {container}(...) instead.", UserWarning, stacklevel=3)
 
 
+def _kind(value):
+    """Parameter, Module, or None for any other attribute."""
+    return Parameter if isinstance(value, Parameter) else Module if isinstance(value, Module) else None
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -62,6 +67,9 @@ class Module:
                                  f"Module.__init__() is called: add super().__init__()")
         if _holds_modules(value):
             _unregistered_warning(self, name, value)
+        if name in self.__dict__ and _kind(self.__dict__[name]) is not _kind(value):
+            object.__delattr__(self, name)   # becomes a parameter or layer now: listed after the
+            # ones before it (self.head = None as a placeholder, filled in last), as in PyTorch
         object.__setattr__(self, name, value)
 
     @property
