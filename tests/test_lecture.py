@@ -4,7 +4,7 @@ The lecture (a PyTorch notebook) loads MNIST, trains a five-layer MLP with SGD, 
 batch, counts the correct predictions, and then shows two ways to hold a variable number of layers
 (a plain Python list, which registers nothing, and ``nn.ModuleList``). Each helper below is one of
 those cells, kept as the lecture spells it, so that the tests run the students' own code paths.
-Its convolution examples (``nn.Conv2d`` in ``nn.Sequential``) are not covered here.
+Its convolution examples (``nn.Conv2d`` in ``nn.Sequential``) are run in tests/test_conv.py.
 
 What needs the real MNIST takes the ``mnist_root`` fixture; everything else runs on small
 synthetic "digits". Comparisons with PyTorch run the very same cell functions on both engines

@@ -13,6 +13,7 @@ ReLU, cross-entropy) on the C kernels, each tested equal to its plain form here.
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .tensor import Function
 
@@ -288,6 +289,135 @@ class Max(Function):
     @staticmethod
     def backward(ctx, grad):
         return (_expand_reduced(grad, ctx.shape, ctx.axes, ctx.keepdim) * ctx.mask,)
+
+
+# --- convolution and pooling (images: N, C, H, W) ----------------------------------------------
+def _windows(x, kernel, stride, dilation):
+    """Every window a kernel of size ``kernel`` reads from x (N, C, H, W), as a view (N, C, OH, OW,
+    kh, kw): window (i, j) starts at row i*sh, column j*sw, and takes every dh-th row and dw-th
+    column (dilation). Output pixel (i, j) of a convolution or a pooling is computed from it."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    spans = sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    return spans[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _add_windows(dx, window_grads, stride, dilation):
+    """The backward of ``_windows``: add each window's gradient (N, C, OH, OW, kh, kw) onto the
+    elements of dx (N, C, H, W) it was read from (where windows overlap, the contributions add).
+    One strided slice per kernel position (kh*kw of them), never a loop over pixels."""
+    (sh, sw), (dh, dw) = stride, dilation
+    oh, ow, kh, kw = window_grads.shape[2:]
+    for p in range(kh):
+        for q in range(kw):
+            rows = slice(p * dh, p * dh + sh * (oh - 1) + 1, sh)   # every row kernel row p read
+            cols = slice(q * dw, q * dw + sw * (ow - 1) + 1, sw)
+            dx[:, :, rows, cols] += window_grads[:, :, :, :, p, q]
+    return dx
+
+
+def _pad(x, padding, value=0):
+    """x (N, C, H, W) with ``padding`` ((top, bottom), (left, right)) rows and columns of ``value``."""
+    return np.pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
+
+
+def _unpad(x_padded, padding, shape):
+    """The inverse of ``_pad``: the padding's share of a gradient is dropped."""
+    (top, _), (left, _) = padding
+    return x_padded[:, :, top:top + shape[2], left:left + shape[3]]
+
+
+class Conv2d(Function):
+    """y[n, o, i, j] = b[o] + sum over c, p, q of w[o, c, p, q] x[n, c, i*s + p*d, j*s + q*d]
+    (x padded; s the stride, d the dilation): each output pixel is one window of x dotted with one
+    filter (a correlation). With ``groups`` = G, the channels split into G groups and the filters
+    of group g see only its input channels.
+
+    dL/dw[o, c, p, q] = sum over n, i, j of dL/dy[n, o, i, j] x[n, c, i*s + p*d, j*s + q*d]:
+                        the input correlated with the output gradient;
+    dL/dx: each window's gradient, dL/dwindow = sum over o of dL/dy[n, o, i, j] w[o], added back
+           onto the pixels it was read from (``_add_windows``): the output gradient correlated
+           with the flipped kernel ("full" correlation);
+    dL/db[o] = sum over n, i, j of dL/dy[n, o, i, j].
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
+                groups=1):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding, ctx.dilation, ctx.groups = stride, padding, dilation, groups
+        windows = _group(_windows(_pad(x, padding), weight.shape[2:], stride, dilation), groups)
+        w = weight.reshape(groups, -1, *weight.shape[1:])                      # (G, O/G, C/G, kh, kw)
+        y = np.einsum("ngchwpq,gocpq->ngohw", windows, w, optimize=True)      # window . filter
+        y = y.reshape(y.shape[0], -1, *y.shape[3:])                            # (N, O, OH, OW)
+        return y if bias is None else y + bias[:, None, None]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved
+        needs, groups = ctx.needs_input_grad, ctx.groups
+        n, o, oh, ow = grad.shape
+        g = grad.reshape(n, groups, o // groups, oh, ow)
+        w = weight.reshape(groups, o // groups, *weight.shape[1:])
+        x_padded = _pad(x, ctx.padding)
+        dx = dw = db = None
+        if needs[1]:
+            windows = _group(_windows(x_padded, weight.shape[2:], ctx.stride, ctx.dilation), groups)
+            dw = np.einsum("ngchwpq,ngohw->gocpq", windows, g, optimize=True).reshape(weight.shape)
+        if len(needs) > 2 and needs[2]:
+            db = grad.sum(axis=(0, 2, 3))
+        if needs[0]:
+            window_grads = np.einsum("ngohw,gocpq->ngchwpq", g, w, optimize=True)   # dL/dwindow
+            window_grads = window_grads.reshape(n, -1, *window_grads.shape[3:])
+            dx_padded = np.zeros(x_padded.shape, grad.dtype)
+            dx = _unpad(_add_windows(dx_padded, window_grads, ctx.stride, ctx.dilation), ctx.padding, x.shape)
+        return dx, dw, db
+
+
+def _group(windows, groups):
+    """(N, C, OH, OW, kh, kw) windows as (N, G, C/G, OH, OW, kh, kw): the channels of each group."""
+    n, c = windows.shape[:2]
+    return windows.reshape(n, groups, c // groups, *windows.shape[2:])
+
+
+class MaxPool2d(Function):
+    """y[n, c, i, j] = the largest element of window (i, j) of x (padded with -inf);
+    dy/dx = 1 for the element the maximum came from, 0 for the others: each output's gradient goes
+    back to its window's arg-max (the first one in row-major order where several tie, as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.shape, ctx.kernel, ctx.stride, ctx.padding = x.shape, kernel, stride, padding
+        windows = _windows(_pad(x, padding, -np.inf), kernel, stride, (1, 1))
+        flat = windows.reshape(*windows.shape[:4], -1)                       # (N, C, OH, OW, kh*kw)
+        ctx.argmax = np.argmax(flat, axis=-1)[..., None]                     # where each maximum is
+        return np.take_along_axis(flat, ctx.argmax, axis=-1)[..., 0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        window_grads = np.zeros(grad.shape + (ctx.kernel[0] * ctx.kernel[1],), grad.dtype)
+        np.put_along_axis(window_grads, ctx.argmax, grad[..., None], axis=-1)   # dL/dy to the arg-max
+        padded_shape = ctx.shape[:2] + tuple(n + a + b for n, (a, b) in zip(ctx.shape[2:], ctx.padding))
+        dx = _add_windows(np.zeros(padded_shape, grad.dtype), window_grads.reshape(grad.shape + ctx.kernel),
+                          ctx.stride, (1, 1))
+        return (_unpad(dx, ctx.padding, ctx.shape),)
+
+
+class AvgPool2d(Function):
+    """y[n, c, i, j] = the mean of window (i, j) of x (padded with zeros, which count, as in
+    PyTorch's default); dy/dx = 1/(kh kw) for each element of the window."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.shape, ctx.kernel, ctx.stride, ctx.padding = x.shape, kernel, stride, padding
+        return _windows(_pad(x, padding), kernel, stride, (1, 1)).mean(axis=(-2, -1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        kh, kw = ctx.kernel
+        window_grads = np.broadcast_to((grad / (kh * kw))[..., None, None], grad.shape + ctx.kernel)
+        padded_shape = ctx.shape[:2] + tuple(n + a + b for n, (a, b) in zip(ctx.shape[2:], ctx.padding))
+        dx = _add_windows(np.zeros(padded_shape, grad.dtype), window_grads, ctx.stride, (1, 1))
+        return (_unpad(dx, ctx.padding, ctx.shape),)
 
 
 # --- elementwise functions --------------------------------------------------------------------

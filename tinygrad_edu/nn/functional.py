@@ -7,7 +7,7 @@ up to float rounding (tests/test_fast.py).
 
 import numpy as np
 
-from .. import fast, ops
+from .. import fast, ops, random
 from ..tensor import Tensor, _as_operand
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -38,6 +38,115 @@ def softmax(x, dim):
 
 def log_softmax(x, dim):
     return ops.LogSoftmax.apply(x, dim=dim)
+
+
+# --- images: convolution, pooling, dropout ----------------------------------------------------------
+def _pair(value, what):
+    """An int or a pair of ints (PyTorch's kernel_size=5 or (5, 3)) as a pair of positive ints."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in pair):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def conv_padding(padding, kernel, stride, dilation):
+    """``padding`` (an int, a pair, "valid" or "same") as ((top, bottom), (left, right)). "same"
+    keeps the image's size (stride 1 only); an odd total puts the extra row or column at the
+    bottom or right, as PyTorch does."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((total // 2, total - total // 2) for total in totals)
+    pair = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in pair):
+        raise ValueError(f"padding must be a non-negative int, a pair of them, 'valid' or 'same', "
+                         f"got {padding!r}")
+    return tuple((int(v), int(v)) for v in pair)
+
+
+def _image_batch(input, what):
+    """(N, C, H, W) as it is, (C, H, W) as a batch of one; whether it was unbatched."""
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{what}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+                         f"{tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{what}: input must be float32 or float64, got {input.dtype}; "
+                        f"convert with .float()")
+    return (input, False) if input.ndim == 4 else (input.unsqueeze(0), True)
+
+
+def _output_size(size, kernel, stride, padding, dilation, what):
+    """Output height or width of a window sliding over ``size`` pixels (plus padding)."""
+    span = dilation * (kernel - 1) + 1
+    if size + sum(padding) < span:
+        raise ValueError(f"{what}: the input ({size} pixels, padded to {size + sum(padding)}) is "
+                         f"smaller than the kernel ({span} pixels with dilation {dilation})")
+    return (size + sum(padding) - span) // stride + 1
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """y = the correlation of ``input`` (N, C, H, W) or (C, H, W) with the filters ``weight``
+    (O, C/groups, kh, kw), plus ``bias`` (O,) (``ops.Conv2d``)."""
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    padding = conv_padding(padding, weight.shape[2:], stride, dilation)
+    x, unbatched = _image_batch(input, "conv2d")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be 4-D (out, in/groups, kh, kw), got shape "
+                         f"{tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"conv2d: input has {x.shape[1]} channels but the weight {tuple(weight.shape)} "
+                         f"with groups={groups} expects {weight.shape[1] * groups}")
+    for axis in (0, 1):   # height, width
+        _output_size(x.shape[2 + axis], weight.shape[2 + axis], stride[axis], padding[axis],
+                     dilation[axis], "conv2d")
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = (ops.Conv2d.apply(x, weight, **options) if bias is None
+         else ops.Conv2d.apply(x, weight, bias, **options))
+    return y.squeeze(0) if unbatched else y
+
+
+def _pool(op, input, kernel_size, stride, padding, what):
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    pads = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
+    if not all(0 <= p <= k // 2 for p, k in zip(pads, kernel)):
+        raise ValueError(f"{what}: pad should be at most half of effective kernel size, but got "
+                         f"pad={padding}, kernel_size={kernel_size}")
+    padding = tuple((int(p), int(p)) for p in pads)
+    x, unbatched = _image_batch(input, what)
+    for axis in (0, 1):
+        _output_size(x.shape[2 + axis], kernel[axis], stride[axis], padding[axis], 1, what)
+    y = op.apply(x, kernel=kernel, stride=stride, padding=padding)
+    return y.squeeze(0) if unbatched else y
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0):
+    """The largest value of each kernel-sized window (``ops.MaxPool2d``); stride = kernel_size
+    unless given."""
+    return _pool(ops.MaxPool2d, input, kernel_size, stride, padding, "max_pool2d")
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0):
+    """The mean of each kernel-sized window, zero padding included (``ops.AvgPool2d``)."""
+    return _pool(ops.AvgPool2d, input, kernel_size, stride, padding, "avg_pool2d")
+
+
+def dropout(input, p=0.5, training=True):
+    """Inverted dropout: in training, each element is kept with probability 1 - p and scaled by
+    1/(1 - p) (so the expected output is the input), or zeroed. dL/dx is the same mask, scaled:
+    it is a product with a constant tensor. Outside training, the input itself."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    keep = random.generator().random(input.shape) >= p
+    scale = keep / (1 - p) if p < 1 else np.zeros(input.shape)
+    return input * Tensor._make(scale.astype(input.dtype), False, None)
 
 
 def _check_reduction(reduction):

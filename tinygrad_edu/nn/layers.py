@@ -104,3 +104,102 @@ class Flatten(Module):
 class Identity(Module):
     def forward(self, x):
         return x
+
+
+class Conv2d(Module):
+    """2-D convolution (a correlation, as in PyTorch) of images (N, C, H, W) or (C, H, W).
+
+    weight (out_channels, in_channels/groups, kh, kw) and bias (out_channels,) are initialized as
+    PyTorch does: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels/groups * kh * kw.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", dtype=None):
+        super().__init__()
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"Conv2d needs positive channel counts, got in_channels={in_channels}, "
+                             f"out_channels={out_channels}")
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must both be divisible by groups ({groups})")
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported, "
+                                      f"only 'zeros'")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = F._pair(kernel_size, "kernel_size")
+        self.stride, self.dilation = F._pair(stride, "stride"), F._pair(dilation, "dilation")
+        self.padding = padding if isinstance(padding, str) else tuple(p for p, _ in F.conv_padding(
+            padding, self.kernel_size, self.stride, self.dilation))
+        self.padding_mode = padding_mode
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / math.sqrt(fan_in)
+        rng, dtype = random.generator(), dtype or "float32"
+        shape = (out_channels, in_channels // groups) + self.kernel_size
+        self.weight = Parameter(rng.uniform(-bound, bound, shape).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, out_channels).astype(dtype)) if bias else None
+
+    def forward(self, x):
+        if x.ndim in (3, 4) and x.shape[-3] != self.in_channels:
+            kernel = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
+            raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}, {kernel}) expects "
+                             f"{self.in_channels} input channels, got {x.shape[-3]} (input shape "
+                             f"{tuple(x.shape)})")
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding}"   # PyTorch prints padding=same unquoted
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+
+class MaxPool2d(Module):
+    """The largest value of each kernel-sized window (stride = kernel_size unless given)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = kernel_size if stride is None else stride
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation=1, ceil_mode=False")
+
+
+class AvgPool2d(Module):
+    """The mean of each kernel-sized window, zero padding included."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.padding = kernel_size, padding
+        self.stride = kernel_size if stride is None else stride
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Dropout(Module):
+    """Inverted dropout with probability p in ``train()`` mode; the identity in ``eval()``."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace=False"
