@@ -57,7 +57,7 @@ def conv_padding(padding, kernel, stride, dilation):
         if padding == "valid":
             return (0, 0), (0, 0)
         if padding != "same":
-            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+            raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
         if stride != (1, 1):
             raise ValueError("padding='same' is not supported for strided convolutions")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
@@ -85,7 +85,8 @@ def _output_size(size, kernel, stride, padding, dilation, what):
     span = dilation * (kernel - 1) + 1
     if size + sum(padding) < span:
         raise ValueError(f"{what}: the input ({size} pixels, padded to {size + sum(padding)}) is "
-                         f"smaller than the kernel ({span} pixels with dilation {dilation})")
+                         f"smaller than the kernel ({span} pixels with dilation {dilation}): the "
+                         f"output size is too small (0)")
     return (size + sum(padding) - span) // stride + 1
 
 

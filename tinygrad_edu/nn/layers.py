@@ -119,17 +119,19 @@ class Conv2d(Module):
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"Conv2d needs positive channel counts, got in_channels={in_channels}, "
                              f"out_channels={out_channels}")
-        if groups <= 0 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must both be divisible by groups ({groups})")
+        if groups <= 0:
+            raise ValueError(f"groups must be a positive integer, got {groups}")
+        for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels % groups:
+                raise ValueError(f"{name} must be divisible by groups ({name}={channels}, groups={groups})")
         if padding_mode != "zeros":
             raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported, "
                                       f"only 'zeros'")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = F._pair(kernel_size, "kernel_size")
         self.stride, self.dilation = F._pair(stride, "stride"), F._pair(dilation, "dilation")
-        self.padding = padding if isinstance(padding, str) else tuple(p for p, _ in F.conv_padding(
-            padding, self.kernel_size, self.stride, self.dilation))
+        pads = F.conv_padding(padding, self.kernel_size, self.stride, self.dilation)   # checks it
+        self.padding = padding if isinstance(padding, str) else tuple(top for top, _ in pads)
         self.padding_mode = padding_mode
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1 / math.sqrt(fan_in)
