@@ -446,3 +446,11 @@ def test_small_cnn_trains_like_torch(torch, rng):
         opt_t.step()
     for po, pt in zip(ours.parameters(), theirs.parameters()):
         assert_close(po.data, pt)
+
+
+def test_conv2d_refuses_mixed_dtypes_as_pytorch_does():
+    """float64 images into a float32 layer: PyTorch raises rather than silently promote."""
+    layer = nn.Conv2d(1, 2, 3)
+    with pytest.raises(TypeError, match="conv2d: input dtype float64 differs from weight dtype float32"):
+        layer(tg.zeros(1, 1, 5, 5, dtype=tg.float64))
+    assert layer(tg.zeros(1, 1, 5, 5)).dtype == tg.float32

@@ -99,6 +99,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.ndim != 4:
         raise ValueError(f"conv2d: weight must be 4-D (out, in/groups, kh, kw), got shape "
                          f"{tuple(weight.shape)}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise TypeError(f"conv2d: input dtype {x.dtype} differs from weight dtype {weight.dtype}"
+                        + (f" or bias dtype {bias.dtype}" if bias is not None else "")
+                        + "; convert with .float() or .double()")
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"conv2d: input has {x.shape[1]} channels but the weight {tuple(weight.shape)} "
                          f"with groups={groups} expects {weight.shape[1] * groups}")
