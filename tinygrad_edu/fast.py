@@ -103,10 +103,7 @@ class CrossEntropy(Function):
         z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
         losses, ctx.dlogits = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
         ctx.shape, ctx.reduction = logits.shape, reduction
-        if reduction == "none":
-            return losses.reshape(target.shape)
-        total = losses.sum()
-        return np.asarray(total / len(losses) if reduction == "mean" else total)
+        return ops.reduce_losses(losses, target.shape, reduction)
 
     @staticmethod
     def backward(ctx, grad):

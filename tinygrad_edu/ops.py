@@ -320,6 +320,11 @@ def _pad(x, padding, value=0):
     return np.pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
 
 
+def _padded_shape(shape, padding):
+    """The shape of an (N, C, H, W) array of ``shape`` after ``_pad``."""
+    return shape[:2] + tuple(n + before + after for n, (before, after) in zip(shape[2:], padding))
+
+
 def _unpad(x_padded, padding, shape):
     """The inverse of ``_pad``: the padding's share of a gradient is dropped."""
     (top, _), (left, _) = padding
@@ -396,8 +401,8 @@ class MaxPool2d(Function):
     def backward(ctx, grad):
         window_grads = np.zeros(grad.shape + (ctx.kernel[0] * ctx.kernel[1],), grad.dtype)
         np.put_along_axis(window_grads, ctx.argmax, grad[..., None], axis=-1)   # dL/dy to the arg-max
-        padded_shape = ctx.shape[:2] + tuple(n + a + b for n, (a, b) in zip(ctx.shape[2:], ctx.padding))
-        dx = _add_windows(np.zeros(padded_shape, grad.dtype), window_grads.reshape(grad.shape + ctx.kernel),
+        dx = _add_windows(np.zeros(_padded_shape(ctx.shape, ctx.padding), grad.dtype),
+                          window_grads.reshape(grad.shape + ctx.kernel),
                           ctx.stride, (1, 1))
         return (_unpad(dx, ctx.padding, ctx.shape),)
 
@@ -415,8 +420,8 @@ class AvgPool2d(Function):
     def backward(ctx, grad):
         kh, kw = ctx.kernel
         window_grads = np.broadcast_to((grad / (kh * kw))[..., None, None], grad.shape + ctx.kernel)
-        padded_shape = ctx.shape[:2] + tuple(n + a + b for n, (a, b) in zip(ctx.shape[2:], ctx.padding))
-        dx = _add_windows(np.zeros(padded_shape, grad.dtype), window_grads, ctx.stride, (1, 1))
+        dx = _add_windows(np.zeros(_padded_shape(ctx.shape, ctx.padding), grad.dtype), window_grads,
+                          ctx.stride, (1, 1))
         return (_unpad(dx, ctx.padding, ctx.shape),)
 
 
@@ -559,6 +564,15 @@ class LogSoftmax(Function):
 
 
 # --- losses (per element, reduced by nn.functional; CrossEntropy reduces itself) --------------
+def reduce_losses(losses, shape, reduction):
+    """The batch's loss from the per-sample losses L_n: their mean (PyTorch's default), their sum,
+    or, for "none", all of them in ``shape``."""
+    if reduction == "none":
+        return losses.reshape(shape)
+    total = losses.sum()
+    return np.asarray(total / len(losses) if reduction == "mean" else total)
+
+
 class NLLLoss(Function):
     """The negative log-likelihood of class labels t under log-probabilities y, row by row:
     L_n = -y_n[t_n], then the batch's ``reduction``: "mean" (PyTorch's default), "sum" or "none".
@@ -575,10 +589,7 @@ class NLLLoss(Function):
         ctx.shape, ctx.labels, ctx.reduction = y.shape, labels.copy(), reduction   # ours: the caller's
         # array may change before backward
         losses = -rows[np.arange(len(labels)), labels]                  # L_n = -y_n[t_n]
-        if reduction == "none":
-            return losses.reshape(target.shape)
-        total = losses.sum()
-        return np.asarray(total / len(losses) if reduction == "mean" else total)
+        return reduce_losses(losses, target.shape, reduction)
 
     @staticmethod
     def backward(ctx, grad):

@@ -141,12 +141,18 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0):
     return _pool(ops.AvgPool2d, input, kernel_size, stride, padding, "avg_pool2d")
 
 
+def check_dropout_probability(p):
+    """``p`` if it is a probability, else ValueError in PyTorch's words."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    return p
+
+
 def dropout(input, p=0.5, training=True):
     """Inverted dropout: in training, each element is kept with probability 1 - p and scaled by
     1/(1 - p) (so the expected output is the input), or zeroed. dL/dx is the same mask, scaled:
     it is a product with a constant tensor. Outside training, the input itself."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    check_dropout_probability(p)
     if not training or p == 0:
         return input
     keep = random.generator().random(input.shape) >= p

@@ -160,13 +160,17 @@ class Conv2d(Module):
         return text + ("" if self.bias is not None else ", bias=False")
 
 
-class MaxPool2d(Module):
-    """The largest value of each kernel-sized window (stride = kernel_size unless given)."""
+class _Pool2d(Module):
+    """A pooling layer's window: kernel_size, stride (kernel_size unless given) and padding."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.padding = kernel_size, padding
         self.stride = kernel_size if stride is None else stride
+
+
+class MaxPool2d(_Pool2d):
+    """The largest value of each kernel-sized window."""
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -176,13 +180,8 @@ class MaxPool2d(Module):
                 f"dilation=1, ceil_mode=False")
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_Pool2d):
     """The mean of each kernel-sized window, zero padding included."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size, self.padding = kernel_size, padding
-        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -196,9 +195,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
+        self.p = F.check_dropout_probability(p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
