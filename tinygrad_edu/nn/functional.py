@@ -80,14 +80,14 @@ def _image_batch(input, what):
     return (input, False) if input.ndim == 4 else (input.unsqueeze(0), True)
 
 
-def _output_size(size, kernel, stride, padding, dilation, what):
-    """Output height or width of a window sliding over ``size`` pixels (plus padding)."""
+def _check_kernel_fits(size, kernel, padding, dilation, what):
+    """Raise unless a (dilated) kernel fits in ``size`` pixels plus padding: the output would be
+    empty."""
     span = dilation * (kernel - 1) + 1
     if size + sum(padding) < span:
         raise ValueError(f"{what}: the input ({size} pixels, padded to {size + sum(padding)}) is "
                          f"smaller than the kernel ({span} pixels with dilation {dilation}): the "
                          f"output size is too small (0)")
-    return (size + sum(padding) - span) // stride + 1
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -107,8 +107,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d: input has {x.shape[1]} channels but the weight {tuple(weight.shape)} "
                          f"with groups={groups} expects {weight.shape[1] * groups}")
     for axis in (0, 1):   # height, width
-        _output_size(x.shape[2 + axis], weight.shape[2 + axis], stride[axis], padding[axis],
-                     dilation[axis], "conv2d")
+        _check_kernel_fits(x.shape[2 + axis], weight.shape[2 + axis], padding[axis], dilation[axis],
+                           "conv2d")
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     y = (ops.Conv2d.apply(x, weight, **options) if bias is None
          else ops.Conv2d.apply(x, weight, bias, **options))
@@ -125,7 +125,7 @@ def _pool(op, input, kernel_size, stride, padding, what):
     padding = tuple((int(p), int(p)) for p in pads)
     x, unbatched = _image_batch(input, what)
     for axis in (0, 1):
-        _output_size(x.shape[2 + axis], kernel[axis], stride[axis], padding[axis], 1, what)
+        _check_kernel_fits(x.shape[2 + axis], kernel[axis], padding[axis], 1, what)
     y = op.apply(x, kernel=kernel, stride=stride, padding=padding)
     return y.squeeze(0) if unbatched else y
 
