@@ -52,6 +52,36 @@ void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ);
 long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *D, float *L);
 long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L);
 
+/* Windows for convolution and pooling over N images of C planes, H x W each: a kernel of
+ * kh x kw elements, dh and dw apart (dilation), moved sh and sw at a time (stride), starting pt
+ * rows above and pl columns left of the plane (the padding, read as zero or never chosen);
+ * the output planes are OH x OW. */
+struct tge_window {
+    long N, C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, OH, OW;
+};
+
+/* im2col: the windows of x (N, C, H, W) as a matrix, one row per kernel element (c, p, q) and
+ * one column per output pixel (n, i, j):
+ *   cols[(c kh + p) kw + q][(n OH + i) OW + j] = x[n][c][i sh + p dh - pt][j sw + q dw - pl]
+ * (0 in the padding). A convolution is then one product, weight (O, C kh kw) @ cols.
+ * col2im is its adjoint (the input's gradient from the columns' one): dx (N, C, H, W) is
+ * overwritten with each entry of cols added onto the pixel it was read from. */
+void tge_sim2col(const struct tge_window *w, const float *x, float *cols, int nthreads);
+void tge_dim2col(const struct tge_window *w, const double *x, double *cols, int nthreads);
+void tge_scol2im(const struct tge_window *w, const float *cols, float *dx, int nthreads);
+void tge_dcol2im(const struct tge_window *w, const double *cols, double *dx, int nthreads);
+
+/* Max pooling: y (N, C, OH, OW) holds each window's largest element and argmax where it is in
+ * its plane (row * W + column; the first of equal ones, the first NaN over any number; never the
+ * padding). The backward overwrites dx (N, C, H, W) with each g added at its argmax. */
+void tge_smax_pool(const struct tge_window *w, const float *x, float *y, int64_t *argmax, int nthreads);
+void tge_dmax_pool(const struct tge_window *w, const double *x, double *y, int64_t *argmax,
+                   int nthreads);
+void tge_smax_pool_backward(const struct tge_window *w, const float *g, const int64_t *argmax,
+                            float *dx);
+void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
+                            double *dx);
+
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);

@@ -841,3 +841,165 @@ def test_axpy_many_updates_every_pair_like_axpy(each_backend):
         backend.axpy_many(1.0, xs[:2], ys[:1])
     with pytest.raises(ValueError, match="axpy: x is"):
         backend.axpy_many(1.0, [xs[0], xs[1]], [ys[0], ys[0]])
+
+
+# --- windows: im2col, col2im, max pooling ------------------------------------------------------------
+def _window_reference(x, kernel, stride, padding, dilation, fill):
+    """Every window of x, element by element in plain Python loops: (N, C, OH, OW, kh, kw), with
+    ``fill`` where a window reads the padding, and for each element its position in the plane
+    (or -1 in the padding)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), ((top, bottom), (left, right)), (dh, dw) = kernel, stride, padding, dilation
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    values = np.full((n, c, oh, ow, kh, kw), fill, x.dtype)
+    where = np.full((oh, ow, kh, kw), -1)
+    for i in range(oh):
+        for j in range(ow):
+            for p in range(kh):
+                for q in range(kw):
+                    r, col = i * sh + p * dh - top, j * sw + q * dw - left
+                    if 0 <= r < h and 0 <= col < w:
+                        values[:, :, i, j, p, q] = x[:, :, r, col]
+                        where[i, j, p, q] = r * w + col
+    return values, where
+
+
+WINDOW_CASES = [  # (x shape, kernel, stride, padding, dilation)
+    ((2, 3, 7, 6), (3, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((1, 1, 28, 28), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),       # the lecture's first conv
+    ((3, 20, 12, 12), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),      # and its second
+    ((2, 2, 9, 8), (3, 3), (2, 3), ((1, 2), (2, 0)), (1, 1)),
+    ((1, 3, 10, 11), (3, 2), (2, 1), ((2, 1), (0, 3)), (2, 3)),
+    ((2, 1, 4, 5), (4, 5), (1, 1), ((3, 3), (4, 4)), (1, 1)),         # mostly padding
+    ((1, 2, 1, 1), (1, 1), (3, 3), ((0, 0), (0, 0)), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_im2col_and_col2im_match_the_loops(each_backend, case, dtype):
+    """im2col lays each window out as a column; col2im adds the columns back where they were read
+    (its adjoint: <im2col(x), g> = <x, col2im(g)>)."""
+    shape, kernel, stride, padding, dilation = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    windows, where = _window_reference(x, kernel, stride, padding, dilation, 0)
+    cols = backend.im2col(x, kernel, stride, padding, dilation)
+    n, c = shape[:2]
+    assert cols.shape == (c * kernel[0] * kernel[1], n) + windows.shape[2:4] and cols.dtype == dtype
+    assert np.array_equal(cols, windows.transpose(1, 4, 5, 0, 2, 3).reshape(cols.shape))
+    g = rng.standard_normal(cols.shape).astype(dtype)
+    dx = backend.col2im(g, shape, kernel, stride, padding, dilation)
+    expected = np.zeros((n, c, shape[2] * shape[3]))
+    g_windows = g.reshape(c, *kernel, n, *cols.shape[2:]).transpose(3, 0, 4, 5, 1, 2)
+    for (i, j, p, q), at in np.ndenumerate(where):
+        if at >= 0:
+            expected[:, :, at] += g_windows[:, :, i, j, p, q]
+    assert dx.shape == shape and dx.dtype == dtype
+    np.testing.assert_allclose(dx, expected.reshape(shape), rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [c for c in WINDOW_CASES if c[4] == (1, 1)
+                                  and all(side < k for sides, k in zip(c[3], c[1]) for side in sides)])
+def test_max_pool_matches_the_loops_with_ties_nan_and_inf(each_backend, case, dtype):
+    """Each window's largest element and its position: the first of equal ones in row-major order,
+    the first NaN over any number, the first element inside the plane for a window of -inf only;
+    the backward adds each gradient at its window's position."""
+    shape, kernel, stride, padding, _ = case
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, shape).astype(dtype)          # many ties
+    x[rng.random(shape) < 0.1] = np.nan
+    x[rng.random(shape) < 0.2] = -np.inf
+    x[0, 0] = -np.inf                                    # a plane of -inf only
+    windows, where = _window_reference(x, kernel, stride, padding, (1, 1), -np.inf)
+    flat = windows.reshape(*windows.shape[:4], -1)
+    real = (where.reshape(*where.shape[:2], -1) >= 0)
+    # the first NaN, else the first largest, among the window's elements inside the plane
+    key = np.where(np.isnan(flat), 2.0, np.where(flat == flat.max(axis=-1, initial=-np.inf, where=real,
+                                                                keepdims=True) , 1.0, 0.0))
+    key = np.where(real, key, -1.0)
+    chosen = np.argmax(key, axis=-1)
+    expected_at = np.take_along_axis(np.broadcast_to(where.reshape(*where.shape[:2], -1), flat.shape),
+                                     chosen[..., None], axis=-1)[..., 0]
+    y, argmax = backend.max_pool(x, kernel, stride, padding)
+    assert argmax.dtype == np.int64 and y.dtype == dtype
+    assert np.array_equal(argmax, expected_at)
+    assert np.array_equal(y, np.take_along_axis(x.reshape(*shape[:2], -1), argmax.reshape(*shape[:2], -1),
+                                                axis=-1).reshape(y.shape), equal_nan=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx = backend.max_pool_backward(g, argmax, shape)
+    expected = np.zeros((shape[0] * shape[1], shape[2] * shape[3]))
+    for plane, (at, grad) in enumerate(zip(argmax.reshape(len(expected), -1), g.reshape(len(expected), -1))):
+        np.add.at(expected[plane], at, grad)
+    np.testing.assert_allclose(dx, expected.reshape(shape), rtol=1e-6, atol=1e-6)
+
+
+def test_window_kernels_read_inputs_of_every_layout(each_backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 10))
+    views = [x[:, :, ::2], x.transpose(0, 1, 3, 2), np.asfortranarray(x), x[:, ::-1]]
+    for view in views:
+        args = ((3, 2), (1, 2), ((1, 0), (0, 1)), (1, 1))
+        assert np.array_equal(backend.im2col(view, *args), backend.im2col(view.copy(), *args))
+        cols = rng.standard_normal(backend.im2col(view, *args).shape)
+        assert np.array_equal(backend.col2im(cols[:, ::-1][:, ::-1], view.shape, *args),
+                              backend.col2im(cols, view.shape, *args))
+        y, argmax = backend.max_pool(view, (2, 2), (2, 2))
+        y2, argmax2 = backend.max_pool(view.copy(), (2, 2), (2, 2))
+        assert np.array_equal(y, y2) and np.array_equal(argmax, argmax2)
+        g = rng.standard_normal(y.shape)[..., ::-1]
+        assert np.array_equal(backend.max_pool_backward(g, argmax[..., ::-1], view.shape),
+                              backend.max_pool_backward(g.copy(), argmax[..., ::-1].copy(), view.shape))
+
+
+@needs_c
+def test_window_kernels_split_between_threads_give_the_one_thread_result(c_threads):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 7, 13, 11)).astype(np.float32)
+    args = ((3, 3), (2, 1), ((1, 1), (2, 0)), (1, 2))
+    cols = rng.standard_normal(backend.im2col(x, *args).shape).astype(np.float32)
+    results = {}
+    for n in (1, 3):
+        c_threads(n)
+        results[n] = [backend.im2col(x, *args), backend.col2im(cols, x.shape, *args),
+                      *backend.max_pool(x, (3, 2), (2, 2), ((1, 1), (0, 1)))]
+    for one, many in zip(results[1], results[3]):
+        assert np.array_equal(one, many)
+
+
+def test_window_kernels_refuse_bad_input(each_backend):
+    x = np.zeros((2, 3, 8, 8))
+    good = ((3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        backend.im2col(np.zeros((3, 8, 8)), *good)
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        backend.im2col(x.astype(np.int64), *good)
+    with pytest.raises(ValueError, match="x must not be empty"):
+        backend.im2col(np.zeros((0, 3, 8, 8)), *good)
+    with pytest.raises(ValueError, match="kernel must be a pair of ints of at least 1"):
+        backend.im2col(x, (0, 3), *good[1:])
+    with pytest.raises(ValueError, match="stride must be a pair"):
+        backend.im2col(x, (3, 3), 1, *good[2:])
+    with pytest.raises(ValueError, match=r"padding\[1\] must be a pair of ints of at least 0"):
+        backend.im2col(x, (3, 3), (1, 1), ((0, 0), (-1, 0)), (1, 1))
+    with pytest.raises(ValueError, match="does not fit"):
+        backend.im2col(x, (3, 9), *good[1:])
+    with pytest.raises(ValueError, match=r"cols must have shape \(27, 2, 6, 6\)"):
+        backend.col2im(np.zeros((27, 2, 6, 5)), x.shape, *good)
+    with pytest.raises(ValueError, match="x_shape must be a tuple of 4 positive ints"):
+        backend.col2im(np.zeros((27, 2, 6, 6)), (2, 3, 8), *good)
+    with pytest.raises(ValueError, match="must be smaller than the kernel"):
+        backend.max_pool(x, (2, 2), (2, 2), ((2, 0), (0, 0)))
+    y, argmax = backend.max_pool(x, (2, 2), (2, 2))
+    with pytest.raises(TypeError, match="argmax must be an int64"):
+        backend.max_pool_backward(y, argmax.astype(np.int32), x.shape)
+    with pytest.raises(ValueError, match="x_shape must be 4 positive ints"):
+        backend.max_pool_backward(y, argmax, (2, 4, 8, 8))
+    for bad in (-1, 64):            # C would write there: refused before it
+        wrong = argmax.copy()
+        wrong[1, 2, 3, 0] = bad
+        with pytest.raises(IndexError, match="argmax holds positions outside"):
+            backend.max_pool_backward(y, wrong, x.shape)

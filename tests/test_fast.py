@@ -126,11 +126,66 @@ def test_every_fast_op_passes_gradcheck(backend):
         for reduction in ("mean", "sum", "none"):
             assert gradcheck(lambda t: fast.CrossEntropy.apply(t, target=labels, reduction=reduction), (z,))
             assert gradcheck(lambda t: ops.NLLLoss.apply(t, target=labels, reduction=reduction), (z,))
+        images, filters, filter_bias = leaves(rng, (2, 4, 6, 5), (6, 2, 3, 2), (6,))
+        assert gradcheck(lambda *t: fast.Conv2d.apply(*t, stride=(2, 1), padding=((1, 0), (2, 1)),
+                                                      dilation=(1, 2), groups=2),
+                         (images, filters, filter_bias))
+        distinct = tg.tensor(rng.permutation(60).reshape(1, 3, 4, 5) / 7.0, requires_grad=True)   # no ties
+        assert gradcheck(lambda t: fast.MaxPool2d.apply(t, kernel=(2, 3), stride=(1, 2),
+                                                        padding=((1, 1), (0, 0))), (distinct,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(n=st.integers(1, 3), groups=st.integers(1, 3), c_per_group=st.integers(1, 3),
+       o_per_group=st.integers(1, 3), kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       padding=st.tuples(st.tuples(st.integers(0, 2), st.integers(0, 2)),
+                         st.tuples(st.integers(0, 2), st.integers(0, 2))),
+       extra=st.tuples(st.integers(0, 5), st.integers(0, 5)), bias=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_fast_conv2d_equals_the_plain_conv2d(backend, dtype, n, groups, c_per_group, o_per_group, kernel,
+                                              stride, dilation, padding, extra, bias, seed):
+    """fast.Conv2d (im2col, one product per group, col2im) = ops.Conv2d (windows and einsum)."""
+    rng = np.random.default_rng(seed)
+    # an image the dilated kernel fits into, padding included, plus a few pixels
+    size = [max(1, d * (k - 1) + 1 - sum(p)) + e for k, d, p, e in zip(kernel, dilation, padding, extra)]
+    shapes = [(n, groups * c_per_group, *size), (groups * o_per_group, c_per_group, *kernel)]
+    inputs = leaves(rng, *shapes, *([(groups * o_per_group,)] if bias else []), dtype=dtype)
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    with tg.backend.use(backend):
+        fused = value_and_grads(lambda *t: fast.Conv2d.apply(*t, **options), inputs, seed)
+    plain = value_and_grads(lambda *t: ops.Conv2d.apply(*t, **options), inputs, seed)
+    assert_same(fused, plain, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@SETTINGS
+@given(n=st.integers(1, 3), c=st.integers(1, 3), kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), extra=st.tuples(st.integers(0, 6), st.integers(0, 6)),
+       pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_fast_max_pool_equals_the_plain_max_pool(backend, dtype, n, c, kernel, stride, extra, pad, ties, seed):
+    """The same maxima, and the gradient to the same element (the first of equal ones): equal up to
+    the order in which overlapping windows' gradients add."""
+    rng = np.random.default_rng(seed)
+    padding = tuple((min(p, k // 2),) * 2 for p, k in zip(pad, kernel))   # PyTorch's limit
+    shape = (n, c, *(k + e for k, e in zip(kernel, extra)))
+    values = rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)
+    x = tg.tensor(values.astype(dtype), requires_grad=True)
+    options = dict(kernel=kernel, stride=stride, padding=padding)
+    with tg.backend.use(backend):
+        fused = value_and_grads(lambda t: fast.MaxPool2d.apply(t, **options), [x], seed)
+    assert_same(fused, value_and_grads(lambda t: ops.MaxPool2d.apply(t, **options), [x], seed),
+                TOLERANCE[dtype])
 
 
 # --- the switch -----------------------------------------------------------------------------------
 def test_one_switch_decides_the_path():
     layer, x = nn.Linear(4, 3), tg.randn(2, 4, requires_grad=True)
+    images = tg.randn(2, 4, 6, 6, requires_grad=True)
     fast_expected = tg.backend.name() == "c"
     assert fast.enabled() is fast_expected
     assert type(layer(x).grad_fn) is (fast.Linear if fast_expected else ops.Linear)
@@ -139,6 +194,10 @@ def test_one_switch_decides_the_path():
         assert type(layer(x).grad_fn) is ops.Linear
         assert type(nn.ReLU()(x).grad_fn) is ops.ReLU
         assert type(nn.CrossEntropyLoss()(layer(x), tg.tensor([0, 2])).grad_fn) is ops.NLLLoss
+        assert type(nn.Conv2d(4, 2, 1)(images).grad_fn) is ops.Conv2d
+        assert type(nn.MaxPool2d(2)(images).grad_fn) is ops.MaxPool2d
+    assert type(nn.Conv2d(4, 2, 1)(images).grad_fn) is (fast.Conv2d if fast_expected else ops.Conv2d)
+    assert type(nn.MaxPool2d(2)(images).grad_fn) is (fast.MaxPool2d if fast_expected else ops.MaxPool2d)
     assert fast.enabled() is fast_expected                     # restored after the block
     with tg.backend.use("numpy"):
         assert not fast.enabled()                              # the plain path on NumPy
@@ -170,6 +229,26 @@ def test_a_training_step_gives_the_same_weights_on_both_paths():
         results.append([p.data for p in model.parameters()])
     for fused, plain in zip(*results):
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_a_cnn_training_step_gives_the_same_weights_on_both_paths():
+    """The CNN of examples/mnist_cnn.py, shrunk, three SGD steps with momentum on each path."""
+    rng = np.random.default_rng(1)
+    x, y = rng.random((6, 1, 14, 14), dtype=np.float32), rng.integers(0, 10, 6)
+    results = []
+    for on in (True, False):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 10))
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        with tg.set_fast(on):
+            for _ in range(3):
+                opt.zero_grad()
+                nn.CrossEntropyLoss()(model(tg.tensor(x)), tg.tensor(y)).backward()
+                opt.step()
+        results.append([p.data for p in model.parameters()])
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-5)
 
 
 def test_a_module_keeps_each_layer_and_parameter_in_one_place():

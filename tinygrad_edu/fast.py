@@ -7,7 +7,9 @@ and ``tests/test_fast.py`` checks values and gradients equal), in fewer and fast
 - ``ReLU``: ``ops.ReLU`` on the C kernels (NumPy's ``maximum`` with a scalar is not vectorised);
 - ``CrossEntropy``: ``ops.LogSoftmax`` then ``ops.NLLLoss`` in one pass that also leaves
   ``softmax - onehot`` ready for backward;
-- ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call.
+- ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call;
+- ``Conv2d``: ``ops.Conv2d`` as one matrix product (im2col), on the C GEMM;
+- ``MaxPool2d``: ``ops.MaxPool2d`` in one C pass each way.
 
 Which path runs is decided in one place, ``enabled()``, asked by ``nn.functional`` and ``optim``:
 the fast layer when the C kernels are the backend in use and ``set_fast`` has not turned it off;
@@ -113,6 +115,84 @@ class CrossEntropy(Function):
         else:
             dz = ctx.dlogits * (grad / len(ctx.dlogits) if ctx.reduction == "mean" else grad)
         return (dz.reshape(ctx.shape),)
+
+
+class Conv2d(Function):
+    """``ops.Conv2d`` as a matrix product. ``backend.im2col`` lays every window of x out as one
+    column of a matrix X (a row per kernel element c, p, q; a column per output pixel n, i, j), and
+    with the filters as the rows of W (O, C kh kw) the convolution is ops.Linear's formula, the
+    windows playing the batch:
+
+        Y = W X + b            (Y: O rows, one column per output pixel)
+        dL/dW = dL/dY X^T,     dL/dX = W^T dL/dY,     dL/db = the row sums of dL/dY,
+
+    and ``backend.col2im`` adds dL/dX's columns back onto the pixels they were read from (the full
+    correlation of ops.Conv2d's docstring). With G groups, group g's filters and input channels
+    are row blocks of W and X: one product per group.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
+                groups=1):
+        cols = backend.im2col(x, weight.shape[2:], stride, padding, dilation)   # (C kh kw, N, OH, OW)
+        ctx.save_for_backward(weight)
+        ctx.cols, ctx.x_shape, ctx.groups = cols, x.shape, groups
+        ctx.window = (weight.shape[2:], stride, padding, dilation)
+        n, oh, ow = cols.shape[1:]
+        y_rows = np.empty((weight.shape[0], n, oh, ow), x.dtype)               # Y: (O, N, OH, OW)
+        for w, X, Y in _group_blocks(weight.reshape(weight.shape[0], -1), cols, y_rows, groups):
+            backend.gemm(w, X.reshape(len(X), -1), out=Y.reshape(len(Y), -1))
+        y = np.empty((n,) + y_rows.shape[:1] + (oh, ow), x.dtype)             # as (N, O, OH, OW)
+        if bias is None:
+            np.copyto(y, y_rows.transpose(1, 0, 2, 3))
+        else:
+            np.add(y_rows.transpose(1, 0, 2, 3), bias[:, None, None], out=y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, = ctx.saved
+        needs, cols = ctx.needs_input_grad, ctx.cols
+        dy = np.ascontiguousarray(grad.transpose(1, 0, 2, 3))                 # dL/dY: (O, N, OH, OW)
+        dy_rows = dy.reshape(len(dy), -1)
+        w_rows = weight.reshape(weight.shape[0], -1)
+        dx = dw = db = None
+        if needs[1]:
+            dw = np.empty(w_rows.shape, weight.dtype)
+            for dW, X, dY in _group_blocks(dw, cols, dy_rows, ctx.groups):
+                backend.gemm(dY, X.reshape(len(X), -1), trans_b=True, out=dW)  # dL/dY X^T
+            dw = dw.reshape(weight.shape)
+        if len(needs) > 2 and needs[2]:
+            db = dy_rows.sum(axis=1)
+        if needs[0]:
+            dcols = np.empty(cols.shape, cols.dtype)
+            for w, dX, dY in _group_blocks(w_rows, dcols, dy_rows, ctx.groups):
+                backend.gemm(w, dY, trans_a=True, out=dX.reshape(len(dX), -1))  # W^T dL/dY
+            dx = backend.col2im(dcols, ctx.x_shape, *ctx.window)
+        return dx, dw, db
+
+
+def _group_blocks(filters, columns, outputs, groups):
+    """For each of ``groups`` groups, its row blocks of the filters, the columns and the outputs."""
+    f, c, o = len(filters) // groups, len(columns) // groups, len(outputs) // groups
+    return [(filters[g * f:(g + 1) * f], columns[g * c:(g + 1) * c], outputs[g * o:(g + 1) * o])
+            for g in range(groups)]
+
+
+class MaxPool2d(Function):
+    """``ops.MaxPool2d`` (each window's largest element; its gradient goes to that element, the
+    first of equal ones) in one C pass each way: ``backend.max_pool`` records where each maximum
+    is, and ``backend.max_pool_backward`` adds the gradients there."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        y, ctx.argmax = backend.max_pool(x, kernel, stride, padding)
+        ctx.shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (backend.max_pool_backward(grad, ctx.argmax, ctx.shape),)
 
 
 def sgd_update(lr, directions, weights):

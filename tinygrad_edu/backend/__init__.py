@@ -1,7 +1,8 @@
 """The kernels behind the engine: matrix product (``gemm``), nn.Linear's three gradients
 (``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
-(``axpy_many``), ReLU forward and backward (``relu``, ``relu_backward``) and the softmax
-cross-entropy loss (``cross_entropy``).
+(``axpy_many``), ReLU forward and backward (``relu``, ``relu_backward``), the softmax
+cross-entropy loss (``cross_entropy``), and the windows of convolution and pooling (``im2col``,
+``col2im``, ``max_pool``, ``max_pool_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -259,3 +260,99 @@ def cross_entropy(logits, target):
         raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
                          f"(labels must be in 0..{n_classes - 1})")
     return losses, dlogits
+
+
+# --- windows: convolution as a matrix product, max pooling ----------------------------------------
+def _check_window(shape, kernel, stride, padding, dilation):
+    """The geometry of a kernel's windows over images of ``shape`` (N, C, H, W), as the 14 numbers
+    the kernels take: N, C, H, W, kh, kw, sh, sw, dh, dw, top, left, OH, OW. ``kernel``, ``stride``
+    and ``dilation`` are pairs of positive ints, ``padding`` ((top, bottom), (left, right)) of
+    non-negative ones (as ``nn.functional`` passes them)."""
+    def pair(what, value, least):
+        if not (isinstance(value, tuple) and len(value) == 2
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+                        for v in value)):
+            raise ValueError(f"{what} must be a pair of ints of at least {least}, got {value!r}")
+        return tuple(int(v) for v in value)
+
+    (kh, kw), (sh, sw), (dh, dw) = (pair("kernel", kernel, 1), pair("stride", stride, 1),
+                                    pair("dilation", dilation, 1))
+    if not (isinstance(padding, tuple) and len(padding) == 2):
+        raise ValueError(f"padding must be ((top, bottom), (left, right)), got {padding!r}")
+    (top, bottom), (left, right) = pair("padding[0]", padding[0], 0), pair("padding[1]", padding[1], 0)
+    n, c, h, w = shape
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a kernel of {(kh, kw)} with dilation {(dh, dw)} does not fit in images of "
+                         f"{(h, w)} padded by {padding}: the output would be empty")
+    return n, c, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow
+
+
+def _check_images(what, x):
+    _check_float_arrays(4, (what, x))
+    if 0 in x.shape:
+        raise ValueError(f"{what} must not be empty, got shape {x.shape}")
+
+
+def im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """The windows a convolution reads from images ``x`` (N, C, H, W), laid out as the columns of
+    a matrix: returns ``cols`` of shape (C*kh*kw, N, OH, OW), a new array, with
+
+        cols[(c*kh + p)*kw + q, n, i, j] = x[n, c, i*sh + p*dh - top, j*sw + q*dw - left]
+
+    (0 where that is in the padding). Filters ``w`` (O, C, kh, kw) then convolve x in one
+    product: ``w.reshape(O, -1) @ cols.reshape(C*kh*kw, -1)`` is the output, as (O, N, OH, OW)."""
+    _check_images("x", x)
+    window = _check_window(x.shape, kernel, stride, padding, dilation)
+    return _selected.kernels.im2col(x, window)
+
+
+def col2im(cols, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """The adjoint of ``im2col`` (the images' gradient from the columns' gradient): a new array of
+    ``x_shape`` (N, C, H, W) in which every entry of ``cols`` is added onto the pixel ``im2col``
+    read it from (where windows overlap, the entries add; the padding's share is dropped)."""
+    _check_float_arrays(4, ("cols", cols))
+    if not (isinstance(x_shape, tuple) and len(x_shape) == 4
+            and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
+        raise ValueError(f"x_shape must be a tuple of 4 positive ints (N, C, H, W), got {x_shape!r}")
+    window = _check_window(x_shape, kernel, stride, padding, dilation)
+    n, c, _, _, kh, kw = window[:6]
+    expected = (c * kh * kw, n) + window[12:]
+    if cols.shape != expected:
+        raise ValueError(f"col2im: cols must have shape {expected} for images of {x_shape} and a "
+                         f"kernel of {(kh, kw)}, got {cols.shape}")
+    return _selected.kernels.col2im(cols, window)
+
+
+def max_pool(x, kernel, stride, padding=((0, 0), (0, 0))):
+    """Max pooling of images ``x`` (N, C, H, W): returns ``(y, argmax)``, new arrays of shape (N,
+    C, OH, OW): each window's largest element, and where it is in its plane (``row * W + column``;
+    the first of equal ones in row-major order, the first NaN over any number, never the padding,
+    which must be smaller than the kernel on every side)."""
+    _check_images("x", x)
+    window = _check_window(x.shape, kernel, stride, padding, (1, 1))
+    if any(side >= k for sides, k in zip(padding, kernel) for side in sides):
+        raise ValueError(f"max_pool: the padding {padding} must be smaller than the kernel {kernel} "
+                         f"on every side (else a window could hold only padding)")
+    return _selected.kernels.max_pool(x, window)
+
+
+def max_pool_backward(grad, argmax, x_shape):
+    """dL/dx for ``max_pool``: a new array of ``x_shape`` (N, C, H, W), zero but where an arg-max
+    is: there, the sum of the gradients ``grad`` (N, C, OH, OW) of the outputs it was the maximum
+    of."""
+    _check_float_arrays(4, ("grad", grad))
+    if not (isinstance(argmax, np.ndarray) and argmax.dtype == np.int64 and argmax.shape == grad.shape):
+        raise TypeError(f"argmax must be an int64 numpy.ndarray of grad's shape {grad.shape}, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)} "
+                        f"{getattr(argmax, 'shape', '')}")
+    if not (isinstance(x_shape, tuple) and len(x_shape) == 4 and x_shape[:2] == grad.shape[:2]
+            and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
+        raise ValueError(f"x_shape must be 4 positive ints (N, C, H, W) with grad's N and C "
+                         f"{grad.shape[:2]}, got {x_shape!r}")
+    plane = x_shape[2] * x_shape[3]
+    if argmax.size and not (argmax.min() >= 0 and argmax.max() < plane):   # C writes there
+        raise IndexError(f"max_pool_backward: argmax holds positions outside the {x_shape[2:]} "
+                         f"planes (0..{plane - 1})")
+    return _selected.kernels.max_pool_backward(grad, argmax, tuple(int(v) for v in x_shape))

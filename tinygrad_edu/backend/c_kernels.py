@@ -51,14 +51,17 @@ PARALLEL_MIN_ELEMENTS = 32_768
 NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
 _Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many relu "
-                                              "relu_backward cross_entropy")
+                                              "relu_backward cross_entropy im2col col2im max_pool "
+                                              "max_pool_backward")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
                                    lib.tge_sger, lib.tge_saxpy_many, lib.tge_srelu,
-                                   lib.tge_srelu_backward, lib.tge_scross_entropy),
+                                   lib.tge_srelu_backward, lib.tge_scross_entropy, lib.tge_sim2col,
+                                   lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
                                    lib.tge_dger, lib.tge_daxpy_many, lib.tge_drelu,
-                                   lib.tge_drelu_backward, lib.tge_dcross_entropy),
+                                   lib.tge_drelu_backward, lib.tge_dcross_entropy, lib.tge_dim2col,
+                                   lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -250,3 +253,48 @@ def cross_entropy(logits, target):
                               ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, dlogits),
                               ffi.from_buffer(types.array, losses))
     return losses, dlogits, bad
+
+
+def _window(numbers):
+    """The C struct tge_window of the 14 numbers ``backend._check_window`` returns."""
+    return ffi.new("struct tge_window *", numbers)
+
+
+def _threads_for(elements):
+    return THREADS if elements >= PARALLEL_MIN_ELEMENTS else 1
+
+
+def im2col(x, window):
+    types = _KERNELS[x.dtype]
+    n, c, _, _, kh, kw = window[:6]
+    cols = np.empty((c * kh * kw, n) + window[12:], x.dtype)
+    types.im2col(_window(window), _contiguous(x, types), ffi.from_buffer(types.array, cols),
+                 _threads_for(cols.size))
+    return cols
+
+
+def col2im(cols, window):
+    types = _KERNELS[cols.dtype]
+    dx = np.empty(window[:4], cols.dtype)
+    types.col2im(_window(window), _contiguous(cols, types), ffi.from_buffer(types.array, dx),
+                 _threads_for(cols.size))
+    return dx
+
+
+def max_pool(x, window):
+    types = _KERNELS[x.dtype]
+    y = np.empty(window[:2] + window[12:], x.dtype)
+    argmax = np.empty(y.shape, np.int64)
+    types.max_pool(_window(window), _contiguous(x, types), ffi.from_buffer(types.array, y),
+                   ffi.from_buffer("int64_t[]", argmax), _threads_for(x.size))
+    return y, argmax
+
+
+def max_pool_backward(grad, argmax, x_shape):
+    types = _KERNELS[grad.dtype]
+    window = x_shape + (1,) * 8 + grad.shape[2:]     # only the sizes matter to the scatter
+    dx = np.empty(x_shape, grad.dtype)
+    types.max_pool_backward(_window(window), _contiguous(grad, types),
+                            ffi.from_buffer("int64_t[]", np.ascontiguousarray(argmax)),
+                            ffi.from_buffer(types.array, dx))
+    return dx

@@ -1,6 +1,7 @@
 """The NumPy backend: every kernel on NumPy/OpenBLAS. Arguments arrive checked."""
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 NAME = "numpy"
 
@@ -71,3 +72,53 @@ def cross_entropy(logits, target):
     dlogits = exp / sums             # softmax(z)
     dlogits[rows, target] -= 1       # - onehot(y)
     return losses, dlogits, -1
+
+
+def _padded_windows(x, window, fill):
+    """x padded with ``fill`` and cut into its windows: a view (N, C, OH, OW, kh, kw)."""
+    _, _, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow = window
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    bottom = max(0, (oh - 1) * sh + span_h - top - h)    # rows the last window reads past the edge
+    right = max(0, (ow - 1) * sw + span_w - left - w)
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    spans = sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
+    return spans[:, :, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw, ::dh, ::dw]
+
+
+def im2col(x, window):
+    n, c, _, _, kh, kw, _, _, _, _, _, _, oh, ow = window
+    windows = _padded_windows(x, window, 0)                              # (N, C, OH, OW, kh, kw)
+    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n, oh, ow)   # a copy
+
+
+def col2im(cols, window):
+    n, c, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow = window
+    per_position = cols.reshape(c, kh, kw, n, oh, ow)
+    padded = np.zeros((n, c, max(h + top, (oh - 1) * sh + dh * (kh - 1) + 1),
+                       max(w + left, (ow - 1) * sw + dw * (kw - 1) + 1)), cols.dtype)
+    for p in range(kh):          # each kernel position's entries, added back as one strided slice
+        for q in range(kw):
+            padded[:, :, p * dh:p * dh + (oh - 1) * sh + 1:sh,
+                   q * dw:q * dw + (ow - 1) * sw + 1:sw] += per_position[:, p, q].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(padded[:, :, top:top + h, left:left + w])
+
+
+def max_pool(x, window):
+    n, c, h, w, kh, kw, sh, sw, _, _, top, left, oh, ow = window
+    flat = _padded_windows(x, window, -np.inf).reshape(n, c, oh, ow, kh * kw)
+    best = np.argmax(flat, axis=-1)                   # ties and NaN: the first, as the C kernel
+    y = np.take_along_axis(flat, best[..., None], axis=-1)[..., 0]
+    first_row = np.arange(oh)[:, None] * sh - top     # where each window starts
+    first_col = np.arange(ow) * sw - left
+    row, col = first_row + best // kw, first_col + best % kw
+    in_padding = (row < 0) | (row >= h) | (col < 0) | (col >= w)   # a window of -inf only
+    row = np.where(in_padding, np.maximum(first_row, 0), row)     # then its first real element
+    col = np.where(in_padding, np.maximum(first_col, 0), col)
+    return y, (row * w + col).astype(np.int64)
+
+
+def max_pool_backward(grad, argmax, x_shape):
+    n, c, h, w = x_shape
+    planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)       # where each plane starts
+    dx = np.bincount((planes + argmax).ravel(), weights=grad.ravel(), minlength=n * c * h * w)
+    return dx.astype(grad.dtype).reshape(x_shape)

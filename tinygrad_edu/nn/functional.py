@@ -1,7 +1,7 @@
 """Stateless layer and loss functions (``torch.nn.functional``). The modules in ``nn`` call these.
 
-Here the path is chosen: ``linear``, ``relu`` and ``cross_entropy`` run the fast layer's fused op
-(``fast.py``) when ``fast.enabled()``, else the plain ops of ``ops.py``. Both give the same numbers
+Here the path is chosen: ``linear``, ``relu``, ``cross_entropy``, ``conv2d`` and ``max_pool2d`` run
+the fast layer's op (``fast.py``) when ``fast.enabled()``, else the plain ops of ``ops.py``. Both give the same numbers
 up to float rounding (tests/test_fast.py).
 """
 
@@ -92,7 +92,7 @@ def _check_kernel_fits(size, kernel, padding, dilation, what):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y = the correlation of ``input`` (N, C, H, W) or (C, H, W) with the filters ``weight``
-    (O, C/groups, kh, kw), plus ``bias`` (O,) (``ops.Conv2d``)."""
+    (O, C/groups, kh, kw), plus ``bias`` (O,) (``ops.Conv2d``, or ``fast.Conv2d``)."""
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     padding = conv_padding(padding, weight.shape[2:], stride, dilation)
     x, unbatched = _image_batch(input, "conv2d")
@@ -110,8 +110,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _check_kernel_fits(x.shape[2 + axis], weight.shape[2 + axis], padding[axis], dilation[axis],
                            "conv2d")
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    y = (ops.Conv2d.apply(x, weight, **options) if bias is None
-         else ops.Conv2d.apply(x, weight, bias, **options))
+    op = fast.Conv2d if fast.enabled() else ops.Conv2d
+    y = op.apply(x, weight, **options) if bias is None else op.apply(x, weight, bias, **options)
     return y.squeeze(0) if unbatched else y
 
 
@@ -131,9 +131,9 @@ def _pool(op, input, kernel_size, stride, padding, what):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):
-    """The largest value of each kernel-sized window (``ops.MaxPool2d``); stride = kernel_size
-    unless given."""
-    return _pool(ops.MaxPool2d, input, kernel_size, stride, padding, "max_pool2d")
+    """The largest value of each kernel-sized window (``ops.MaxPool2d``, or ``fast.MaxPool2d``);
+    stride = kernel_size unless given."""
+    return _pool(fast.MaxPool2d if fast.enabled() else ops.MaxPool2d, input, kernel_size, stride, padding, "max_pool2d")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0):

@@ -1,0 +1,211 @@
+/* The data movement of convolution and max pooling, written once for an element type T and
+ * included by conv.c for float and for double (SUF names the flavour). No arithmetic worth
+ * vectorising by hand lives here: the convolution's multiply-adds are the GEMM's.
+ *
+ * A window is described by struct tge_window (kernels.h): input planes H x W, kernel kh x kw,
+ * stride, dilation, the padding before the first row and column (the padding after the last
+ * needs no number: a read past the edge is a read of zero), and the output's OH x OW.
+ */
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+/* The output columns j whose input column col0 + j sw lies inside 0..W-1: [*lo, *hi). */
+static inline void FN(inside)(long col0, long sw, long W, long OW, long *lo, long *hi)
+{
+    *lo = col0 < 0 ? (-col0 + sw - 1) / sw : 0;
+    *hi = col0 >= W ? 0 : (W - 1 - col0) / sw + 1;
+    if (*hi > OW) *hi = OW;
+    if (*lo > *hi) *lo = *hi;
+}
+
+/* Row (c, p, q) of cols: every output pixel's element p, q of channel c, for all N images.
+ * The window's numbers are copied to locals: the stores below could otherwise alias them. */
+static void FN(im2col_row)(const struct tge_window *w, long c, long p, long q, const T *restrict x,
+                           T *restrict row)
+{
+    const long N = w->N, C = w->C, H = w->H, W = w->W, OH = w->OH, OW = w->OW, sh = w->sh,
+               sw = w->sw, plane = H * W, col0 = q * w->dw - w->pl;  /* col0: what column 0 reads */
+    long lo, hi;
+    FN(inside)(col0, sw, W, OW, &lo, &hi);
+    for (long n = 0; n < N; n++) {
+        const T *xc = x + (n * C + c) * plane;
+        for (long i = 0; i < OH; i++, row += OW) {
+            long r = i * sh + p * w->dh - w->pt;   /* the input row output row i reads */
+            if (r < 0 || r >= H) {
+                for (long j = 0; j < OW; j++) row[j] = 0;
+                continue;
+            }
+            const T *xr = xc + r * W + col0;
+            for (long j = 0; j < lo; j++) row[j] = 0;
+            if (sw == 1)
+                for (long j = lo; j < hi; j++) row[j] = xr[j];
+            else
+                for (long j = lo; j < hi; j++) row[j] = xr[j * sw];
+            for (long j = hi; j < OW; j++) row[j] = 0;
+        }
+    }
+}
+
+typedef struct {
+    const struct tge_window *w;
+    const T *x;
+    T *cols;
+    long row0, row1;   /* this job's rows of cols */
+} FN(rows_job);
+
+static void FN(im2col_rows)(void *arg)
+{
+    FN(rows_job) *job = arg;
+    const struct tge_window *w = job->w;
+    const long length = w->N * w->OH * w->OW;
+    for (long row = job->row0; row < job->row1; row++) {
+        long c = row / (w->kh * w->kw), p = row / w->kw % w->kh, q = row % w->kw;
+        FN(im2col_row)(w, c, p, q, job->x, job->cols + row * length);
+    }
+}
+
+/* cols[(c kh + p) kw + q][(n OH + i) OW + j] = x[n][c][i sh + p dh - pt][j sw + q dw - pl]:
+ * the rows split between threads. */
+static void FN(im2col)(const struct tge_window *w, const T *x, T *cols, int nthreads)
+{
+    const long rows = w->C * w->kh * w->kw;
+    long chunk = tge_piece_length(rows, nthreads, 1);
+    FN(rows_job) jobs[TGE_MAX_JOBS];
+    int n = 0;
+    for (long r0 = 0; r0 < rows; r0 += chunk, n++)
+        jobs[n] = (FN(rows_job)){w, x, cols, r0, r0 + chunk < rows ? r0 + chunk : rows};
+    tge_parallel(FN(im2col_rows), jobs, sizeof(FN(rows_job)), n);
+}
+
+typedef struct {
+    const struct tge_window *w;
+    const T *cols;
+    T *dx;
+    long c0, c1;   /* this job's channels: it alone writes their planes of dx */
+} FN(channels_job);
+
+static void FN(col2im_channels)(void *arg)
+{
+    FN(channels_job) *job = arg;
+    const struct tge_window *w = job->w;
+    const long N = w->N, C = w->C, H = w->H, W = w->W, OH = w->OH, OW = w->OW, sh = w->sh,
+               sw = w->sw, kh = w->kh, kw = w->kw, plane = H * W, length = N * OH * OW;
+    T *restrict dx = job->dx;
+    for (long n = 0; n < N; n++)
+        for (long c = job->c0; c < job->c1; c++)
+            for (long i = 0; i < plane; i++) dx[(n * C + c) * plane + i] = 0;
+    for (long c = job->c0; c < job->c1; c++)
+        for (long p = 0; p < kh; p++)
+            for (long q = 0; q < kw; q++) {
+                const T *restrict row = job->cols + ((c * kh + p) * kw + q) * length;
+                const long col0 = q * w->dw - w->pl;
+                long lo, hi;
+                FN(inside)(col0, sw, W, OW, &lo, &hi);
+                for (long n = 0; n < N; n++) {
+                    T *dxc = dx + (n * C + c) * plane;
+                    for (long i = 0; i < OH; i++, row += OW) {
+                        long r = i * sh + p * w->dh - w->pt;
+                        if (r < 0 || r >= H) continue;   /* read from the padding: dropped */
+                        T *restrict dxr = dxc + r * W + col0;
+                        if (sw == 1)
+                            for (long j = lo; j < hi; j++) dxr[j] += row[j];
+                        else
+                            for (long j = lo; j < hi; j++) dxr[j * sw] += row[j];
+                    }
+                }
+            }
+}
+
+/* The adjoint of im2col: dx = 0, then each entry of cols added onto the pixel it was read from
+ * (where windows overlap, their contributions add). Threads split the channels. */
+static void FN(col2im)(const struct tge_window *w, const T *cols, T *dx, int nthreads)
+{
+    long chunk = tge_piece_length(w->C, nthreads, 1);
+    FN(channels_job) jobs[TGE_MAX_JOBS];
+    int n = 0;
+    for (long c0 = 0; c0 < w->C; c0 += chunk, n++)
+        jobs[n] = (FN(channels_job)){w, cols, dx, c0, c0 + chunk < w->C ? c0 + chunk : w->C};
+    tge_parallel(FN(col2im_channels), jobs, sizeof(FN(channels_job)), n);
+}
+
+typedef struct {
+    const struct tge_window *w;
+    const T *x;
+    T *y;
+    int64_t *argmax;
+    long plane0, plane1;   /* this job's (n, c) planes */
+} FN(pool_job);
+
+/* For each window: its largest element, and where it is (r W + col within its plane). The
+ * first one in row-major order wins a tie, and the first NaN wins over any number (as
+ * np.argmax, the plain path's rule); the padding is never chosen. "First in row-major order" is
+ * "smallest position", so the kernel's elements may be visited in any order: column by column,
+ * each along a whole row of outputs, without a branch (on real data a comparison is a coin toss
+ * for the branch predictor: window by window, with branches, this took 5x longer). */
+static void FN(max_pool_planes)(void *arg)
+{
+    FN(pool_job) *job = arg;
+    const struct tge_window *w = job->w;
+    const long H = w->H, W = w->W, OH = w->OH, OW = w->OW, kh = w->kh, kw = w->kw, sh = w->sh,
+               sw = w->sw, pt = w->pt, pl = w->pl, in_plane = H * W, out_plane = OH * OW;
+    for (long k = job->plane0; k < job->plane1; k++) {
+        const T *restrict x = job->x + k * in_plane;
+        int64_t *restrict argmax = job->argmax + k * out_plane;
+        for (long i = 0; i < OH; i++) {   /* start at each window's first element in the plane */
+            long r0 = i * sh - pt;
+            for (long j = 0; j < OW; j++) {
+                long c0 = j * sw - pl;
+                argmax[i * OW + j] = (r0 < 0 ? 0 : r0) * W + (c0 < 0 ? 0 : c0);
+            }
+        }
+        for (long q = 0; q < kw; q++) {
+            const long col0 = q - pl;   /* the column output column 0 reads */
+            long lo, hi;
+            FN(inside)(col0, sw, W, OW, &lo, &hi);
+            for (long i = 0; i < OH; i++) {
+                long r0 = i * sh - pt, r1 = r0 + kh;   /* the window's rows inside the plane */
+                if (r0 < 0) r0 = 0;
+                if (r1 > H) r1 = H;
+                int64_t *restrict best = argmax + i * OW;
+                for (long r = r0; r < r1; r++)
+                    for (long j = lo; j < hi; j++) {
+                        long at = r * W + col0 + j * sw, now = best[j];
+                        T v = x[at], max = x[now];
+                        long take = (v > max) | ((v == max) & (at < now))
+                                    | ((v != v) & ((max == max) | (at < now)));
+                        best[j] = now + (at - now) * take;
+                    }
+            }
+        }
+        T *restrict y = job->y + k * out_plane;
+        for (long i = 0; i < out_plane; i++) y[i] = x[argmax[i]];
+    }
+}
+
+static void FN(max_pool)(const struct tge_window *w, const T *x, T *y, int64_t *argmax, int nthreads)
+{
+    const long planes = w->N * w->C;
+    long chunk = tge_piece_length(planes, nthreads, 1);
+    FN(pool_job) jobs[TGE_MAX_JOBS];
+    int n = 0;
+    for (long k0 = 0; k0 < planes; k0 += chunk, n++)
+        jobs[n] = (FN(pool_job)){w, x, y, argmax, k0, k0 + chunk < planes ? k0 + chunk : planes};
+    tge_parallel(FN(max_pool_planes), jobs, sizeof(FN(pool_job)), n);
+}
+
+/* dx = 0, then each output's gradient added onto its window's arg-max (one plane at a time). */
+static void FN(max_pool_backward)(const struct tge_window *w, const T *restrict g,
+                                  const int64_t *restrict argmax, T *restrict dx)
+{
+    const long planes = w->N * w->C, in_plane = w->H * w->W, out_plane = w->OH * w->OW;
+    for (long k = 0; k < planes; k++) {
+        T *dxk = dx + k * in_plane;
+        for (long i = 0; i < in_plane; i++) dxk[i] = 0;
+        for (long i = 0; i < out_plane; i++) dxk[argmax[k * out_plane + i]] += g[k * out_plane + i];
+    }
+}
+
+#undef CAT_
+#undef CAT
+#undef FN
