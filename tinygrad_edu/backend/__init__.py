@@ -269,11 +269,14 @@ def _check_window(shape, kernel, stride, padding, dilation):
     and ``dilation`` are pairs of positive ints, ``padding`` ((top, bottom), (left, right)) of
     non-negative ones (as ``nn.functional`` passes them)."""
     def pair(what, value, least):
-        if not (isinstance(value, tuple) and len(value) == 2
-                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
-                        for v in value)):
-            raise ValueError(f"{what} must be a pair of ints of at least {least}, got {value!r}")
-        return tuple(int(v) for v in value)
+        if type(value) is tuple and len(value) == 2:
+            first, second = value
+            if type(first) is int and type(second) is int and first >= least and second >= least:
+                return value   # the usual case, tested inline first: this runs per layer and step
+            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= least
+                   for v in value):
+                return int(first), int(second)
+        raise ValueError(f"{what} must be a pair of ints of at least {least}, got {value!r}")
 
     (kh, kw), (sh, sw), (dh, dw) = (pair("kernel", kernel, 1), pair("stride", stride, 1),
                                     pair("dilation", dilation, 1))
