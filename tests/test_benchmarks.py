@@ -472,3 +472,33 @@ def test_cnn_mnist_epoch(benchmark, impl, mnist_root):
     assert correct / total > 0.75   # ~0.87 after these 100 steps; 0.1 is chance
     _info(benchmark, images=len(train), batch_size=CNN_BATCH_SIZE, accuracy=correct / total)
 
+
+def test_report_shows_the_convolutions_in_gflops_and_the_cnn_against_torch(tmp_path):
+    """examples/benchmark_report.py on made-up rows of the CNN benchmarks: the CNN step as a ratio
+    to PyTorch's, the convolutions as ratios and, every implementation, in GFLOP/s beside the best
+    GEMM rate of the run."""
+    sys.path.insert(0, str(REPO / "examples"))
+    import benchmark_report
+
+    def bench(group, impl, seconds, flops=None, **params):
+        extra = dict(threads=1) if flops is None else dict(threads=1, flops=flops)
+        return dict(group=group, params=dict(impl=impl, **params), extra_info=extra,
+                    stats=dict(min=seconds, median=seconds * 1.1))
+    conv = dict(case="conv2", direction="forward")
+    table = benchmark_report.rows(dict(benchmarks=[
+        bench("gemm", "c", 1e-5, flops=2e6, case="fwd"), bench("gemm", "numpy", 2e-5, flops=2e6, case="fwd"),
+        bench("conv", "tinygrad_edu-c", 2e-5, flops=1e6, **conv),
+        bench("conv", "torch", 4e-5, flops=1e6, **conv),
+        bench("train-step-cnn", "tinygrad_edu-c", 3e-3, batch=12),
+        bench("train-step-cnn", "torch", 6e-3, batch=12)]))
+    ratios, rates = benchmark_report.chart_panels(table)
+    assert [(r["group"], r["impl"], v) for r, v in zip(ratios.rows, ratios.values)] == [
+        ("conv", "tinygrad_edu-c", pytest.approx(0.5)),
+        ("train-step-cnn", "tinygrad_edu-c", pytest.approx(0.5))]
+    assert [(r["impl"], v) for r, v in zip(rates.rows, rates.values)] == [
+        ("tinygrad_edu-c", pytest.approx(50)), ("torch", pytest.approx(25))]
+    assert benchmark_report.best_gemm_rate(table) == pytest.approx(200)
+    assert "| conv | case=conv2, direction=forward | tinygrad_edu-c | 20.0 | 22.0 | 0.50 |  | 50.0 |" in \
+        benchmark_report.markdown(table, "test CPU").splitlines()
+    benchmark_report.bar_chart(table, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
