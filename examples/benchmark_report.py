@@ -7,12 +7,14 @@ process (see the README), so that thread pools of different libraries do not fig
 A case measured in several files counts with its fastest run (min of N, as for rounds).
 
 Within each group, every row is compared with its PyTorch counterpart and its NumPy one (same
-parameters, other implementation), as ratios of minimum times: below 1 means faster.
+parameters, other implementation), as ratios of minimum times: below 1 means faster. The chart
+shows these ratios and, for the kernels compared with PyTorch (the convolutions), every
+implementation's GFLOP/s beside the run's best GEMM rate.
 """
 
 import argparse
 import json
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from pathlib import Path
 
 
@@ -62,20 +64,54 @@ def markdown(table, machine):
     return "\n".join(out)
 
 
+Panel = namedtuple("Panel", "kind rows values")   # kind: "ratio" (time vs a baseline) or "GFLOP/s"
+
+
+def chart_panels(table):
+    """What the chart shows. First each row's time relative to its PyTorch counterpart (or, when
+    no row has one, its NumPy counterpart). Then, for the groups compared with PyTorch that count
+    flops (the convolutions), every implementation's GFLOP/s, PyTorch's included."""
+    compared = [r for r in table if r["vs_torch"] is not None and r["impl"] != "torch"]
+    baseline = "vs_torch"
+    if not compared:
+        compared, baseline = [r for r in table if r["vs_numpy"] is not None], "vs_numpy"
+    panels = [Panel("ratio", compared, [r[baseline] for r in compared])]
+    torch_groups = {r["group"] for r in table if r["impl"] == "torch"}
+    rated = [r for r in table if r.get("gflops") is not None and r["group"] in torch_groups]
+    if rated:
+        panels.append(Panel("GFLOP/s", rated, [r["gflops"] for r in rated]))
+    return panels
+
+
+def best_gemm_rate(table):
+    """The fastest GEMM of the run in GFLOP/s (None without GEMM rows): this machine's rate for
+    matrix products, the rate a convolution computed as products (im2col + GEMM) can approach."""
+    return max((r["gflops"] for r in table if r["group"] == "gemm" and r.get("gflops")), default=None)
+
+
 def bar_chart(table, path):
     from matplotlib.figure import Figure   # not pyplot: the caller's backend and figures stay as they are
     from tinygrad_edu.vision.utils import atomic_savefig
-    compared = [r for r in table if r["vs_torch"] is not None and r["impl"] != "torch"]
-    if not compared:
-        compared = [r for r in table if r["vs_numpy"] is not None]
-    labels = [f"{r['group']} {r['case']} {r['impl']}" for r in compared]
-    ratios = [r["vs_torch"] if r["vs_torch"] is not None else r["vs_numpy"] for r in compared]
-    fig = Figure(figsize=(9, 0.3 * len(labels) + 1.5))
-    ax = fig.subplots()
-    ax.barh(labels, ratios, color=["tab:green" if v < 1 else "tab:red" for v in ratios])
-    ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_xlabel("time relative to PyTorch (or NumPy), lower is faster")
-    ax.invert_yaxis()
+    panels = chart_panels(table)
+    heights = [len(panel.rows) + 2 for panel in panels]   # bars plus room for the axis
+    fig = Figure(figsize=(12, 0.3 * sum(heights) + 1))
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw=dict(height_ratios=heights))[:, 0]
+    for ax, panel in zip(axes, panels):
+        labels = [f"{r['group']} {r['case']} {r['impl']}" for r in panel.rows]
+        if panel.kind == "ratio":
+            ax.barh(labels, panel.values, color=["tab:green" if v < 1 else "tab:red" for v in panel.values])
+            ax.axvline(1.0, color="black", linewidth=1)
+            ax.set_xlabel("time relative to PyTorch (or NumPy), lower is faster")
+        else:
+            ax.barh(labels, panel.values, color=["tab:gray" if r["impl"] == "torch" else "tab:blue"
+                                                 for r in panel.rows])
+            gemm_rate = best_gemm_rate(table)
+            if gemm_rate:
+                ax.axvline(gemm_rate, color="black", linewidth=1, linestyle="--",
+                           label=f"best GEMM in this run: {gemm_rate:.0f} GFLOP/s")
+                ax.legend(loc="best")
+            ax.set_xlabel("GFLOP/s, higher is faster")
+        ax.invert_yaxis()
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
 

@@ -131,6 +131,63 @@ def test_rank1_update(benchmark, impl):
     _info(benchmark, shape="512x784")
 
 
+CONV_SHAPES = {  # (N, C, H, W, O, k, dL/dx needed): the CNN's two convolutions at batch 12, 5x5 filters
+    "conv1 1->20 28x28": (12, 1, 28, 28, 20, 5, False),    # its input is the image
+    "conv2 20->64 12x12": (12, 20, 12, 12, 64, 5, True),
+}
+
+
+@pytest.mark.benchmark(group="conv")
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "torch"])
+@pytest.mark.parametrize("direction", ["forward", "forward+backward"])
+@pytest.mark.parametrize("case", list(CONV_SHAPES))
+def test_conv2d(benchmark, case, direction, impl):
+    """One of the CNN's convolutions (with bias) through nn.functional.conv2d, against
+    torch.nn.functional.conv2d. forward+backward also takes a given dL/dy back to dL/dweight,
+    dL/dbias and, for conv2 (whose input is a hidden layer), dL/dx, as a training step does.
+    tinygrad_edu-c runs whatever the fast layer does for conv2d, tinygrad_edu-c-plain the plain op."""
+    torch = _torch()   # the reference: PyTorch in float64
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    n, c, h, w, o, k, input_grad = CONV_SHAPES[case]
+    backward = direction == "forward+backward"
+    lib = torch if impl == "torch" else tg
+    rng = np.random.default_rng(2)
+
+    def make(i):   # x, weight, bias as leaves (requiring grad for the backward), and dL/dy
+        arrays = [rng.standard_normal(shape).astype(np.float32)
+                  for shape in ((n, c, h, w), (o, c, k, k), (o,), (n, o, h - k + 1, w - k + 1))]
+        x, weight, bias, grad = (lib.from_numpy(a) for a in arrays)
+        for leaf, needed in ((x, input_grad), (weight, True), (bias, True)):
+            leaf.requires_grad = backward and needed
+        return x, weight, bias, grad
+
+    def run(conv2d, x, weight, bias, grad):   # y, dL/dx, dL/dweight, dL/dbias (None if not asked for)
+        y = conv2d(x, weight, bias)
+        if backward:
+            x.grad = weight.grad = bias.grad = None   # each round computes them afresh
+            y.backward(grad)
+        return y, x.grad, weight.grad, bias.grad
+
+    def as_float64(answers):
+        return [np.asarray(t.detach(), np.float64) for t in answers if t is not None]
+
+    conv2d = lib.nn.functional.conv2d
+    nxt = _rotating(make)
+    with backend.use("c"), tg.set_fast(impl != "tinygrad_edu-c-plain"):
+        inputs = nxt()
+        inputs64 = [torch.tensor(np.asarray(t.detach()), dtype=torch.float64, requires_grad=t.requires_grad)
+                    for t in inputs]
+        expected = as_float64(run(torch.nn.functional.conv2d, *inputs64))
+        for answer, reference in zip(as_float64(run(conv2d, *inputs)), expected, strict=True):
+            assert np.abs(answer - reference).max() <= 1e-4 * np.abs(reference).max()
+        benchmark(lambda: run(conv2d, *nxt()))
+    forward_flops = 2 * n * o * (h - k + 1) * (w - k + 1) * c * k * k
+    flops = forward_flops * (2 + input_grad if backward else 1)   # dL/dweight and dL/dx cost one forward each
+    _info(benchmark, flops=flops, shape=f"x {n}x{c}x{h}x{w}, weight {o}x{c}x{k}x{k}", direction=direction,
+          gflops_min=flops / benchmark.stats["min"] / 1e9 if benchmark.stats else None)
+
+
 # --- (b) engine overhead per graph node -----------------------------------------------------------
 OPS = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b, "matmul": lambda a, b: a @ b}
 
@@ -327,3 +384,121 @@ def test_mnist_epoch(benchmark, impl, mnist_root):
     correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))
     assert correct / total > 0.9
     _info(benchmark, rss_mb_before=rss[0], rss_mb_after=rss[-1], accuracy=correct / total)
+
+
+# --- (e) the CNN: a training step, and an epoch (slow) -------------------------------------------------
+CNN_SGD = dict(lr=0.01, momentum=0.9)   # the same for both engines
+CNN_BATCH_SIZE = 64                     # examples/mnist_cnn.py's default
+CNN_EPOCH_IMAGES = 6400                 # the epoch's training images (100 batches); None: all 60,000
+
+
+def cnn(nn_):
+    """The lecture's two convolutions, each with ReLU and 2x2 max-pooling, then a Linear classifier
+    on the 64 4x4 maps: on the engine whose ``nn`` is given."""
+    return nn_.Sequential(nn_.Conv2d(1, 20, 5), nn_.ReLU(), nn_.MaxPool2d(2),
+                          nn_.Conv2d(20, 64, 5), nn_.ReLU(), nn_.MaxPool2d(2),
+                          nn_.Flatten(), nn_.Linear(64 * 4 * 4, 10))
+
+
+def _cnn_twins():
+    """The CNN on tinygrad_edu and on PyTorch, with the same weights (PyTorch's, seed 0)."""
+    torch = _torch()
+    torch.manual_seed(0)
+    ours, theirs = cnn(nn), cnn(torch.nn)
+    for ours_p, theirs_p in zip(ours.parameters(), theirs.parameters(), strict=True):
+        ours_p.data[...] = theirs_p.detach().numpy()
+    return ours, theirs
+
+
+def _cnn_step(lib, model, batch):
+    """A training step of ``model`` on the engine ``lib`` (tinygrad_edu or torch) on rotating
+    MNIST-shaped batches, the same for both engines. The step returns its loss."""
+    criterion, optimizer = lib.nn.CrossEntropyLoss(), lib.optim.SGD(model.parameters(), **CNN_SGD)
+    rng = np.random.default_rng(batch)
+    nxt = _rotating(lambda i: (rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)))
+
+    def step():
+        x, y = nxt()
+        optimizer.zero_grad()
+        loss = criterion(model(lib.from_numpy(x)), lib.from_numpy(y))
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+@pytest.mark.benchmark(group="train-step-cnn")
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "torch"])
+@pytest.mark.parametrize("batch", [1, 12, 128])
+def test_cnn_training_step(benchmark, batch, impl):
+    """tinygrad_edu-c runs the fast layer, tinygrad_edu-c-plain the plain ops on the same build
+    (set_fast(False)); the torch case checks against the fast layer."""
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    torch = _torch()
+    ours, theirs = _cnn_twins()
+    our_step, torch_step = _cnn_step(tg, ours, batch), _cnn_step(torch, theirs, batch)
+    with backend.use("c"), tg.set_fast(impl != "tinygrad_edu-c-plain"):
+        for _ in range(2):   # correctness: two steps from the same weights on the same batches agree
+            assert our_step().item() == pytest.approx(torch_step().item(), rel=1e-4)
+        for ours_p, theirs_p in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert np.allclose(ours_p.detach().numpy(), theirs_p.detach().numpy(), atol=1e-5)
+        benchmark(torch_step if impl == "torch" else our_step)
+    _info(benchmark, batch=batch, model="conv-pool-conv-pool-linear", optimizer=f"SGD {CNN_SGD}")
+
+
+@pytest.mark.slow
+@pytest.mark.benchmark(group="epoch-cnn")
+@pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
+def test_cnn_mnist_epoch(benchmark, impl, mnist_root):
+    """One pass over the first CNN_EPOCH_IMAGES MNIST training images in batches of
+    CNN_BATCH_SIZE with the lecture's loop (mnist_common.train_epoch: loss.item() every step), both
+    engines from the same weights in the same order, ours on the backend in use; then the first
+    2,000 test images must be mostly right."""
+    sys.path.insert(0, str(REPO / "examples"))
+    import mnist_common as common
+    ours, theirs = _cnn_twins()
+    torch, nn_, optim_ = common.load_engine(impl)
+    model = theirs if impl == "torch" else ours
+    train, test = common.load_mnist(str(mnist_root), train_subset=CNN_EPOCH_IMAGES, test_subset=2000)
+    criterion, optimizer = nn_.CrossEntropyLoss(), optim_.SGD(model.parameters(), **CNN_SGD)
+    loader = tg.utils.data.DataLoader(train, batch_size=CNN_BATCH_SIZE, shuffle=True, seed=0)
+
+    def epoch():
+        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0)
+
+    benchmark.pedantic(epoch, rounds=1, iterations=1)
+    correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))
+    assert correct / total > 0.75   # ~0.87 after these 100 steps; 0.1 is chance
+    _info(benchmark, images=len(train), batch_size=CNN_BATCH_SIZE, accuracy=correct / total)
+
+
+def test_report_shows_the_convolutions_in_gflops_and_the_cnn_against_torch(tmp_path):
+    """examples/benchmark_report.py on made-up rows of the CNN benchmarks: the CNN step as a ratio
+    to PyTorch's, the convolutions as ratios and, every implementation, in GFLOP/s beside the best
+    GEMM rate of the run."""
+    sys.path.insert(0, str(REPO / "examples"))
+    import benchmark_report
+
+    def bench(group, impl, seconds, flops=None, **params):
+        extra = dict(threads=1) if flops is None else dict(threads=1, flops=flops)
+        return dict(group=group, params=dict(impl=impl, **params), extra_info=extra,
+                    stats=dict(min=seconds, median=seconds * 1.1))
+    conv = dict(case="conv2", direction="forward")
+    table = benchmark_report.rows(dict(benchmarks=[
+        bench("gemm", "c", 1e-5, flops=2e6, case="fwd"), bench("gemm", "numpy", 2e-5, flops=2e6, case="fwd"),
+        bench("conv", "tinygrad_edu-c", 2e-5, flops=1e6, **conv),
+        bench("conv", "torch", 4e-5, flops=1e6, **conv),
+        bench("train-step-cnn", "tinygrad_edu-c", 3e-3, batch=12),
+        bench("train-step-cnn", "torch", 6e-3, batch=12)]))
+    ratios, rates = benchmark_report.chart_panels(table)
+    assert [(r["group"], r["impl"], v) for r, v in zip(ratios.rows, ratios.values)] == [
+        ("conv", "tinygrad_edu-c", pytest.approx(0.5)),
+        ("train-step-cnn", "tinygrad_edu-c", pytest.approx(0.5))]
+    assert [(r["impl"], v) for r, v in zip(rates.rows, rates.values)] == [
+        ("tinygrad_edu-c", pytest.approx(50)), ("torch", pytest.approx(25))]
+    assert benchmark_report.best_gemm_rate(table) == pytest.approx(200)
+    assert "| conv | case=conv2, direction=forward | tinygrad_edu-c | 20.0 | 22.0 | 0.50 |  | 50.0 |" in \
+        benchmark_report.markdown(table, "test CPU").splitlines()
+    benchmark_report.bar_chart(table, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
