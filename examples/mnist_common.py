@@ -1,4 +1,4 @@
-"""What mnist_mlp.py and mnist_sweep.py share: the lecture's MLP, data, training and evaluation.
+"""What the MNIST examples share: the lecture's MLP, a small CNN, data, training and evaluation.
 
 The training code is written against a ``torch``-like namespace, so the same lines run on
 tinygrad_edu and, for comparison, on PyTorch: only the imports in ``load_engine`` differ.
@@ -7,6 +7,7 @@ tinygrad_edu and, for comparison, on PyTorch: only the imports in ``load_engine`
 import argparse
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ import numpy as np
 import tinygrad_edu
 from tinygrad_edu.utils.data import Subset
 from tinygrad_edu.vision import datasets, transforms
+from tinygrad_edu.vision.utils import save_prediction_figure
 
 LECTURE_HIDDEN = (512, 256, 128, 64)   # the lecture's 5-layer MLP: 784-512-256-128-64-10
 LECTURE_ACCURACY = 0.976
+CNN_HIDDEN = 128                       # units of make_cnn's hidden Linear layer
 
 
 def load_engine(name):
@@ -55,6 +58,27 @@ def make_mlp(nn, hidden_units, in_dim=28 * 28, out_dim=10):
             return self.l_layers[-1](a)   # logits: CrossEntropyLoss applies log-softmax
 
     return MLP()
+
+
+def make_cnn(nn, hidden=CNN_HIDDEN):
+    """The lecture's Sequential conv stack, Conv2d(1, 20, 5)-ReLU-Conv2d(20, 64, 5)-ReLU, named as
+    in its OrderedDict example, with a 2x2 max-pool after each ReLU and a classifier on top.
+
+    The image shrinks 28 -> 24 (5x5 convolution) -> 12 (pool) -> 8 (convolution) -> 4 (pool), so
+    the classifier sees 64 channels x 4 x 4 = 1024 features. Returns logits, as make_mlp does.
+    """
+    return nn.Sequential(OrderedDict([
+        ('conv1', nn.Conv2d(1, 20, 5)),
+        ('relu1', nn.ReLU()),
+        ('pool1', nn.MaxPool2d(2)),
+        ('conv2', nn.Conv2d(20, 64, 5)),
+        ('relu2', nn.ReLU()),
+        ('pool2', nn.MaxPool2d(2)),
+        ('flatten', nn.Flatten()),
+        ('fc1', nn.Linear(64 * 4 * 4, hidden)),
+        ('relu3', nn.ReLU()),
+        ('fc2', nn.Linear(hidden, 10)),
+    ]))
 
 
 def mnist_folder(data_dir):
@@ -134,6 +158,18 @@ def evaluate(torch, model, loader):
     return n_correct, n_predict
 
 
+def show_predictions(torch, model, images, labels, path):
+    """The lecture's look at a few test images: the GroundTruth and Prediction lines, and the same
+    as a figure saved at ``path`` (wrong predictions in red). Returns the figure's path."""
+    with torch.no_grad():
+        _, predicted = torch.max(model(to_engine(torch, images)), 1)
+    print('GroundTruth')
+    print("    " + ' '.join('%3s' % label.item() for label in labels))
+    print("Prediction")
+    print("    " + ' '.join('%3s' % label.item() for label in predicted))
+    return save_prediction_figure(images, labels, predicted.numpy(), path)
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:
@@ -173,10 +209,12 @@ def check_data_args(parser, args):
                      f"IDX files; add --download to fetch them into it)")
 
 
-def add_common_args(parser, out_default, out_help="where figures and results go"):
-    parser.add_argument("--epochs", type=positive_int, default=10)
-    parser.add_argument("--batch-size", type=positive_int, default=12)
-    parser.add_argument("--lr", type=positive_float, default=0.01)
+def add_common_args(parser, out_default, out_help="where figures and results go", epochs=10, batch_size=12,
+                    lr=0.01):
+    """--epochs, --batch-size, --lr (their defaults: the lecture's, unless given), the data flags, --out."""
+    parser.add_argument("--epochs", type=positive_int, default=epochs)
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size)
+    parser.add_argument("--lr", type=positive_float, default=lr)
     add_data_args(parser)
     parser.add_argument("--out", type=Path, default=out_default and Path(out_default), help=out_help)
 

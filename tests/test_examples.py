@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO
+from test_data import write_idx
 
 sys.path.insert(0, str(REPO / "examples"))
 import mnist_common as common  # noqa: E402
@@ -128,6 +130,133 @@ def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
     assert returncode == 130 and err.read_text().strip().splitlines() == [
         "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
 
+# --- the CNN --------------------------------------------------------------------------------------
+def write_small_mnist(folder, n_train=640, n_test=200):
+    """Four IDX files of our own that a CNN learns in a few steps: digit k is a bright 6x6 square at
+    the k-th of ten places, on faint noise. Returns (the test labels, {file name: MD5}), the MD5s
+    for MNIST.resources, which otherwise accepts only the real files."""
+    rng = np.random.default_rng(3)
+    sums = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for image, k in zip(images, labels):
+            top, left = 3 + 13 * (k // 5), 1 + 5 * (k % 5)
+            image[top:top + 6, left:left + 6] = 255
+        sums[f"{split}-images-idx3-ubyte"] = write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        sums[f"{split}-labels-idx1-ubyte"] = write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return labels, sums
+
+
+# mnist_cnn.py in a child that accepts the small files' checksums: argv is the MD5s (JSON), then the flags
+RUN_CNN_ON_OWN_FILES = """
+import json, sys
+sys.path.insert(0, "examples")
+from tinygrad_edu.vision.datasets import MNIST
+MNIST.resources = json.loads(sys.argv[1])
+import mnist_cnn
+sys.exit(mnist_cnn.main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture
+def small_mnist(tmp_path):
+    """(folder, test labels, command line of mnist_cnn.py on it without the flags)."""
+    folder = tmp_path / "small_mnist"
+    folder.mkdir()
+    labels, sums = write_small_mnist(folder)
+    return folder, labels, [sys.executable, "-c", RUN_CNN_ON_OWN_FILES, json.dumps(sums)]
+
+
+def one_thread_torch(engine):
+    """The environment for a run on ``engine``; PyTorch with one OpenMP thread (see
+    test_lecture_script_runs_unchanged_on_both_engines); skips without PyTorch."""
+    if engine != "torch":
+        return None
+    pytest.importorskip("torch")
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
+def test_cnn_example_learns_small_digits_in_the_lectures_format(tmp_path, small_mnist, engine):
+    folder, test_labels, command = small_mnist
+    out_dir = tmp_path / "out"
+    try:
+        result = subprocess.run([*command, "--engine", engine, "--data-dir", str(folder), "--out", str(out_dir),
+                                 "--epochs", "4", "--log-every", "4", "--seed", "1"],
+                                capture_output=True, text=True, timeout=HANG_GUARD * 20, cwd=REPO,
+                                env=one_thread_torch(engine))
+    except subprocess.TimeoutExpired:
+        hang_guard_failure(f"mnist_cnn.py on small files ({engine})", 20)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # 640 images in batches of 64: 10 mini-batches an epoch, a loss line after the 4th and the 8th;
+    # the loss value itself is "%.3f" (float() reads it)
+    assert all(float(line.split(" loss: ")[1]) >= 0 for line in lines[:8])
+    assert [line.split(" loss: ")[0] for line in lines[:8]] == [
+        f"[{epoch}, {batch:5d}]" for epoch in (1, 2, 3, 4) for batch in (4, 8)]
+    assert lines[8:11] == ["Finished Training", "GroundTruth", "    " + " ".join("%3s" % k for k in test_labels[:12])]
+    assert lines[11] == "Prediction" and len(lines[12].split()) == 12
+    correct = int(lines[13].removesuffix("/200"))
+    assert lines[13] == f"{correct}/200" and lines[14] == f"Accuracy: {correct / 200:.3f}"
+    assert correct / 200 > 0.9   # learned (chance is 0.1; 4 epochs reached 1.0 for seeds 0-3 on both engines)
+
+    name = f"{engine}_seed1"
+    figure, summary_path = out_dir / f"predictions_{name}.png", out_dir / f"mnist_cnn_{name}.json"
+    assert lines[15:] == [f"saved {figure} and {summary_path}"]
+    summary = json.loads(summary_path.read_text())
+    assert summary["accuracy"] == correct / 200 and summary["figure"] == str(figure)
+    assert summary["engine"] == engine and summary["seed"] == 1 and summary["epochs"] == 4
+    assert summary["batch_size"] == 64 and summary["lr"] == 0.05 and len(summary["seconds_per_epoch"]) == 4
+    assert summary["model"].startswith("Sequential(\n  (conv1): Conv2d(1, 20, kernel_size=(5, 5)")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([figure.name, summary_path.name])  # no temporary files
+
+
+def test_cnn_is_built_alike_on_both_engines():
+    """make_cnn takes the engine's nn: the same layers, names and shapes, and on MNIST-shaped input
+    64 x 4 x 4 = 1024 features reach the classifier."""
+    pytest.importorskip("torch")
+    torch_models = {}
+    for engine in ("tinygrad_edu", "torch"):
+        torch, nn, _ = common.load_engine(engine)
+        model = common.make_cnn(nn)
+        torch_models[engine] = (str(model), [(name, tuple(p.shape)) for name, p in model.named_parameters()])
+        assert tuple(model(torch.zeros(2, 1, 28, 28)).shape) == (2, 10)
+    assert torch_models["tinygrad_edu"] == torch_models["torch"]
+    assert torch_models["torch"][1][-4:] == [("fc1.weight", (128, 1024)), ("fc1.bias", (128,)),
+                                             ("fc2.weight", (10, 128)), ("fc2.bias", (10,))]
+
+
+def test_cnn_example_stops_on_ctrl_c_with_one_line_and_writes_nothing(tmp_path, small_mnist):
+    folder, _, command = small_mnist
+    out, err, out_dir = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "out"
+    with open(out, "w") as out_file, open(err, "w") as err_file:
+        proc = subprocess.Popen([*command, "--data-dir", str(folder), "--out", str(out_dir), "--epochs", "1000",
+                                 "--log-every", "1"], stdout=out_file, stderr=err_file, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_ctrl_c_stops_it)
+    try:
+        wait_until(lambda: "[1,     1] loss:" in out.read_text(), "mnist_cnn.py's first loss line", 20)
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(timeout=HANG_GUARD * 5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert returncode == 130 and err.read_text().strip().splitlines() == [
+        "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
+    assert not out_dir.exists()
+
+
+@pytest.mark.slow
+def test_cnn_example_reaches_99_percent_with_its_defaults(tmp_path, mnist_root):
+    """The defaults (3 epochs, batch 64, SGD with momentum, lr 0.05 halved every epoch), seed 0."""
+    out = run_example("mnist_cnn.py", "--data-dir", str(mnist_root), "--out", str(tmp_path), normal=340)
+    assert "[3,   800] loss:" in out and "Finished Training" in out and "GroundTruth" in out
+    correct = int(out.split("/10000")[0].split()[-1])
+    assert correct / 10000 >= 0.990
+    assert f"Accuracy: {correct / 10000:.3f}" in out
+    assert json.loads((tmp_path / "mnist_cnn_tinygrad_edu_seed0.json").read_text())["accuracy"] == correct / 10000
+
 
 @pytest.mark.parametrize("use_mnist", [False, True])
 def test_shallow_gradients_example_curves_coincide(tmp_path, request, use_mnist):
@@ -152,7 +281,11 @@ BOTH_SCRIPTS_REJECT = [
 @pytest.mark.parametrize("script, flags, message", [
     ("mnist_sweep.py", ["--layers", "0"], "layers must be between 1 and 5"),
     ("mnist_sweep.py", ["--layers", "6"], "layers must be between 1 and 5"),
-    *[(script, flags, message) for script in ("mnist_sweep.py", "mnist_mlp.py") for flags, message in BOTH_SCRIPTS_REJECT],
+    ("mnist_cnn.py", ["--log-every", "0"], "--log-every: must be a positive integer, got 0"),
+    ("mnist_cnn.py", ["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
+    ("mnist_cnn.py", ["--engine", "jax"], "--engine: invalid choice: 'jax'"),
+    *[(script, flags, message) for script in ("mnist_sweep.py", "mnist_mlp.py", "mnist_cnn.py")
+      for flags, message in BOTH_SCRIPTS_REJECT],
 ])
 def test_examples_reject_bad_flags(tmp_path, script, flags, message):
     (tmp_path / "a file").write_text("not a folder")
@@ -172,7 +305,7 @@ def write_damaged_mnist(folder):
         (folder / name).write_bytes(b"\x00" * 16)
 
 
-@pytest.mark.parametrize("script", ["mnist_sweep.py", "mnist_mlp.py"])
+@pytest.mark.parametrize("script", ["mnist_sweep.py", "mnist_mlp.py", "mnist_cnn.py"])
 @pytest.mark.parametrize("damaged", [False, True])
 def test_missing_or_damaged_data_gets_one_paragraph_not_a_traceback(tmp_path, script, damaged):
     """Checked once, in the parent, before any worker starts; the advice is flags, never download=True."""
