@@ -46,6 +46,12 @@ PARALLEL_MIN_ELEMENTS = 32_768
 # ~30k multiply-adds or ~2k elements (12x64 @ (10x64)^T + b: 2.81 us either way), but inside the
 # training step, after the kernels have pushed Python's objects out of the caches, handing such
 # work to NumPy made the batch-12 step 1-4 us slower (paired runs in one process).
+# products of this many multiply-adds or more go to NumPy (OpenBLAS): our GEMM's blocks are sized
+# for the MLP's batch-12 products, where it is 1.2-1.4x faster; past ~30M its packed blocks outgrow
+# the caches (one thread: 64x500 @ 500x4096, a CNN's conv2 at batch 64, 5750 vs 3607 us; 512^3
+# 4102 vs 3038; 128x784 @ (512x784)^T, the MLP at batch 128, 1616 vs 1476; at 24.6M multiply-adds,
+# conv2 at batch 12, the two tie: 620 vs 606)
+NUMPY_FROM_FMAS = 1 << 25
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
 # (measured: 256x20 C 16.1 vs NumPy 26.3 us; 64x100 C 22.2 vs 17.7; 12x10 C 2.3 vs 9.0)
 NUMPY_FROM_LOGITS = 6144
@@ -117,6 +123,8 @@ def _contiguous(x, types):
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
+    if m * n * k >= NUMPY_FROM_FMAS:
+        return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
     types = _KERNELS[a.dtype]
     pa, trans_a, lda = _operand(a, trans_a, types)
     pb, trans_b, ldb = _operand(b, trans_b, types)
