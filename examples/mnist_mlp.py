@@ -17,7 +17,6 @@ import time
 import mnist_common as common
 from tinygrad_edu.utils.data import DataLoader
 from tinygrad_edu.utils.files import atomic_write_text
-from tinygrad_edu.vision.utils import save_prediction_figure
 
 
 def main(argv=None):
@@ -55,14 +54,8 @@ def run(args):
     print('Finished Training')
 
     images, labels = next(iter(test_loader))
-    with torch.no_grad():
-        _, predicted = torch.max(model(common.to_engine(torch, images)), 1)
-    print('GroundTruth')
-    print("    " + ' '.join('%3s' % label.item() for label in labels))
-    print("Prediction")
-    print("    " + ' '.join('%3s' % label.item() for label in predicted))
     name = f"{args.engine}_seed{args.seed}"
-    figure = save_prediction_figure(images, labels, predicted.numpy(), args.out / f"predictions_{name}.png")
+    figure = common.show_predictions(torch, model, images, labels, args.out / f"predictions_{name}.png")
 
     n_correct, n_predict = common.evaluate(torch, model, test_loader)
     print(f"{n_correct}/{n_predict}")
