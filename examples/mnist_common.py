@@ -5,7 +5,9 @@ tinygrad_edu and, for comparison, on PyTorch: only the imports in ``load_engine`
 """
 
 import argparse
+import json
 import os
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_edu
-from tinygrad_edu.utils.data import Subset
+from tinygrad_edu.utils.data import DataLoader, Subset
+from tinygrad_edu.utils.files import atomic_write_text
 from tinygrad_edu.vision import datasets, transforms
 from tinygrad_edu.vision.utils import save_prediction_figure
 
@@ -168,6 +171,48 @@ def show_predictions(torch, model, images, labels, path):
     print("Prediction")
     print("    " + ' '.join('%3s' % label.item() for label in predicted))
     return save_prediction_figure(images, labels, predicted.numpy(), path)
+
+
+def seeded_loaders(args):
+    """MNIST's training and test loaders for an example's ``args``: the training order comes from one
+    generator seeded with ``args.seed``, the same for both engines."""
+    train_data, test_data = load_mnist(args.data_dir, download=args.download)
+    return (DataLoader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed),
+            DataLoader(test_data, batch_size=args.batch_size))
+
+
+def finish(torch, model, test_loader, args, script, epoch_seconds, /, shown=None, **settings):
+    """The lecture's last cells and the run's record: the GroundTruth/Prediction lines and figure of
+    the first test batch (its first ``shown`` images), the test accuracy, and a summary in
+    ``--out``, ``SCRIPT_ENGINE_seedN.json``: the run's arguments and ``settings``, the accuracy and
+    the epoch times. Returns 0, the script's exit status."""
+    images, labels = next(iter(test_loader))
+    name = f"{args.engine}_seed{args.seed}"
+    figure = show_predictions(torch, model, images[:shown], labels[:shown], args.out / f"predictions_{name}.png")
+
+    n_correct, n_predict = evaluate(torch, model, test_loader)
+    print(f"{n_correct}/{n_predict}")
+    print(f"Accuracy: {n_correct/n_predict:.3f}")
+
+    summary = {"engine": args.engine, "backend": torch.backend.name() if args.engine == "tinygrad_edu" else "torch",
+               "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+               **settings, "accuracy": n_correct / n_predict, "seconds_per_epoch": epoch_seconds,
+               "figure": str(figure)}
+    path = args.out / f"{script}_{name}.json"
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    print(f"saved {figure} and {path}")
+    return 0
+
+
+def run_until_interrupted(run, args):
+    """``run(args)``, an example's whole run, and its exit status; Ctrl-C ends it with one line and
+    status 130 (the figure and summary are written only at the end, so nothing is half-written)."""
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the {args.engine} run stopped (its figure and summary are written only at "
+              f"the end)", file=sys.stderr)
+        return 130
 
 
 def positive_int(text):

@@ -10,13 +10,10 @@ other. Ctrl-C stops it with one line.
 """
 
 import argparse
-import json
 import sys
 import time
 
 import mnist_common as common
-from tinygrad_edu.utils.data import DataLoader
-from tinygrad_edu.utils.files import atomic_write_text
 
 
 def main(argv=None):
@@ -26,21 +23,13 @@ def main(argv=None):
     parser.add_argument("--engine", choices=["tinygrad_edu", "torch"], default="tinygrad_edu")
     args = parser.parse_args(argv)
     common.check_data_args(parser, args)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the {args.engine} run stopped (its figure and summary are written only at "
-              f"the end)", file=sys.stderr)
-        return 130
+    return common.run_until_interrupted(run, args)
 
 
 def run(args):
     torch, nn, optim = common.load_engine(args.engine)
     torch.manual_seed(args.seed)
-    train_data, test_data = common.load_mnist(args.data_dir, download=args.download)
-    # the data order comes from one seeded generator, the same for both engines
-    train_loader = DataLoader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed)
-    test_loader = DataLoader(test_data, batch_size=args.batch_size)
+    train_loader, test_loader = common.seeded_loaders(args)   # the same data order on both engines
 
     model = common.make_mlp(nn, common.LECTURE_HIDDEN)
     criterion = nn.CrossEntropyLoss()
@@ -53,22 +42,7 @@ def run(args):
         epoch_seconds.append(common.seconds_since(start))
     print('Finished Training')
 
-    images, labels = next(iter(test_loader))
-    name = f"{args.engine}_seed{args.seed}"
-    figure = common.show_predictions(torch, model, images, labels, args.out / f"predictions_{name}.png")
-
-    n_correct, n_predict = common.evaluate(torch, model, test_loader)
-    print(f"{n_correct}/{n_predict}")
-    print(f"Accuracy: {n_correct/n_predict:.3f}")
-
-    summary = {"engine": args.engine, "backend": torch.backend.name() if args.engine == "tinygrad_edu" else "torch",
-               "seed": args.seed, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": args.lr, "accuracy": n_correct / n_predict,
-               "seconds_per_epoch": epoch_seconds, "figure": str(figure)}
-    path = args.out / f"mnist_mlp_{name}.json"
-    atomic_write_text(path, json.dumps(summary, indent=2))
-    print(f"saved {figure} and {path}")
-    return 0
+    return common.finish(torch, model, test_loader, args, "mnist_mlp", epoch_seconds)
 
 
 if __name__ == "__main__":
