@@ -63,6 +63,23 @@ def wait_until(condition, what, normal):
         time.sleep(0.05)
 
 
+def interrupt_at(command, line, what, normal, tmp_path):
+    """Run ``command`` with its output going to files, press Ctrl-C once its stdout holds ``line``
+    (``what``, within the hang guard of ``normal`` s), and return its exit code and stderr lines."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as out_file, open(err, "w") as err_file:
+        proc = subprocess.Popen(command, stdout=out_file, stderr=err_file, cwd=REPO,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_ctrl_c_stops_it)
+    try:
+        wait_until(lambda: line in out.read_text(), what, normal)
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(timeout=HANG_GUARD * 5)
+    finally:
+        proc.kill()
+        proc.wait()
+    return returncode, err.read_text().strip().splitlines()
+
+
 def test_xor_example_learns_xor():
     out = run_example("xor.py", normal=5)
     predictions = [float(v) for v in out.split("predictions:")[1].strip(" []\n").split(",")]
@@ -115,19 +132,10 @@ def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, mnist_root, eng
 
 
 def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
-    with open(out, "w") as out_file, open(err, "w") as err_file:
-        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir", str(mnist_root),
-                                 "--out", str(tmp_path)], stdout=out_file, stderr=err_file, cwd=REPO,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_ctrl_c_stops_it)
-    try:
-        wait_until(lambda: "[1,  2000] loss:" in out.read_text(), "mnist_mlp.py's first loss line", 30)
-        proc.send_signal(signal.SIGINT)
-        returncode = proc.wait(timeout=HANG_GUARD * 5)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert returncode == 130 and err.read_text().strip().splitlines() == [
+    returncode, err = interrupt_at([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir",
+                                    str(mnist_root), "--out", str(tmp_path)],
+                                   "[1,  2000] loss:", "mnist_mlp.py's first loss line", 30, tmp_path)
+    assert returncode == 130 and err == [
         "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
 
 # --- the CNN --------------------------------------------------------------------------------------
@@ -230,19 +238,11 @@ def test_cnn_is_built_alike_on_both_engines():
 
 def test_cnn_example_stops_on_ctrl_c_with_one_line_and_writes_nothing(tmp_path, small_mnist):
     folder, _, command = small_mnist
-    out, err, out_dir = tmp_path / "stdout", tmp_path / "stderr", tmp_path / "out"
-    with open(out, "w") as out_file, open(err, "w") as err_file:
-        proc = subprocess.Popen([*command, "--data-dir", str(folder), "--out", str(out_dir), "--epochs", "1000",
-                                 "--log-every", "1"], stdout=out_file, stderr=err_file, cwd=REPO,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_ctrl_c_stops_it)
-    try:
-        wait_until(lambda: "[1,     1] loss:" in out.read_text(), "mnist_cnn.py's first loss line", 20)
-        proc.send_signal(signal.SIGINT)
-        returncode = proc.wait(timeout=HANG_GUARD * 5)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert returncode == 130 and err.read_text().strip().splitlines() == [
+    out_dir = tmp_path / "out"
+    returncode, err = interrupt_at([*command, "--data-dir", str(folder), "--out", str(out_dir), "--epochs", "1000",
+                                    "--log-every", "1"], "[1,     1] loss:", "mnist_cnn.py's first loss line",
+                                   20, tmp_path)
+    assert returncode == 130 and err == [
         "interrupted: the tinygrad_edu run stopped (its figure and summary are written only at the end)"]
     assert not out_dir.exists()
 

@@ -212,22 +212,28 @@ def test_one_switch_decides_the_path():
         tg.set_fast("no")
 
 
+def weights_after_three_steps(make_model, x, y, fast_on, **sgd):
+    """The weights of ``make_model()`` (seed 0) after three SGD steps on (x, y), with the fast layer
+    on or off."""
+    tg.manual_seed(0)
+    model = make_model()
+    opt = optim.SGD(model.parameters(), **sgd)
+    with tg.set_fast(fast_on):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(model(tg.tensor(x)), tg.tensor(y)).backward()
+            opt.step()
+    return [p.data for p in model.parameters()]
+
+
 def test_a_training_step_gives_the_same_weights_on_both_paths():
     """The lecture's MLP, three SGD steps, fast layer and plain ops from the same start."""
     rng = np.random.default_rng(0)
     x, y = rng.random((12, 784), dtype=np.float32), rng.integers(0, 10, 12)
-    results = []
-    for on in (True, False):
-        tg.manual_seed(0)
-        model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-        opt = optim.SGD(model.parameters(), lr=0.1)
-        with tg.set_fast(on):
-            for _ in range(3):
-                opt.zero_grad()
-                nn.CrossEntropyLoss()(model(tg.tensor(x)), tg.tensor(y)).backward()
-                opt.step()
-        results.append([p.data for p in model.parameters()])
-    for fused, plain in zip(*results):
+
+    def mlp():
+        return nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    for fused, plain in zip(*(weights_after_three_steps(mlp, x, y, on, lr=0.1) for on in (True, False))):
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
 
 
@@ -235,18 +241,11 @@ def test_a_cnn_training_step_gives_the_same_weights_on_both_paths():
     """The CNN of examples/mnist_cnn.py, shrunk, three SGD steps with momentum on each path."""
     rng = np.random.default_rng(1)
     x, y = rng.random((6, 1, 14, 14), dtype=np.float32), rng.integers(0, 10, 6)
-    results = []
-    for on in (True, False):
-        tg.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
-                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 10))
-        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        with tg.set_fast(on):
-            for _ in range(3):
-                opt.zero_grad()
-                nn.CrossEntropyLoss()(model(tg.tensor(x)), tg.tensor(y)).backward()
-                opt.step()
-        results.append([p.data for p in model.parameters()])
+
+    def cnn():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 10))
+    results = (weights_after_three_steps(cnn, x, y, on, lr=0.1, momentum=0.9) for on in (True, False))
     for fused, plain in zip(*results):
         np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-5)
 
