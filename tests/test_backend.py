@@ -876,6 +876,7 @@ WINDOW_CASES = [  # (x shape, kernel, stride, padding, dilation)
     ((2, 1, 4, 5), (4, 5), (1, 1), ((3, 3), (4, 4)), (1, 1)),         # mostly padding
     ((1, 2, 1, 1), (1, 1), (3, 3), ((0, 0), (0, 0)), (1, 1)),
     ((2, 3, 8, 7), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),         # pooling's usual 2x2 tiles
+    ((2, 2, 5, 4), (2, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),         # rows of 3: shorter than a vector
 ]
 
 
