@@ -20,7 +20,7 @@ SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512)
 def each_backend(request, monkeypatch):
     if request.param == "c":   # test the C GEMM and cross-entropy at every size, even where NumPy would be used
         monkeypatch.setattr(backend.c_kernels, "NUMPY_FROM_LOGITS", 1 << 62)
-        monkeypatch.setattr(backend.c_kernels, "NUMPY_FROM_FMAS", 1 << 62)
+        monkeypatch.setattr(backend.c_kernels, "numpy_is_faster", lambda m, n, k: False)
     with backend.use(request.param):
         yield request.param
 
@@ -547,7 +547,7 @@ def c_threads(monkeypatch):
     from tinygrad_edu.backend import c_kernels
     for name in ("PARALLEL_MIN_FMAS", "PARALLEL_MIN_ELEMENTS"):
         monkeypatch.setattr(c_kernels, name, 0)
-    monkeypatch.setattr(c_kernels, "NUMPY_FROM_FMAS", 1 << 62)
+    monkeypatch.setattr(c_kernels, "numpy_is_faster", lambda m, n, k: False)
     with backend.use("c"):
         yield lambda n: monkeypatch.setattr(c_kernels, "THREADS", n)
 

@@ -46,12 +46,21 @@ PARALLEL_MIN_ELEMENTS = 32_768
 # ~30k multiply-adds or ~2k elements (12x64 @ (10x64)^T + b: 2.81 us either way), but inside the
 # training step, after the kernels have pushed Python's objects out of the caches, handing such
 # work to NumPy made the batch-12 step 1-4 us slower (paired runs in one process).
-# products of this many multiply-adds or more go to NumPy (OpenBLAS): our GEMM's blocks are sized
-# for the MLP's batch-12 products, where it is 1.2-1.4x faster; past ~30M its packed blocks outgrow
-# the caches (one thread: 64x500 @ 500x4096, a CNN's conv2 at batch 64, 5750 vs 3607 us; 512^3
-# 4102 vs 3038; 128x784 @ (512x784)^T, the MLP at batch 128, 1616 vs 1476; at 24.6M multiply-adds,
-# conv2 at batch 12, the two tie: 620 vs 606)
+# Our GEMM is built for thin products: at most THIN rows (a mini-batch: nn.Linear's forward and
+# input gradient at batch 12) or a depth of at most THIN (its weight gradient, a sum over the
+# mini-batch), which it reads in place without packing, 1.2-1.4x faster than OpenBLAS at the
+# MLP's batch-12 shapes. Its packed path for the rest loses to OpenBLAS (one thread, AVX2 machine:
+# 64x500 @ 500x768, conv2 of the lecture's CNN at batch 12, 855 vs 665 us, and its two gradients
+# 1107 vs 780 and 620 vs 597; 64x784 @ 784x512, the MLP at batch 64, 857 vs 612; 128 rows 1.0-1.7x
+# slower), and so does every product of NUMPY_FROM_FMAS multiply-adds or more, thin or not, as its
+# blocks outgrow the caches (12x4096 @ 4096x4096: 25962 vs 8635 us; 512^3: 4102 vs 3038).
+THIN = 32   # csrc/gemm_impl.h's SMALL_M
 NUMPY_FROM_FMAS = 1 << 25
+
+
+def numpy_is_faster(m, n, k):
+    """Whether an m x k @ k x n product goes to NumPy's GEMM (OpenBLAS) rather than ours."""
+    return m * n * k >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
 # (measured: 256x20 C 16.1 vs NumPy 26.3 us; 64x100 C 22.2 vs 17.7; 12x10 C 2.3 vs 9.0)
 NUMPY_FROM_LOGITS = 6144
@@ -123,7 +132,7 @@ def _contiguous(x, types):
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    if m * n * k >= NUMPY_FROM_FMAS:
+    if numpy_is_faster(m, n, k):
         return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
     types = _KERNELS[a.dtype]
     pa, trans_a, lda = _operand(a, trans_a, types)
