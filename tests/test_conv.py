@@ -237,7 +237,10 @@ TIE_CASES = [(2, None, 0), (3, 1, 1), ((3, 2), (1, 2), (1, 0)), (4, 3, 2), (3, 2
 
 @pytest.mark.parametrize("kernel, stride, padding", TIE_CASES)
 def test_max_pool_ties_go_to_the_first_maximum(kernel, stride, padding, rng):
-    for x in (np.full((2, 3, 9, 8), 0.5), rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64)):
+    """Also where a window's maximum is -inf: the first real element gets the gradient, never the
+    padding (padded with -inf, it ties with the real elements there)."""
+    for x in (np.full((2, 3, 9, 8), 0.5), rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64),
+              np.full((2, 3, 9, 8), -np.inf), np.where(rng.random((2, 3, 9, 8)) < 0.7, -np.inf, 1.0)):
         x_ours = tg.tensor(x, requires_grad=True)
         out = F.max_pool2d(x_ours, kernel, stride, padding)
         out.backward(np.ones(out.shape))
@@ -246,10 +249,10 @@ def test_max_pool_ties_go_to_the_first_maximum(kernel, stride, padding, rng):
 
 @pytest.mark.parametrize("kernel, stride, padding", TIE_CASES)
 def test_the_tie_rule_is_torchs(torch, kernel, stride, padding, rng):
-    x = rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64)
-    x_t = torch.tensor(x, requires_grad=True)
-    torch.nn.functional.max_pool2d(x_t, kernel, stride, padding).sum().backward()
-    np.testing.assert_array_equal(x_t.grad.numpy(), first_max_gradient(x, kernel, stride, padding))
+    for x in (rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64), np.full((2, 3, 9, 8), -np.inf)):
+        x_t = torch.tensor(x, requires_grad=True)
+        torch.nn.functional.max_pool2d(x_t, kernel, stride, padding).sum().backward()
+        np.testing.assert_array_equal(x_t.grad.numpy(), first_max_gradient(x, kernel, stride, padding))
 
 
 # --- gradcheck: each op's backward against central differences -----------------------------------

@@ -387,14 +387,19 @@ def _group(windows, groups):
 class MaxPool2d(Function):
     """y[n, c, i, j] = the largest element of window (i, j) of x (padded with -inf);
     dy/dx = 1 for the element the maximum came from, 0 for the others: each output's gradient goes
-    back to its window's arg-max (the first one in row-major order where several tie, as PyTorch)."""
+    back to its window's arg-max (the first one in row-major order where several tie, as PyTorch;
+    never the padding, which ties with the real elements of a window whose maximum is -inf)."""
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding):
         ctx.shape, ctx.kernel, ctx.stride, ctx.padding = x.shape, kernel, stride, padding
         windows = _windows(_pad(x, padding, -np.inf), kernel, stride, (1, 1))
         flat = windows.reshape(*windows.shape[:4], -1)                       # (N, C, OH, OW, kh*kw)
-        ctx.argmax = np.argmax(flat, axis=-1)[..., None]                     # where each maximum is
+        argmax = np.argmax(flat, axis=-1)                                    # where each maximum is
+        real = _windows(_pad(np.ones((1, 1) + x.shape[2:], bool), padding, False), kernel, stride,
+                        (1, 1)).reshape((1, 1) + flat.shape[2:])             # True off the padding
+        in_padding = ~np.take_along_axis(real, argmax[..., None], axis=-1)[..., 0]
+        ctx.argmax = np.where(in_padding, np.argmax(real, axis=-1), argmax)[..., None]
         return np.take_along_axis(flat, ctx.argmax, axis=-1)[..., 0]
 
     @staticmethod
