@@ -3,8 +3,10 @@
  * Why a pool: starting a thread costs 20-30 us, more than a whole batch-12 product of the lecture
  * MLP takes, so threads made per call only paid for huge products. Workers made once and kept
  * cost about a microsecond per hand-over. After a job a worker spins for a while (SPIN_NS): the
- * next product of a training step comes within microseconds. Then it sleeps on a condition
- * variable, so an idle process does not hold a core.
+ * next product of a training step comes within microseconds. It yields the core every few
+ * microseconds of that: on two cores, a spinner that did not kept a product handed to OpenBLAS
+ * waiting for its second thread. Then it sleeps on a condition variable, so an idle process does
+ * not hold a core.
  *
  * Jobs are claimed, not assigned: the caller and the workers take the next unclaimed job until
  * none is left. Waking a sleeping worker takes 100 us or more on a virtual machine; meanwhile the
@@ -15,6 +17,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -81,7 +84,10 @@ static uint32_t wait_for_call(uint32_t seen)
         uint32_t number = call_number(atomic_load_explicit(&pool.claim, memory_order_acquire));
         if (number != seen) return number;
         cpu_relax();
-        if (i % 256 == 0 && elapsed_ns(&start) > SPIN_NS) break;
+        if (i % 256 == 0) {
+            if (elapsed_ns(&start) > SPIN_NS) break;
+            sched_yield();  /* a thread waiting for this core (OpenBLAS's, another process's) runs */
+        }
     }
     /* `sleepers` goes up before `claim` is read again, and the caller sets `claim` before it
      * reads `sleepers` (both sequentially consistent): either we see the call, or the caller
