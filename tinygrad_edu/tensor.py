@@ -174,7 +174,7 @@ class Function:
 
         Only the version is noted, not the counter: backward finds the tensor again (an input is
         in ``parents``, the output is the node being walked) and reads its counter then. A tensor
-        without a counter has never been changed in place (``_bump_versions`` makes one first), so
+        without a counter has never been changed in place (``_bump_version`` makes one first), so
         its version is 0 and none is made for it here: most tensors never need one.
         """
         versions = []
@@ -242,13 +242,6 @@ def _topological_order(root):
             if parent._ctx is not None and parent._ctx not in visited:
                 stack.append((parent, False))
     return order
-
-
-def _bump_versions(tensors):
-    """Record an in-place change made to each tensor's ``data`` directly: ``x += 1`` or
-    ``zero_()`` for one tensor, an optimizer's step for all the parameters it updated at once."""
-    for t in tensors:
-        (t._version_counter or t._counter()).value += 1
 
 
 def _shares_memory(a, others):
@@ -443,6 +436,11 @@ class Tensor:
         """How many in-place changes this tensor's data has seen (see ``VersionCounter``)."""
         return self._counter().value
 
+    def _bump_version(self):
+        """Record an in-place change made to ``data`` directly (optimizers call this)."""
+        counter = self._version_counter or self._counter()
+        counter.value += 1
+
     # --- conversion and inspection ------------------------------------------------------------
     def numpy(self):
         if self.requires_grad:
@@ -557,7 +555,7 @@ class Tensor:
     def _inplace(self, other, ufunc):
         self._check_inplace(other)
         ufunc(self.data, _as_operand(other, self).data, out=self.data, casting="same_kind")
-        _bump_versions((self,))
+        self._bump_version()
         return self
 
     def __iadd__(self, other):
@@ -575,7 +573,7 @@ class Tensor:
     def zero_(self):
         self._check_inplace()
         self.data[...] = 0
-        _bump_versions((self,))
+        self._bump_version()
         return self
 
     # --- differentiable ops: each is one Function in ops.py ------------------------------

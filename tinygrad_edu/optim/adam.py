@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 
-from ..tensor import _bump_versions
 from .optimizer import Optimizer
 
 
@@ -47,4 +46,4 @@ class Adam(Optimizer):
                 v += (1 - beta2) * g * g
                 denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + eps
                 p.data -= (lr / (1 - beta1 ** t)) * m / denom
-                _bump_versions((p,))
+                p._bump_version()

@@ -1,7 +1,6 @@
 """Stochastic gradient descent, with PyTorch's update rule."""
 
 from .. import fast
-from ..tensor import _bump_versions
 from .optimizer import Optimizer
 
 
@@ -29,7 +28,7 @@ class SGD(Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            directions, weights, updated = [], [], []
+            directions, weights = [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -49,8 +48,7 @@ class SGD(Optimizer):
                     g = g + momentum * buf if group["nesterov"] else buf
                 directions.append(g)
                 weights.append(p.data)
-                updated.append(p)
-            _bump_versions(updated)   # changed in place below: a graph that saved them can't backward
+                p._bump_version()   # changed in place below: a graph that saved p can't backward
             if fast.enabled():
                 fast.sgd_update(lr, directions, weights)   # all of the loop below in one C call
             else:
