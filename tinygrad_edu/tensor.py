@@ -118,7 +118,8 @@ class VersionCounter:
     """How many times a tensor's data has been changed in place (``+=``, ``zero_()``, an optimizer
     step). A view (``reshape``, ``.T``, ``x[1:]``, ``detach()``) shares its base's counter: the
     same memory. An op that saves a tensor for backward notes its version, and backward checks it
-    (PyTorch does the same)."""
+    (PyTorch does the same). A tensor gets its counter when it first needs one (an in-place change,
+    a view); until then it is at version 0."""
 
     __slots__ = ("value",)
 
