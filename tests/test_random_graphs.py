@@ -169,6 +169,38 @@ def test_two_leaves_fed_by_one_add_have_separate_gradients():
     assert b.grad.tolist() == [1.0, 1.0]
 
 
+def _foreign_copy(grad):
+    """``grad`` in memory NumPy did not allocate (a bytearray): its base is not an ndarray."""
+    return np.frombuffer(bytearray(grad.tobytes()), grad.dtype).reshape(grad.shape)
+
+
+@pytest.mark.parametrize("results", [
+    lambda g: (g, g),                                        # one array twice (Add does this)
+    lambda g: (g.reshape(-1).reshape(g.shape), g[...]),      # two views of one array
+    lambda g: (np.ones_like(g), g[...]),                     # apart: neither is copied
+    lambda g: (lambda f: (f, f[...]))(_foreign_copy(g)),     # one buffer NumPy did not allocate
+    lambda g: (_foreign_copy(g), _foreign_copy(g)),          # two such buffers
+], ids=["same array", "views of one array", "apart", "one foreign buffer", "two foreign buffers"])
+def test_gradients_handed_to_two_leaves_never_share_memory(results):
+    # The walk adds into a leaf's .grad in place, so a node's two results that overlap must reach
+    # their owners as two arrays, whatever memory they live in (see backward in tensor.py).
+    class TwoResults(tg.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, grad):
+            return results(grad.copy())
+
+    a, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    TwoResults.apply(a, b).sum().backward()
+    assert not np.may_share_memory(a.grad.data, b.grad.data)
+    expected_a = a.grad.tolist()
+    b.grad.data *= 2
+    assert a.grad.tolist() == expected_a
+
+
 def test_a_second_backward_adds_to_grad_without_touching_the_first_result():
     a = tg.tensor([1.0, 2.0], requires_grad=True)
     y = (a * 3).sum()

@@ -102,6 +102,41 @@ def test_the_message_names_the_op_the_tensor_and_the_versions():
     assert "at version 1; expected version 0" in message
 
 
+def changed_before_and_after_forward(lib):
+    x = lib.tensor([1.0, 2.0])
+    x += 1
+    x *= 2                       # version 2 when the forward saves it
+    w = lib.tensor([3.0, 4.0], requires_grad=True)
+    y = ((x * w) + 1).sum()      # only the product saves anything: the sum and + 1 do not
+    view = x.reshape(2, 1)       # made after the forward, and a view: it shares x's counter
+    view += 1
+    y.backward()
+
+
+def test_a_saved_tensor_is_checked_against_the_version_it_had_when_saved():
+    # The forward notes versions only; backward reads the tensor's counter, which may have been
+    # made after the forward (by a view) and may have counted changes before it.
+    with pytest.raises(RuntimeError, match="input 0 of MulBackward .* at version 3; expected version 2"):
+        changed_before_and_after_forward(tg)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="is at version 3; expected version 2"):
+        changed_before_and_after_forward(torch)
+
+
+def test_nodes_that_saved_nothing_pass_a_change_on_to_the_nodes_that_did():
+    # Sum, Add and Reshape save nothing, so the walk checks nothing at them; the Mul below them,
+    # which saved its inputs, still raises; a graph of such nodes alone does not.
+    x = tg.tensor([1.0, 2.0])
+    w = tg.tensor([3.0, 4.0], requires_grad=True)
+    unchecked = (x + w).reshape(2, 1).sum()
+    checked = ((x * w) + 1).reshape(2, 1).sum()
+    x += 1
+    unchecked.backward()
+    assert w.grad.tolist() == [1.0, 1.0]
+    with pytest.raises(RuntimeError, match="input 0 of MulBackward"):
+        checked.backward()
+
+
 def test_adam_steps_count_as_in_place_changes_too():
     tg.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))

@@ -118,7 +118,8 @@ class VersionCounter:
     """How many times a tensor's data has been changed in place (``+=``, ``zero_()``, an optimizer
     step). A view (``reshape``, ``.T``, ``x[1:]``, ``detach()``) shares its base's counter: the
     same memory. An op that saves a tensor for backward notes its version, and backward checks it
-    (PyTorch does the same)."""
+    (PyTorch does the same). A tensor gets its counter when it first needs one (an in-place change,
+    a view); until then it is at version 0."""
 
     __slots__ = ("value",)
 
@@ -143,7 +144,7 @@ class Function:
     parents = ()
     needs_input_grad = ()
     saved = ()               # what forward kept for backward, in the order it was saved
-    saved_versions = ()      # (version counter, version at save, input index or -1, array) each
+    saved_versions = ()      # (input index or -1 for the output, version at save, array) each
     returns_view = False     # forward may return a view of its first input (reshape, transpose)
 
     @classmethod
@@ -161,7 +162,8 @@ class Function:
             result._version_counter = inputs[0]._counter()   # a view: a change to one is to both
         if recording:
             ctx.parents, ctx.needs_input_grad = inputs, needs
-            ctx._remember_versions(inputs, result)
+            if ctx.saved:                    # sums and views save nothing: nothing to check later
+                ctx._remember_versions(inputs, result)
         return result
 
     def save_for_backward(self, *arrays):
@@ -169,27 +171,36 @@ class Function:
         self.saved = arrays
 
     def _remember_versions(self, inputs, output):
-        """Note the version of each saved input or output, so backward can tell if it changed."""
+        """Note the version of each saved input or output, so backward can tell if it changed.
+
+        Only the version is noted, not the counter: backward finds the tensor again (an input is
+        in ``parents``, the output is the node being walked) and reads its counter then. A tensor
+        without a counter has never been changed in place (``_bump_version`` makes one first), so
+        its version is 0 and none is made for it here: most tensors never need one.
+        """
         versions = []
         for array in self.saved:
             for i, t in enumerate(inputs):
                 if array is t.data:
-                    counter = t._version_counter or t._counter()
-                    versions.append((counter, counter.value, i, array))
+                    counter = t._version_counter
+                    versions.append((i, 0 if counter is None else counter.value, array))
             if array is output.data:
-                counter = output._version_counter or output._counter()
-                versions.append((counter, counter.value, -1, array))
+                counter = output._version_counter
+                versions.append((-1, 0 if counter is None else counter.value, array))
         self.saved_versions = versions
 
-    def check_saved_versions(self):
-        """Raise if an in-place op changed a tensor this op saved: its gradient would be wrong."""
-        for counter, expected, i, array in self.saved_versions:
-            if counter.value != expected:
+    def check_saved_versions(self, output):
+        """Raise if an in-place op changed a tensor this op saved: its gradient would be wrong.
+        ``output`` is the tensor this op made (the node of the graph being walked)."""
+        for i, expected, array in self.saved_versions:
+            counter = (output if i < 0 else self.parents[i])._version_counter
+            version = 0 if counter is None else counter.value
+            if version != expected:
                 which = "output" if i < 0 else f"input {i}"
                 raise RuntimeError(
                     f"one of the variables needed for gradient computation has been modified by "
                     f"an inplace operation: the {which} of {self.name()} (shape {array.shape}, "
-                    f"{array.dtype}) is at version {counter.value}; expected version {expected} "
+                    f"{array.dtype}) is at version {version}; expected version {expected} "
                     f"instead. Change it after backward(), or out of place (x = x + 1)")
 
     def name(self):
@@ -234,17 +245,22 @@ def _topological_order(root):
     return order
 
 
-def _shares_memory(a, b):
-    """Whether two arrays may overlap. NumPy points a view's ``base`` at the array that owns its
-    memory, and two owners are two allocations, which never overlap: so arrays with different
-    owners are apart, and arrays with one owner are taken to overlap (a needless copy costs only
-    time). Memory NumPy did not allocate (a buffer, a memory map) is asked of NumPy."""
+def _shares_memory(a, others):
+    """Whether array ``a`` may overlap any of the arrays ``others``. NumPy points a view's ``base``
+    at the array that owns its memory, and two owners are two allocations, which never overlap: so
+    arrays with different owners are apart, and arrays with one owner are taken to overlap (a
+    needless copy costs only time). Memory NumPy did not allocate (a buffer, a memory map) is asked
+    of NumPy."""
     a_owner = a if a.base is None else a.base
-    b_owner = b if b.base is None else b.base
-    if (isinstance(a_owner, np.ndarray) and isinstance(b_owner, np.ndarray)
-            and a_owner.flags.owndata and b_owner.flags.owndata):
-        return a_owner is b_owner
-    return np.may_share_memory(a, b)
+    a_owns = isinstance(a_owner, np.ndarray) and a_owner.flags.owndata
+    for b in others:
+        b_owner = b if b.base is None else b.base
+        if a_owns and isinstance(b_owner, np.ndarray) and b_owner.flags.owndata:
+            if a_owner is b_owner:
+                return True
+        elif np.may_share_memory(a, b):
+            return True
+    return False
 
 
 def _accumulate_leaf(leaf, grad):
@@ -272,43 +288,33 @@ def backward(root, gradient, retain_graph=False):
         grad = grads.pop(ctx, None)             # dL/dnode, summed over all its uses
         if grad is None:
             continue                            # no gradient reached it (a branch that needs none)
-        ctx.check_saved_versions()              # raise if an in-place op changed what it saved
+        if ctx.saved_versions:                  # raise if an in-place op changed what it saved
+            ctx.check_saved_versions(node)
         input_grads = ctx.backward(ctx, grad)   # dL/dinput = dL/dnode * dnode/dinput, per input
         if not retain_graph:
             node._ctx = _FREED
-        for parent, g in _gradients_to_hand_on(ctx, input_grads):
+        handed = []                             # the arrays this node has handed on so far
+        for parent, g in zip(ctx.parents, input_grads):
+            if g is None or not parent._requires_grad:
+                continue
+            data = parent.data
+            if g.shape != data.shape:
+                g = unbroadcast(g, data.shape)
+            if g.dtype != data.dtype:
+                g = g.astype(data.dtype)
+            # Each array handed on has one owner (a pending node, or a leaf's .grad), so adding
+            # into a leaf's .grad in place never changes another gradient. Backward functions
+            # return new arrays or views of their grad: only two results of one node can share
+            # memory (a + a gives grad to both inputs), and then the second is copied.
+            if handed and _shares_memory(g, handed):
+                g = g.copy()
+            handed.append(g)
             if parent._ctx is None:
                 _accumulate_leaf(parent, g)                   # a leaf: .grad += g
             elif parent._ctx in grads:
                 grads[parent._ctx] = grads[parent._ctx] + g   # a node used twice: add them up
             else:
                 grads[parent._ctx] = g
-
-
-def _gradients_to_hand_on(ctx, input_grads):
-    """``(input, dL/dinput)`` for each input of ``ctx`` that needs a gradient, un-broadcast to the
-    input's shape and cast to its dtype.
-
-    Each array handed on has one owner (one pending node, or one leaf's ``.grad``), so adding into
-    a leaf's ``.grad`` in place never changes another gradient. Backward functions return new
-    arrays or views of their ``grad``; when two of one node's results share memory (``a + a``
-    gives ``grad`` to both inputs), the second is copied.
-    """
-    handed = []
-    for parent, g in zip(ctx.parents, input_grads):
-        if g is None or not parent._requires_grad:
-            continue
-        data = parent.data
-        if g.shape != data.shape:
-            g = unbroadcast(g, data.shape)
-        if g.dtype != data.dtype:
-            g = g.astype(data.dtype)
-        for _, other in handed:
-            if _shares_memory(g, other):
-                g = g.copy()
-                break
-        handed.append((parent, g))
-    return handed
 
 
 # ---------------------------------------------------------------------------------------------
