@@ -8,6 +8,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "kernels.h"
 #include "pool.h"
@@ -185,4 +188,15 @@ long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float 
 long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L)
 {
     DISPATCH(cross_entropy, f64, N, C, Z, y, D, L)
+}
+
+int tge_keep_freed_memory(int mmap_threshold, int trim_threshold)
+{
+#ifdef __GLIBC__
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+#else
+    (void)mmap_threshold;
+    (void)trim_threshold;
+    return 0;
+#endif
 }

@@ -86,3 +86,8 @@ void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const i
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);
 int tge_set_isa(int isa);
+
+/* Let the process keep the memory it frees (glibc's malloc; elsewhere it does nothing and returns
+ * 0): blocks under mmap_threshold bytes come from the heap, and freed heap memory goes back to the
+ * system only past trim_threshold bytes. Returns 1 when both were set. See docs/kernels.md. */
+int tge_keep_freed_memory(int mmap_threshold, int trim_threshold);
