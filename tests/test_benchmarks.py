@@ -272,7 +272,10 @@ def _engine_step(batch):
     return step, mlp
 
 
-def _torch_step(batch):
+def _torch_step(batch, compiled=False):
+    """PyTorch's eager step; ``compiled``: with the model compiled by ``torch.compile``
+    (TorchInductor: forward and backward as generated C++; the first call compiles, which takes a
+    while, hence the slow mark on those cases)."""
     torch = _torch()
     mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
     layers = []
@@ -284,19 +287,60 @@ def _torch_step(batch):
         layers += [lin] + ([torch.nn.ReLU()] if i < len(mlp.Ws) - 1 else [])
     model = torch.nn.Sequential(*layers)
     criterion, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.01)
+    forward = torch.compile(model) if compiled else model   # the same parameters
     nxt = _batches(batch)
 
     def step():
         x, y = nxt()
         optimizer.zero_grad()
-        criterion(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        criterion(forward(torch.from_numpy(x)), torch.from_numpy(y)).backward()
         optimizer.step()
     return step, model
 
 
+def _jax():
+    """JAX on the CPU, with THREADS threads for XLA's own work (set before JAX is imported)."""
+    if "jax" not in sys.modules and THREADS == 1:
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                           "intra_op_parallelism_threads=1")
+    return pytest.importorskip("jax")
+
+
+def _jax_step(batch):
+    """The same step as one ``jax.jit``-compiled function, as a JAX user writes it: the loss's
+    ``value_and_grad`` and the SGD update traced once, then run compiled, with no Python per op.
+    The step waits for its result (JAX returns before the work is done)."""
+    jax = _jax()
+    jnp = jax.numpy
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+
+    def loss_fn(params, x, y):
+        h = x
+        for i, (W, b) in enumerate(params):
+            h = h @ W.T + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), y[:, None], axis=1))
+
+    @jax.jit
+    def sgd_step(params, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        return [(W - 0.01 * dW, b - 0.01 * db) for (W, b), (dW, db) in zip(params, grads)], loss
+
+    state = {"params": [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(mlp.Ws, mlp.bs)]}
+    nxt = _batches(batch)
+
+    def step():
+        x, y = nxt()
+        state["params"], loss = sgd_step(state["params"], x, y)
+        loss.block_until_ready()
+    return step, state
+
+
 @pytest.mark.benchmark(group="train-step")
 @pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "tinygrad_edu-numpy",
-                                  "numpy-by-hand", "c-kernels-by-hand", "torch"])
+                                  "numpy-by-hand", "c-kernels-by-hand", "torch", "jax-jit",
+                                  pytest.param("torch-compile", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_training_step(benchmark, batch, impl):
     """tinygrad_edu-c runs the fast layer, tinygrad_edu-c-plain the plain ops on the same build
@@ -309,6 +353,10 @@ def test_training_step(benchmark, batch, impl):
         step, state = reference_step, reference
     elif impl == "torch":
         step, state = _torch_step(batch)
+    elif impl == "torch-compile":
+        step, state = _torch_step(batch, compiled=True)
+    elif impl == "jax-jit":
+        step, state = _jax_step(batch)
     elif impl == "c-kernels-by-hand":
         step, state = _kernel_step(batch)
     else:
@@ -319,7 +367,8 @@ def test_training_step(benchmark, batch, impl):
             for _ in range(2):
                 step()
                 reference_step()
-            first_weight = state[0].weight.detach().numpy() if impl == "torch" else state.Ws[0]
+            first_weight = (state[0].weight.detach().numpy() if impl.startswith("torch") else
+                            np.asarray(state["params"][0][0]) if impl == "jax-jit" else state.Ws[0])
             assert np.allclose(first_weight, reference.Ws[0], atol=1e-5)
         benchmark(step)
     _info(benchmark, batch=batch, model="784-512-256-128-64-10")
