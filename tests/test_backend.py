@@ -25,6 +25,24 @@ def each_backend(request, monkeypatch):
         yield request.param
 
 
+@needs_c
+def test_products_that_are_not_thin_go_to_numpy_from_both_gemm_and_linear_backward():
+    """One rule, c_kernels.numpy_is_faster, for every product the C backend makes: at batch 64
+    nn.Linear's forward and both of its gradient products are OpenBLAS's, bit for bit (our GEMM
+    adds in another order)."""
+    from tinygrad_edu.backend import c_kernels, numpy_kernels
+    rng = np.random.default_rng(0)
+    g, x = rng.random((64, 256), dtype=np.float32), rng.random((64, 512), dtype=np.float32)
+    w = rng.random((256, 512), dtype=np.float32)
+    assert not c_kernels.numpy_is_faster(12, 256, 512) and c_kernels.numpy_is_faster(64, 256, 512)
+    forward = c_kernels.gemm(x, w, False, True, 1.0, 0.0, np.empty((64, 256), np.float32))
+    expected = numpy_kernels.gemm(x, w, False, True, 1.0, 0.0, np.empty((64, 256), np.float32))
+    assert np.array_equal(forward, expected)
+    dx, dw, _ = c_kernels.linear_backward(g, x, w, True, True, True)
+    expected_dx, expected_dw, _ = numpy_kernels.linear_backward(g, x, w, True, True, True)
+    assert np.array_equal(dx, expected_dx) and np.array_equal(dw, expected_dw)
+
+
 def test_the_c_backend_is_built_where_ci_requires_it():
     import os
     if not os.environ.get("TINYGRAD_EDU_REQUIRE_C"):

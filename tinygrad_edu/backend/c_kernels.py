@@ -71,6 +71,8 @@ NUMPY_FROM_FMAS = 1 << 25
 def numpy_is_faster(m, n, k):
     """Whether an m x k @ k x n product goes to NumPy's GEMM (OpenBLAS) rather than ours."""
     return m * n * k >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
+
+
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
 # (measured: 256x20 C 16.1 vs NumPy 26.3 us; 64x100 C 22.2 vs 17.7; 12x10 C 2.3 vs 9.0)
 NUMPY_FROM_LOGITS = 6144
@@ -156,10 +158,14 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
 
 
 def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
-    # always C, even for tiny layers: the products share one call's fixed cost
+    # C, even for tiny layers (the products share one call's fixed cost), unless a product it
+    # would make goes to NumPy by gemm's rule: dx = grad W (n x n_out @ n_out x n_in) or
+    # dW = grad^T x (n_out x n @ n x n_in), past a batch of THIN
+    (n, n_out), n_in = grad.shape, x.shape[1]
+    if (need_dx and numpy_is_faster(n, n_in, n_out)) or (need_dw and numpy_is_faster(n_out, n_in, n)):
+        return numpy_kernels.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
     types = _KERNELS[grad.dtype]
     array, dtype = types.array, grad.dtype
-    (n, n_out), n_in = grad.shape, x.shape[1]
     dx = np.empty((n, n_in), dtype) if need_dx else None
     dw = np.empty((n_out, n_in), dtype) if need_dw else None
     db = np.empty(n_out, dtype) if need_db else None
