@@ -327,6 +327,26 @@ def sigterm_stops_like_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def stops_held_back():
+    """Hold Ctrl-C and SIGTERM back while the block runs, then act on them as usual.
+
+    Starting a spawned worker writes its start-up data down a pipe; a stop raised halfway leaves a
+    process the sweep does not know of yet, which dies reading half the data with a traceback.
+    So a stop that arrives meanwhile is only noted, and raised again once the worker is started
+    and registered (so that the sweep's clean-up stops it like the others)."""
+    held = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 # --- worker processes ---------------------------------------------------------------------------
 THREAD_LIMITS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_EDU_NUM_THREADS")
 
@@ -353,10 +373,10 @@ def run_parallel(todo, jobs, data_dir, run_dir, progress, finished):
                 receiver, sender = context.Pipe(duplex=False)
                 worker = context.Process(target=_worker, args=(config, data_dir, run_dir, sender),
                                          name=f"sweep worker {config['key']}", daemon=True)
-                with _environment({var: "1" for var in THREAD_LIMITS}):
+                with stops_held_back(), _environment({var: "1" for var in THREAD_LIMITS}):
                     worker.start()
+                    running[receiver] = (worker, config)
                 sender.close()   # the worker holds the only writing end now
-                running[receiver] = (worker, config)
             for receiver in multiprocessing.connection.wait(list(running)):
                 worker, config = running[receiver]
                 try:

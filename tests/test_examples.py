@@ -545,6 +545,22 @@ def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_runs(tmp_path, mnis
     assert f"3 runs: {saved} already finished" in out and (tmp_path / "results.json").exists()
 
 
+@pytest.mark.parametrize("stop, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, mnist_sweep.Terminated)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_registered(stop, raised):
+    """CI once sent SIGTERM while a worker was being spawned: the stop was raised halfway through
+    writing the worker's start-up data, and the unregistered worker died with a traceback."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    steps = []
+    with pytest.raises(raised), mnist_sweep.sigterm_stops_like_ctrl_c():
+        with mnist_sweep.stops_held_back():
+            os.kill(os.getpid(), stop)
+            time.sleep(0.05)   # Python runs signal handlers between bytecodes: this one only notes it
+            steps.append("worker registered")
+    assert steps == ["worker registered"]
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
 @needs_proc
 def test_sweep_with_a_worker_killed_by_the_os_ends_in_one_line_and_resumes(tmp_path, mnist_root):
     args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "3", "--jobs", "2", "--layers", "2", "3")
