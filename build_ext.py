@@ -27,7 +27,7 @@ ffibuilder.cdef((HERE / CSRC / "kernels.h").read_text())
 ffibuilder.set_source(
     "tinygrad_edu._kernels",
     '#include "kernels.h"',   # the prototypes, so every call is checked against them
-    sources=[f"{CSRC}/kernels.c", f"{CSRC}/conv.c", f"{CSRC}/pool.c"],
+    sources=[f"{CSRC}/kernels.c", f"{CSRC}/conv.c", f"{CSRC}/pool.c", f"{CSRC}/program.c"],
     include_dirs=[CSRC],
     depends=[f"{CSRC}/kernels.h", f"{CSRC}/gemm_impl.h", f"{CSRC}/conv_impl.h", f"{CSRC}/pool.h"],
     # gnu11, not c11: strict ISO mode stops gcc from fusing multiply-adds (10-20% slower)

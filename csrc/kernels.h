@@ -91,3 +91,27 @@ int tge_set_isa(int isa);
  * 0): blocks under mmap_threshold bytes come from the heap, and freed heap memory goes back to the
  * system only past trim_threshold bytes. Returns 1 when both were set. See docs/kernels.md. */
 int tge_keep_freed_memory(int mmap_threshold, int trim_threshold);
+
+/* A recorded program (tinygrad_edu.jit): a table of kernel calls, each naming its kernel and
+ * holding its arguments in order (pointers in .p, integers in .i, floats and doubles in .d), run
+ * one after the other by tge_run_program, with no Python between them. */
+enum tge_kernel {
+    TGE_SGEMM, TGE_DGEMM, TGE_SLINEAR_BACKWARD, TGE_DLINEAR_BACKWARD, TGE_SGER, TGE_DGER,
+    TGE_SAXPY_MANY, TGE_DAXPY_MANY, TGE_SRELU, TGE_DRELU, TGE_SRELU_BACKWARD, TGE_DRELU_BACKWARD,
+    TGE_SCROSS_ENTROPY, TGE_DCROSS_ENTROPY, TGE_SIM2COL, TGE_DIM2COL, TGE_SCOL2IM, TGE_DCOL2IM,
+    TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD
+};
+union tge_arg {
+    void *p;
+    long i;
+    double d;
+};
+struct tge_call {
+    int kernel;
+    union tge_arg arg[15];   /* the most any kernel takes: tge_sgemm's 15 */
+};
+
+/* Run calls[0], ..., calls[n-1] in order. Returns n when all succeeded; otherwise the index of
+ * the call that failed (the rest are not run), with *status set to what it returned: -1 for a
+ * product out of scratch memory, or for cross-entropy the first row whose label is out of range. */
+long tge_run_program(const struct tge_call *calls, long n, long *status);
