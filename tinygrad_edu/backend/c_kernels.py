@@ -7,6 +7,7 @@ matrix as rows with a leading dimension: a row-major view is passed as is, a col
 
 import collections
 import os
+import threading
 
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
@@ -93,6 +94,78 @@ _KERNELS = {
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
 
+# --- recording, for tinygrad_edu.jit ---------------------------------------------------------------
+class _Recording(threading.local):
+    """The program this thread's kernel calls are recorded into while ``tinygrad_edu.jit``
+    captures a step, or None (the usual case: nothing is recorded)."""
+
+    program = None
+
+
+recording = _Recording()
+
+
+def _run(kernel, *args):
+    """Call the C function ``kernel``; while a step is captured, also record the call (the
+    program keeps ``args``, and with them the arrays they point into, for its replays)."""
+    program = recording.program
+    if program is not None:
+        program.c_call(kernel, args)
+    return kernel(*args)
+
+
+def _numpy(work, *args):
+    """``work(*args)``: NumPy doing a kernel's work (a product OpenBLAS does faster, a copy). While
+    a step is captured it is recorded too, and replayed as a Python call whose array results are
+    copied into the ones of this call."""
+    result = work(*args)
+    program = recording.program
+    if program is not None:
+        program.python_call(work, args, result)
+    return result
+
+
+class CallTable:
+    """Recorded kernel calls, ``[(kernel, args), ...]`` as ``_run`` saw them, laid out as the C
+    table that ``tge_run_program`` (csrc/program.c) runs in one call: each entry names its kernel
+    and holds its arguments, pointers, integers and floats as the kernel's prototype types them."""
+
+    def __init__(self, calls):
+        self.calls = calls   # keeps the arrays the pointers point into alive
+        self.table = ffi.new("struct tge_call[]", len(calls))
+        self._arrays = []    # C arrays made here from lists (axpy_many's sizes and pointers)
+        for entry, (kernel, args) in zip(self.table, calls):
+            entry.kernel = getattr(lib, "TGE_" + kernel.__name__[len("tge_"):].upper())
+            for slot, ctype, value in zip(entry.arg, ffi.typeof(kernel).args, args):
+                if ctype.kind == "primitive":
+                    if ctype.cname in ("float", "double"):
+                        slot.d = value
+                    else:
+                        slot.i = int(value)
+                else:
+                    if isinstance(value, list):
+                        value = ffi.new(ffi.getctype(ctype.item, "[]"), value)
+                        self._arrays.append(value)
+                    slot.p = value
+        self._status = ffi.new("long *")
+
+    def run(self):
+        """Run every call in order. Returns None, or ``(index, status)`` of the call that failed
+        (see tge_run_program); the calls after it were not run."""
+        done = lib.tge_run_program(self.table, len(self.calls), self._status)
+        return None if done == len(self.calls) else (done, self._status[0])
+
+    def failed_label(self, index, row):
+        """For a cross-entropy call that found a label out of range at ``row``: that label."""
+        kernel, args = self.calls[index]
+        return int(ffi.cast("int64_t *", args[3])[row]), int(args[1])
+
+
+def _copy(x):
+    """A row-major, aligned copy of ``x``, made through ``_numpy`` (so a replay copies again)."""
+    return _numpy(np.ndarray.copy, x)
+
+
 def isa():
     """The instruction set the kernels run with on this CPU."""
     return ISA_NAMES[lib.tge_isa()]
@@ -123,7 +196,7 @@ def _operand(x, trans, types):
         if row_stride == item and col_stride >= rows * item and col_stride % item == 0:
             return ffi.cast(types.pointer, x.ctypes.data), not trans, col_stride // item
     # unaligned, or strided both ways (such as x[::2, ::2]): a row-major copy
-    return ffi.from_buffer(types.array, np.ascontiguousarray(x)), trans, x.shape[1] or 1
+    return ffi.from_buffer(types.array, _copy(x)), trans, x.shape[1] or 1
 
 
 def _output(out, types):
@@ -138,21 +211,21 @@ def _contiguous(x, types):
     """A pointer to x's elements as one C-order run (to a row-major copy if x is not one); x's
     dtype is the one of ``types`` (checked before)."""
     flags = x.flags
-    return ffi.from_buffer(types.array, x if flags.c_contiguous and flags.aligned else x.copy())
+    return ffi.from_buffer(types.array, x if flags.c_contiguous and flags.aligned else _copy(x))
 
 
 def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     if numpy_is_faster(m, n, k):
-        return numpy_kernels.gemm(a, b, trans_a, trans_b, alpha, beta, out, bias)
+        return _numpy(numpy_kernels.gemm, a, b, trans_a, trans_b, alpha, beta, out, bias)
     types = _KERNELS[a.dtype]
     pa, trans_a, lda = _operand(a, trans_a, types)
     pb, trans_b, ldb = _operand(b, trans_b, types)
     pc, ldc = _output(out, types)
     pbias = ffi.NULL if bias is None else _contiguous(bias, types)
     threads = THREADS if m * n * k >= PARALLEL_MIN_FMAS else 1
-    if types.gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
+    if _run(types.gemm, trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
     return out
 
@@ -163,14 +236,14 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
     # dW = grad^T x (n_out x n @ n x n_in), past a batch of THIN
     (n, n_out), n_in = grad.shape, x.shape[1]
     if (need_dx and numpy_is_faster(n, n_in, n_out)) or (need_dw and numpy_is_faster(n_out, n_in, n)):
-        return numpy_kernels.linear_backward(grad, x, weight, need_dx, need_dw, need_db)
+        return _numpy(numpy_kernels.linear_backward, grad, x, weight, need_dx, need_dw, need_db)
     types = _KERNELS[grad.dtype]
     array, dtype = types.array, grad.dtype
     dx = np.empty((n, n_in), dtype) if need_dx else None
     dw = np.empty((n_out, n_in), dtype) if need_dw else None
     db = np.empty(n_out, dtype) if need_db else None
     threads = THREADS if n * n_in * n_out >= PARALLEL_MIN_FMAS else 1
-    if types.linear_backward(n, n_in, n_out, _contiguous(grad, types), n_out,
+    if _run(types.linear_backward, n, n_in, n_out, _contiguous(grad, types), n_out,
                              _contiguous(x, types), n_in, _contiguous(weight, types), n_in,
                              ffi.NULL if dx is None else ffi.from_buffer(array, dx),
                              ffi.NULL if dw is None else ffi.from_buffer(array, dw),
@@ -182,7 +255,7 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
 def ger(A, x, y, alpha):
     types = _KERNELS[A.dtype]
     pA, lda = _output(A, types)
-    types.ger(A.shape[0], A.shape[1], alpha, _contiguous(x, types), _contiguous(y, types), pA, lda)
+    _run(types.ger, A.shape[0], A.shape[1], alpha, _contiguous(x, types), _contiguous(y, types), pA, lda)
     return A
 
 
@@ -208,13 +281,13 @@ def axpy_many(alpha, xs, ys):
         # a y listed twice (optim.SGD([w, w])), or a y that is some pair's x: C's threads would
         # race on it or read it half-updated, and splitting the pairs between C and NumPy would
         # reorder them. NumPy does the pairs one after the other, in order.
-        numpy_kernels.axpy_many(alpha, xs, ys)
+        _numpy(numpy_kernels.axpy_many, alpha, xs, ys)
         return
     if rest_xs:
-        numpy_kernels.axpy_many(alpha, rest_xs, rest_ys)   # views: NumPy handles them
+        _numpy(numpy_kernels.axpy_many, alpha, rest_xs, rest_ys)   # views: NumPy handles them
     for dtype, (sizes, x_pointers, y_pointers) in groups.items():
         threads = THREADS if sum(sizes) >= PARALLEL_MIN_ELEMENTS else 1
-        _KERNELS[dtype].axpy_many(len(sizes), alpha, sizes, x_pointers, y_pointers, threads)
+        _run(_KERNELS[dtype].axpy_many, len(sizes), alpha, sizes, x_pointers, y_pointers, threads)
 
 
 def _memory_owner(view):
@@ -257,19 +330,19 @@ def _updates_overlap(xs, ys):
 
 def relu(z):
     if not _flat(z):
-        return numpy_kernels.relu(z)
+        return _numpy(numpy_kernels.relu, z)
     types = _KERNELS[z.dtype]
     y = np.empty(z.shape, z.dtype)   # np.empty_like costs 50% more here
-    types.relu(z.size, ffi.from_buffer(types.array, z), ffi.from_buffer(types.array, y))
+    _run(types.relu, z.size, ffi.from_buffer(types.array, z), ffi.from_buffer(types.array, y))
     return y
 
 
 def relu_backward(y, grad):
     if y.dtype != grad.dtype or not (_flat(y) and _flat(grad)):
-        return numpy_kernels.relu_backward(y, grad)
+        return _numpy(numpy_kernels.relu_backward, y, grad)
     types = _KERNELS[y.dtype]
     dz = np.empty(y.shape, y.dtype)
-    types.relu_backward(y.size, ffi.from_buffer(types.array, y), ffi.from_buffer(types.array, grad),
+    _run(types.relu_backward, y.size, ffi.from_buffer(types.array, y), ffi.from_buffer(types.array, grad),
                         ffi.from_buffer(types.array, dz))
     return dz
 
@@ -278,11 +351,11 @@ def cross_entropy(logits, target):
     target_flags = target.flags
     if logits.size >= NUMPY_FROM_LOGITS or not (_flat(logits) and target_flags.c_contiguous
                                                  and target_flags.aligned):
-        return numpy_kernels.cross_entropy(logits, target)
+        return _numpy(numpy_kernels.cross_entropy, logits, target)
     types = _KERNELS[logits.dtype]
     n, n_classes = logits.shape
     dlogits, losses = np.empty((n, n_classes), logits.dtype), np.empty(n, logits.dtype)
-    bad = types.cross_entropy(n, n_classes, ffi.from_buffer(types.array, logits),
+    bad = _run(types.cross_entropy, n, n_classes, ffi.from_buffer(types.array, logits),
                               ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, dlogits),
                               ffi.from_buffer(types.array, losses))
     return losses, dlogits, bad
@@ -301,7 +374,7 @@ def im2col(x, window):
     types = _KERNELS[x.dtype]
     n, c, _, _, kh, kw = window[:6]
     cols = np.empty((c * kh * kw, n) + window[12:], x.dtype)
-    types.im2col(_window(window), _contiguous(x, types), ffi.from_buffer(types.array, cols),
+    _run(types.im2col, _window(window), _contiguous(x, types), ffi.from_buffer(types.array, cols),
                  _threads_for(cols.size))
     return cols
 
@@ -309,7 +382,7 @@ def im2col(x, window):
 def col2im(cols, window):
     types = _KERNELS[cols.dtype]
     dx = np.empty(window[:4], cols.dtype)
-    types.col2im(_window(window), _contiguous(cols, types), ffi.from_buffer(types.array, dx),
+    _run(types.col2im, _window(window), _contiguous(cols, types), ffi.from_buffer(types.array, dx),
                  _threads_for(cols.size))
     return dx
 
@@ -318,7 +391,7 @@ def max_pool(x, window):
     types = _KERNELS[x.dtype]
     y = np.empty(window[:2] + window[12:], x.dtype)
     argmax = np.empty(y.shape, np.int64)
-    types.max_pool(_window(window), _contiguous(x, types), ffi.from_buffer(types.array, y),
+    _run(types.max_pool, _window(window), _contiguous(x, types), ffi.from_buffer(types.array, y),
                    ffi.from_buffer("int64_t[]", argmax), _threads_for(x.size))
     return y, argmax
 
@@ -327,7 +400,7 @@ def max_pool_backward(grad, argmax, x_shape):
     types = _KERNELS[grad.dtype]
     window = x_shape + (1,) * 8 + grad.shape[2:]     # only the sizes matter to the scatter
     dx = np.empty(x_shape, grad.dtype)
-    types.max_pool_backward(_window(window), _contiguous(grad, types),
-                            ffi.from_buffer("int64_t[]", np.ascontiguousarray(argmax)),
+    _run(types.max_pool_backward, _window(window), _contiguous(grad, types),
+                            ffi.from_buffer("int64_t[]", argmax if argmax.flags.c_contiguous else _copy(argmax)),
                             ffi.from_buffer(types.array, dx))
     return dx
