@@ -55,6 +55,8 @@ class Linear(Function):
     dL/dy) with the bias added inside the GEMM's pass and the three gradients from one kernel
     call (``backend.linear_backward``), so the layer costs one call each way."""
 
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls
+
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         ops.check_linear(x, weight, bias)
@@ -78,6 +80,8 @@ class Linear(Function):
 
 class ReLU(Function):
     """``ops.ReLU`` (a = max(z, 0);  dL/dz = dL/da where a > 0, else 0) on the C kernels."""
+
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls
 
     @staticmethod
     def forward(ctx, z):
@@ -183,6 +187,8 @@ class MaxPool2d(Function):
     """``ops.MaxPool2d`` (each window's largest element; its gradient goes to that element, the
     first of equal ones) in one C pass each way: ``backend.max_pool`` records where each maximum
     is, and ``backend.max_pool_backward`` adds the gradients there."""
+
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls
 
     @staticmethod
     def forward(ctx, x, kernel, stride, padding):

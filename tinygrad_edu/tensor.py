@@ -16,6 +16,7 @@ How a gradient travels from the loss to a weight
 """
 
 import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -70,6 +71,17 @@ _grad_mode = _GradMode()
 
 def is_grad_enabled():
     return _grad_mode.enabled
+
+
+class _Capture(threading.local):
+    """While ``tinygrad_edu.jit`` captures a step in this thread, ``recorder`` is told what the
+    engine computes, so that the step can later be replayed without the engine (see jit.py);
+    otherwise it is None and the engine runs as if it were not there."""
+
+    recorder = None
+
+
+_capture = _Capture()
 
 
 class set_grad_enabled(contextlib.ContextDecorator):
@@ -146,15 +158,23 @@ class Function:
     saved = ()               # what forward kept for backward, in the order it was saved
     saved_versions = ()      # (input index or -1 for the output, version at save, array) each
     returns_view = False     # forward may return a view of its first input (reshape, transpose)
+    # forward and backward compute only through backend kernels (and views), so a step captured by
+    # tinygrad_edu.jit replays their kernel calls; other ops are replayed by calling them again
+    kernel_only = False
 
     @classmethod
     def apply(cls, *inputs, **options):
         """Run ``forward`` on the inputs' arrays. If an input requires a gradient (and no_grad is
         not on), the result is recorded: its ``grad_fn`` is this op, which keeps its inputs."""
         ctx = cls()
-        out = cls.forward(ctx, *[t.data for t in inputs], **options)
-        if out.dtype == float64 and float64 not in [t.data.dtype for t in inputs]:
-            out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
+        arrays = [t.data for t in inputs]
+        recorder = _capture.recorder
+        if recorder is None:
+            out = cls.run_forward(ctx, arrays, options)
+        else:
+            start = recorder.mark()
+            out = cls.run_forward(ctx, arrays, options)
+            recorder.forward(cls, ctx, arrays, options, out, start)
         needs = tuple([t._requires_grad for t in inputs])
         recording = any(needs) and _grad_mode.enabled
         result = Tensor._make(out, recording, ctx if recording else None)
@@ -165,6 +185,15 @@ class Function:
             if ctx.saved:                    # sums and views save nothing: nothing to check later
                 ctx._remember_versions(inputs, result)
         return result
+
+    @classmethod
+    def run_forward(cls, ctx, arrays, options):
+        out = cls.forward(ctx, *arrays, **options)
+        if type(out) is not np.ndarray:   # NumPy gives 0-d results as scalars; see Tensor._make
+            out = np.asarray(out)
+        if out.dtype == float64 and float64 not in [a.dtype for a in arrays]:
+            out = out.astype(float32)  # int / float gives float32, as in PyTorch, not float64
+        return out
 
     def save_for_backward(self, *arrays):
         """Keep arrays for backward (read them back as ``ctx.saved``)."""
@@ -263,15 +292,49 @@ def _shares_memory(a, others):
     return False
 
 
-def _accumulate_leaf(leaf, grad):
+def _accumulate_leaf(leaf, grad, recorder=None):
     """dL/dleaf += grad. The first gradient becomes ``leaf.grad`` as it is (the engine owns it)."""
     if leaf.grad is None:
         flags = grad.flags
         if not (flags.c_contiguous and flags.writeable):   # a transposed or read-only view, say:
-            grad = grad.copy()                             # .grad is laid out as usual, writable
+            copy = grad.copy()                             # .grad is laid out as usual, writable
+            if recorder is not None:
+                recorder.python_call(np.ndarray.copy, (grad,), copy)
+            grad = copy
         leaf.grad = Tensor._make(grad, False, None)
+        if recorder is not None:
+            recorder.leaf_grad(leaf, grad)
     else:
-        leaf.grad.data += grad
+        total = leaf.grad.data
+        np.add(total, grad, out=total)
+        if recorder is not None:
+            recorder.leaf_grad_added(leaf, total, grad)
+
+
+def _input_gradients(ctx, grad):
+    """One node's step of the chain rule: ``ctx.backward`` turns dL/dnode into dL/dinput for each
+    input, and each is brought to its input's shape (``unbroadcast``) and dtype. Returns the
+    backward's own results and the gradients to hand on (None for an input that needs none)."""
+    raw = ctx.backward(ctx, grad)   # dL/dinput = dL/dnode * dnode/dinput, per input
+    handed, owned = [], []   # one per input; the arrays among them
+    for parent, g in zip(ctx.parents, raw):
+        if g is None or not parent._requires_grad:
+            handed.append(None)
+            continue
+        data = parent.data
+        if g.shape != data.shape:
+            g = unbroadcast(g, data.shape)
+        if g.dtype != data.dtype:
+            g = g.astype(data.dtype)
+        # Each array handed on has one owner (a pending node, or a leaf's .grad), so adding
+        # into a leaf's .grad in place never changes another gradient. Backward functions
+        # return new arrays or views of their grad: only two results of one node can share
+        # memory (a + a gives grad to both inputs), and then the second is copied.
+        if owned and _shares_memory(g, owned):
+            g = g.copy()
+        owned.append(g)
+        handed.append(g)
+    return raw, handed
 
 
 def backward(root, gradient, retain_graph=False):
@@ -282,6 +345,7 @@ def backward(root, gradient, retain_graph=False):
     op's ``backward`` turns that into one gradient per input, which is added to the input's total:
     a leaf's ``.grad``, or the pending gradient of an inner node.
     """
+    recorder = _capture.recorder   # None unless tinygrad_edu.jit is capturing this step
     grads = {root._ctx: gradient}   # dL/dnode of the nodes still to walk, keyed by their grad_fn
     for node in reversed(_topological_order(root)):
         ctx = node._ctx
@@ -290,31 +354,71 @@ def backward(root, gradient, retain_graph=False):
             continue                            # no gradient reached it (a branch that needs none)
         if ctx.saved_versions:                  # raise if an in-place op changed what it saved
             ctx.check_saved_versions(node)
-        input_grads = ctx.backward(ctx, grad)   # dL/dinput = dL/dnode * dnode/dinput, per input
+        if recorder is None:
+            _, input_grads = _input_gradients(ctx, grad)
+        else:
+            start = recorder.mark()
+            raw, input_grads = _input_gradients(ctx, grad)
+            recorder.backward(ctx, grad, raw, input_grads, start)
         if not retain_graph:
             node._ctx = _FREED
-        handed = []                             # the arrays this node has handed on so far
         for parent, g in zip(ctx.parents, input_grads):
-            if g is None or not parent._requires_grad:
+            if g is None:
                 continue
-            data = parent.data
-            if g.shape != data.shape:
-                g = unbroadcast(g, data.shape)
-            if g.dtype != data.dtype:
-                g = g.astype(data.dtype)
-            # Each array handed on has one owner (a pending node, or a leaf's .grad), so adding
-            # into a leaf's .grad in place never changes another gradient. Backward functions
-            # return new arrays or views of their grad: only two results of one node can share
-            # memory (a + a gives grad to both inputs), and then the second is copied.
-            if handed and _shares_memory(g, handed):
-                g = g.copy()
-            handed.append(g)
             if parent._ctx is None:
-                _accumulate_leaf(parent, g)                   # a leaf: .grad += g
-            elif parent._ctx in grads:
-                grads[parent._ctx] = grads[parent._ctx] + g   # a node used twice: add them up
+                _accumulate_leaf(parent, g, recorder)         # a leaf: .grad += g
+            elif parent._ctx in grads:                        # a node used twice: add them up
+                total = grads[parent._ctx] + g
+                if recorder is not None:
+                    recorder.python_call(np.add, (grads[parent._ctx], g), total)
+                grads[parent._ctx] = total
             else:
                 grads[parent._ctx] = g
+
+
+def computed(work, *args):
+    """``work(*args)``, an array computed outside the ops: a comparison, an argmax, a cast, a
+    dropout mask. Nothing to differentiate, but still a computation that a step captured by
+    tinygrad_edu.jit must make again on every replay, so the recorder is told of it."""
+    out = np.asarray(work(*args))
+    recorder = _capture.recorder
+    if recorder is not None:
+        recorder.python_call(work, args, out)
+    return out
+
+
+def untracked(work, *args):
+    """A tensor outside the graph holding ``computed(work, *args)``."""
+    return Tensor._make(computed(work, *args), False, None)
+
+
+def replayed_whole(method):
+    """Mark a method that changes tensors in place with NumPy, outside the ops (an optimizer's
+    ``step``). While tinygrad_edu.jit captures a step, a call is recorded as one Python call that
+    every replay makes again, so its Python state (Adam's step count, a changed learning rate)
+    moves on as it does when run eagerly. Otherwise it is the method itself."""
+    @functools.wraps(method)
+    def method_or_recorded(self, *args, **kwargs):
+        recorder = _capture.recorder
+        if recorder is None:
+            return method(self, *args, **kwargs)
+        return recorder.whole_call(method, self, args, kwargs)
+    return method_or_recorded
+
+
+def _arithmetic_in_place(tensor, ufunc, operand):
+    """``x += y`` and the like: ``ufunc`` on ``tensor``'s data in place, a new version of it."""
+    ufunc(tensor.data, operand, out=tensor.data, casting="same_kind")
+    tensor._counter().value += 1
+
+
+def _zero_in_place(tensor):
+    tensor.data[...] = 0
+    tensor._counter().value += 1
+
+
+def _argmax(data, dim, keepdim):
+    return np.asarray(np.argmax(data, axis=dim, keepdims=keepdim), dtype=int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +520,7 @@ class Tensor:
             if gradient.shape != self.data.shape:
                 raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
         if self._ctx is None:  # a leaf: its gradient is the given one (a new array, ours)
-            _accumulate_leaf(self, gradient)
+            _accumulate_leaf(self, gradient, _capture.recorder)
             return
         backward(self, gradient, retain_graph)
 
@@ -439,6 +543,9 @@ class Tensor:
 
     def _bump_version(self):
         """Record an in-place change made to ``data`` directly (optimizers call this)."""
+        recorder = _capture.recorder
+        if recorder is not None:   # a change the jit cannot see unless it replays the whole call
+            recorder.changed_in_place(self)
         counter = self._version_counter or self._counter()
         counter.value += 1
 
@@ -452,12 +559,21 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         return self.data if dtype is None else self.data.astype(dtype)
 
+    def _read_on_host(self, how):
+        """Before a value leaves the engine for Python: inside a step being captured by
+        tinygrad_edu.jit it would be read once, at capture, and never again, so it raises."""
+        recorder = _capture.recorder
+        if recorder is not None:
+            recorder.value_read(how)
+
     def item(self):
+        self._read_on_host("item()")
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.item()
 
     def tolist(self):
+        self._read_on_host("tolist()")
         return self.data.tolist()
 
     @property
@@ -490,6 +606,7 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
+        self._read_on_host("a tensor's truth value (if/while on a tensor)")
         if self.data.size != 1:
             raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
         return bool(self.data)
@@ -528,7 +645,7 @@ class Tensor:
             return self
         if self.requires_grad and _is_float(dtype):
             return ops.Cast.apply(self, dtype=dtype)
-        return Tensor._make(self.data.astype(dtype), False, None)
+        return untracked(np.ndarray.astype, self.data, dtype)
 
     def float(self):
         return self.to(float32)
@@ -555,8 +672,11 @@ class Tensor:
 
     def _inplace(self, other, ufunc):
         self._check_inplace(other)
-        ufunc(self.data, _as_operand(other, self).data, out=self.data, casting="same_kind")
-        self._bump_version()
+        operand = _as_operand(other, self).data
+        _arithmetic_in_place(self, ufunc, operand)
+        recorder = _capture.recorder
+        if recorder is not None:   # a captured step makes the same change on every replay
+            recorder.python_call(_arithmetic_in_place, (self, ufunc, operand), None)
         return self
 
     def __iadd__(self, other):
@@ -573,8 +693,10 @@ class Tensor:
 
     def zero_(self):
         self._check_inplace()
-        self.data[...] = 0
-        self._bump_version()
+        _zero_in_place(self)
+        recorder = _capture.recorder
+        if recorder is not None:
+            recorder.python_call(_zero_in_place, (self,), None)
         return self
 
     # --- differentiable ops: each is one Function in ops.py ------------------------------
@@ -630,8 +752,7 @@ class Tensor:
         return MaxResult(ops.Max.apply(self, dim=dim, keepdim=keepdim), indices)
 
     def argmax(self, dim=None, keepdim=False):
-        idx = np.argmax(self.data, axis=dim, keepdims=keepdim)
-        return Tensor._make(np.asarray(idx, dtype=int64), False, None)
+        return untracked(_argmax, self.data, dim, keepdim)
 
     def exp(self):
         return ops.Exp.apply(self)
@@ -699,7 +820,7 @@ class Tensor:
 
     # --- comparisons: not differentiable, give bool tensors ------------------------------------
     def _compare(self, other, ufunc):
-        return Tensor._make(ufunc(self.data, _as_operand(other, self).data), False, None)
+        return untracked(ufunc, self.data, _as_operand(other, self).data)
 
     def __eq__(self, other):
         return self._compare(other, np.equal)

@@ -8,7 +8,7 @@ up to float rounding (tests/test_fast.py).
 import numpy as np
 
 from .. import fast, ops, random
-from ..tensor import Tensor, _as_operand
+from ..tensor import Tensor, _as_operand, computed, untracked
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -155,9 +155,12 @@ def dropout(input, p=0.5, training=True):
     check_dropout_probability(p)
     if not training or p == 0:
         return input
-    keep = random.generator().random(input.shape) >= p
-    scale = keep / (1 - p) if p < 1 else np.zeros(input.shape)
-    return input * Tensor._make(scale.astype(input.dtype), False, None)
+    return input * untracked(_dropout_scale, input.shape, p, input.dtype)   # a new mask each call
+
+
+def _dropout_scale(shape, p, dtype):
+    keep = random.generator().random(shape) >= p
+    return (keep / (1 - p) if p < 1 else np.zeros(shape)).astype(dtype)
 
 
 def _check_reduction(reduction):
@@ -194,7 +197,7 @@ def _class_targets(input, target, what):
         raise ValueError(f"{what}: input of shape {shape} is {_axes(layout)} with "
                          f"C = {shape[len(shape) > 1]} classes, so the target must have shape "
                          f"{_axes(target_layout)} = {expected}, got {target.shape}")
-    return target.astype(np.int64, copy=False)
+    return target if target.dtype == np.int64 else computed(np.ndarray.astype, target, np.int64)
 
 
 def _axes(names):

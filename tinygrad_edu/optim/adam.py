@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from ..tensor import replayed_whole
 from .optimizer import Optimizer
 
 
@@ -27,6 +28,7 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
+    @replayed_whole   # a jitted training step replays this call whole
     def step(self):
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]

@@ -57,7 +57,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad.data[...] = 0
+                    p.grad.zero_()   # through the engine, so that a step jit captures does it too
 
     def step(self):
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """Stochastic gradient descent, with PyTorch's update rule."""
 
 from .. import fast
+from ..tensor import replayed_whole
 from .optimizer import Optimizer
 
 
@@ -25,6 +26,7 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
+    @replayed_whole   # a jitted training step replays this call whole
     def step(self):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
