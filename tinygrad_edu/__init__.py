@@ -175,3 +175,4 @@ def transpose(x, dim0, dim1):
 
 
 from . import nn, optim, utils, vision  # noqa: E402  (they build on everything above)
+from .jit import jit  # noqa: E402  (the compiled step: captures what all of the above computes)

@@ -1,0 +1,351 @@
+"""tinygrad_edu.jit: a replayed step leaves exactly what the eager step leaves, and every
+documented limit is detected or behaves as documented."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tinygrad_edu as tg
+import tinygrad_edu.nn.functional as F
+from tinygrad_edu import nn, optim
+
+needs_c = pytest.mark.skipif("c" not in tg.backend.available(), reason="the C kernels are not built")
+
+
+@pytest.fixture
+def c_backend():
+    if "c" not in tg.backend.available():
+        pytest.skip("the C kernels are not built")
+    with tg.backend.use("c"):
+        yield
+
+
+class LectureMLP(nn.Module):
+    """The lecture's MLP, 784-512-256-128-64-10, as the lecture writes its forward."""
+
+    def __init__(self, sizes=(784, 512, 256, 128, 64, 10)):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        x = x.view(-1, self.layers[0].in_features)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv(x)))
+        return self.fc(self.drop(x.flatten(1)))
+
+
+def twins(make_model, make_optimizer):
+    """Two copies of one model and its optimizer, with the same weights."""
+    pairs = []
+    for _ in range(2):
+        tg.manual_seed(0)
+        model = make_model()
+        pairs.append((model, make_optimizer(model.parameters())))
+    return pairs
+
+
+def training_step(model, optimizer, loss_fn=nn.CrossEntropyLoss()):
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def batches(rng, shape, sizes, classes=10):
+    return [(tg.tensor(rng.random((n,) + shape, dtype=np.float32)), tg.tensor(rng.integers(0, classes, n)))
+            for n in sizes]
+
+
+def assert_same_state(a, b):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert np.array_equal(p.data, q.data), name
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert np.array_equal(p.grad.data, q.grad.data), name
+
+
+def run_both(rng, make_model, make_optimizer, shape, sizes, steps_per_size=4, classes=10):
+    (m1, o1), (m2, o2) = twins(make_model, make_optimizer)
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    data = [b for b in batches(rng, shape, sizes, classes) for _ in range(steps_per_size)]
+    for x, y in data:
+        tg.manual_seed(1)   # dropout draws the same masks in both
+        expected = eager(x, y)
+        tg.manual_seed(1)
+        got = jitted(x, y)
+        assert got.item() == expected.item()
+    assert_same_state(m1, m2)
+    return jitted
+
+
+# --- a replayed step equals the eager step ----------------------------------------------------------
+@pytest.mark.parametrize("batch", [1, 12, 128])
+def test_the_lecture_mlp_replayed_equals_eager_bit_for_bit(c_backend, rng, batch):
+    # batch 12, 12, 12, 12 then the last partial batch (a new capture), and back
+    step = run_both(rng, LectureMLP, lambda p: optim.SGD(p, lr=0.01), (1, 28, 28), [batch, max(1, batch // 3), batch])
+    assert len(step._captures) == (1 if batch == 1 else 2)
+    assert "C" in str(step) and "gemm" in str(step)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    lambda p: optim.Adam(p, lr=1e-3, weight_decay=1e-4),
+], ids=["sgd-momentum-weight-decay", "sgd-nesterov", "adam"])
+def test_optimizers_with_state_replay_as_eager(c_backend, rng, make_optimizer):
+    run_both(rng, lambda: LectureMLP((20, 16, 8, 3)), make_optimizer, (20,), [6, 6, 6, 2], steps_per_size=3,
+             classes=3)
+
+
+def test_a_cnn_with_pooling_and_dropout_replays_as_eager(c_backend, rng):
+    step = run_both(rng, SmallCNN, lambda p: optim.SGD(p, lr=0.1, momentum=0.5), (1, 8, 8), [5, 5, 3])
+    assert "Conv2d.forward" in str(step) and "max_pool" in str(step)
+
+
+def test_the_plain_path_replays_as_eager(c_backend, rng):
+    """With the fast layer off every op is a Python step: still the same numbers."""
+    with tg.set_fast(False):
+        step = run_both(rng, lambda: LectureMLP((12, 9, 4)), lambda p: optim.SGD(p, lr=0.1), (12,), [4, 4],
+                        classes=4)
+    assert "Python" in str(step)
+
+
+def test_a_graph_with_reuse_and_broadcasting_replays_as_eager(c_backend, rng):
+    """Gradients added up (a node used twice), un-broadcast and handed to a leaf twice."""
+    def make():
+        tg.manual_seed(0)
+        return tg.randn(3, 4, requires_grad=True), tg.randn(4, requires_grad=True)
+
+    results = []
+    for wrap in (lambda f: f, tg.jit):
+        w, b = make()
+        opt = optim.SGD([w, b], lr=0.1)
+
+        def step(x):
+            opt.zero_grad()
+            h = x @ w + b          # b broadcast over the rows
+            loss = (h * h).sum() + (h.tanh() * b).mean() + (w * w).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        step = wrap(step)
+        losses = [step(tg.tensor(np.full((2, 3), k, np.float32))).item() for k in (0.5, 1.0, -1.0, 2.0)]
+        results.append((losses, w.data.copy(), b.data.copy(), w.grad.data.copy(), b.grad.data.copy()))
+    for eager, replayed in zip(*results):
+        assert np.array_equal(np.asarray(eager), np.asarray(replayed))
+
+
+def test_computations_outside_the_ops_are_replayed_too(c_backend, rng):
+    """int32 labels converted for the loss, an argmax and a comparison: made anew on every replay."""
+    (m1, o1), (m2, o2) = twins(lambda: LectureMLP((6, 5, 3)), lambda p: optim.SGD(p, lr=0.1))
+
+    def make(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            out = model(x)
+            loss = nn.CrossEntropyLoss()(out, y)
+            loss.backward()
+            opt.step()
+            return loss, (out.argmax(1) == y).sum()
+        return step
+    eager, jitted = make(m1, o1), tg.jit(make(m2, o2))
+    for x, y in batches(rng, (6,), [4] * 6, classes=3):
+        y = tg.tensor(y.numpy().astype(np.int32))
+        (l1, c1), (l2, c2) = eager(x, y), jitted(x, y)
+        assert l1.item() == l2.item() and c1.item() == c2.item()
+    assert_same_state(m1, m2)
+
+
+def test_in_place_tensor_arithmetic_and_a_hand_written_update_are_replayed(c_backend, rng):
+    """The update students write by hand: p -= lr * p.grad under no_grad, and gradients kept
+    (accumulated) across calls with zero_() at the end of the step."""
+    results = []
+    for wrap in (lambda f: f, tg.jit):
+        tg.manual_seed(0)
+        model = nn.Linear(5, 2)
+
+        def step(x, y):
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            with tg.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+                    p.grad.zero_()
+            return loss
+        step = wrap(step)
+        for k in range(5):
+            step(tg.tensor(np.full((3, 5), k, np.float32)), tg.tensor(np.ones((3, 2), np.float32)))
+        results.append([p.data.copy() for p in model.parameters()])
+    for eager, replayed in zip(*results):
+        assert np.array_equal(eager, replayed)
+
+
+def test_replayed_outputs_are_new_tensors_and_parameter_versions_move_on(c_backend, rng):
+    (model, opt), = twins(LectureMLP, lambda p: optim.SGD(p, lr=0.01))[:1]
+    step = tg.jit(training_step(model, opt))
+    losses = [step(x, y) for x, y in batches(rng, (784,), [4] * 4)]
+    assert len({id(loss.data) for loss in losses}) == 4
+    assert len({loss.item() for loss in losses}) == 4   # an earlier loss is not overwritten
+    weight = model.layers[0].weight
+    before = weight._version
+    step(*batches(rng, (784,), [4])[0])
+    assert weight._version == before + 1   # the optimizer's step, replayed, bumps it as eagerly
+    assert not losses[-1].requires_grad
+
+
+def test_a_learning_rate_changed_between_calls_is_used(c_backend, rng):
+    (m1, o1), (m2, o2) = twins(lambda: LectureMLP((6, 4, 2)), lambda p: optim.SGD(p, lr=0.1))
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    for k, (x, y) in enumerate(batches(rng, (6,), [3] * 6, classes=2)):
+        for opt in (o1, o2):
+            opt.param_groups[0]["lr"] = 0.1 / (k + 1)   # a schedule
+        eager(x, y)
+        jitted(x, y)
+    assert_same_state(m1, m2)
+
+
+# --- the program ------------------------------------------------------------------------------------
+def test_the_program_prints_one_line_per_step_with_its_source_line(c_backend, rng):
+    (model, opt), = twins(LectureMLP, lambda p: optim.SGD(p, lr=0.01))[:1]
+    step = tg.jit(training_step(model, opt))
+    assert "not called yet" in str(step)
+    for x, y in batches(rng, (784,), [12] * 3):
+        step(x, y)
+    text = str(step).splitlines()
+    program = step.program
+    assert len(text) == 1 + len(program.steps)
+    assert text[0].startswith("step(float32[12, 784], int64[12]):")
+    kernels = [line for line in text[1:] if "  C  " in line]
+    assert len([k for k in kernels if "gemm" in k]) == 5 and len([k for k in kernels if "linear_backward" in k]) == 5
+    assert all("test_jit.py:" in line for line in kernels)   # the model's own line
+    assert any("SGD.step" in line for line in text)
+
+
+def test_the_c_table_replays_a_kernel_call_on_new_values(c_backend, rng):
+    """The recorded call reads its arrays where they are at replay: new values, same pointers."""
+    from tinygrad_edu.jit import Recorder
+    c = tg.backend.c_kernels
+    a, b = rng.random((3, 4)).astype(np.float32), rng.random((5, 4)).astype(np.float32)
+    recorder = Recorder()
+    c.recording.program = recorder
+    try:
+        out = tg.backend.gemm(a, b, trans_b=True)
+        relu = tg.backend.relu(out - 1)   # out - 1 is NumPy's: not recorded, a fixed input here
+    finally:
+        c.recording.program = None
+    table = c.CallTable([(s.kernel, s.args) for s in recorder.steps])
+    a[...] = rng.random((3, 4))
+    assert table.run() is None
+    assert np.allclose(out, a @ b.T, rtol=1e-6) and relu.shape == (3, 5)
+
+
+# --- limits: detected, or as documented ------------------------------------------------------------
+def test_item_inside_a_jitted_function_raises(c_backend):
+    model = nn.Linear(3, 1)
+
+    @tg.jit
+    def step(x):
+        loss = model(x).sum()
+        print(loss.item())
+        return loss
+    step(tg.ones(2, 3))   # the warm-up call runs eagerly
+    with pytest.raises(RuntimeError, match=r"item\(\) inside a function captured by tinygrad_edu.jit"):
+        step(tg.ones(2, 3))
+
+
+def test_control_flow_that_changes_between_the_two_capture_calls_raises(c_backend):
+    model = nn.Linear(3, 3)
+    calls = []
+
+    @tg.jit
+    def step(x):
+        calls.append(1)
+        y = model(x)
+        if len(calls) > 2:          # Python state: the second capture computes more
+            y = y.tanh()
+        return y.sum()
+    step(tg.ones(2, 3))   # warm-up
+    step(tg.ones(2, 3))   # first capture
+    with pytest.raises(RuntimeError, match="computed different steps on its two capture calls"):
+        step(tg.ones(2, 3))
+
+
+def test_arguments_that_cannot_be_inputs_are_refused(c_backend):
+    step = tg.jit(lambda x, n: x * n)
+    with pytest.raises(TypeError, match="may not require gradients"):
+        step(tg.ones(2, requires_grad=True), 2)
+    with pytest.raises(TypeError, match="not NumPy arrays"):
+        step(np.ones(2), 2)
+    with pytest.raises(TypeError, match="must be hashable"):
+        step(tg.ones(2), [2])
+    assert step(tg.ones(2), 3).tolist() == [3, 3] and step(tg.ones(2), 4).tolist() == [4, 4]
+
+
+def test_a_label_out_of_range_at_replay_raises_before_the_weights_change(c_backend, rng):
+    (model, opt), = twins(lambda: LectureMLP((6, 4, 3)), lambda p: optim.SGD(p, lr=0.1))[:1]
+    step = tg.jit(training_step(model, opt))
+    for x, y in batches(rng, (6,), [2] * 3, classes=3):
+        step(x, y)
+    weights = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(IndexError, match="target 7 is out of range for 3 classes"):
+        step(tg.ones(2, 6), tg.tensor([0, 7]))
+    assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
+
+
+def test_gradients_that_the_capture_set_and_the_caller_did_not_clear_raise(c_backend, rng):
+    """Captured with zero_grad() outside and before each call: forgetting it later would make
+    eager mode add to .grad, which the replay (that sets .grad) cannot do."""
+    model = nn.Linear(4, 2)
+
+    @tg.jit
+    def step(x):
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+    for _ in range(3):
+        model.zero_grad()
+        step(tg.ones(3, 4))
+    with pytest.raises(RuntimeError, match="Call optimizer.zero_grad"):
+        step(tg.ones(3, 4))
+
+
+def test_an_in_place_change_the_jit_cannot_see_raises(c_backend):
+    model = nn.Linear(2, 2)
+
+    @tg.jit
+    def step(x):
+        loss = model(x).sum()
+        model.weight._bump_version()   # as a hand-written optimizer that edits .data would
+        return loss
+    step(tg.ones(1, 2))   # warm-up
+    with pytest.raises(RuntimeError, match="changed in place"):
+        step(tg.ones(1, 2))
+
+
+def test_on_the_numpy_backend_the_function_runs_eagerly_with_one_warning(rng):
+    model = nn.Linear(3, 2)
+    step = tg.jit(lambda x: model(x).sum())
+    with tg.backend.use("numpy"):
+        with pytest.warns(RuntimeWarning, match="runs eagerly"):
+            first = step(tg.ones(2, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            second = step(tg.ones(2, 3))
+    assert first.item() == second.item() == model(tg.ones(2, 3)).sum().item()

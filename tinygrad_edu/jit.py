@@ -1,0 +1,499 @@
+"""``tinygrad_edu.jit``: capture a training step once, then replay it without the engine.
+
+    @tinygrad_edu.jit
+    def train_step(images, labels):
+        optimizer.zero_grad()
+        loss = criterion(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    for images, labels in loader:
+        loss = train_step(images, labels)      # a new tensor each call
+    print(train_step)                          # the captured program, one line per step
+
+How it works
+------------
+Eager mode does the same work every step, and most of the time at small batches goes to Python
+deciding it again: making Tensors, building the graph, sorting it, checking arguments. The
+kernels themselves are a small part. So the second and third calls (per shape of the inputs)
+run eagerly while a ``Recorder`` listens: the engine tells it every computation it makes, and the C
+backend every kernel call with its arguments (pointers into the arrays it used). What it writes
+down is a *program*: a list of steps over arrays that are kept alive and reused, never freed.
+
+- a **C step** is one kernel call (a product, a ReLU, the loss); runs of them become one table
+  that ``tge_run_program`` (csrc/program.c) works through in a single call, with no Python;
+- a **Python step** redoes a computation the kernels do not cover (an op of the plain NumPy
+  path, the optimizer's ``step``, a NumPy product, adding up two gradients) and copies its
+  result into the array the capture used, so the steps after it find it where they expect it.
+
+The first call of a shape is a warm-up, run eagerly without recording, so that what a first
+step creates (``.grad``, an optimizer's momentum) exists when the two capture calls run; they must
+record the same steps. Later calls with the same shapes copy the new inputs into the captured input arrays and run the
+program: no Tensor, graph or argument check is made. Parameters, ``.grad`` and the optimizer's
+state end where eager mode leaves them; the values are the same, bit for bit (the same kernels
+run in the same order on the same numbers).
+
+Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
+-------------------------------------------------------
+- Only what goes through tinygrad_edu is replayed: Tensor ops, ``nn`` layers and losses,
+  ``backward()``, optimizers, in-place Tensor arithmetic. NumPy on ``.data`` inside the function,
+  ``print``, appending to a list: they run on the capture calls only.
+- Python control flow is decided at capture: an ``if`` on a value is frozen. The two capture
+  calls must compute the same steps, or the capture raises; ``.item()``, ``.tolist()`` and
+  ``bool(tensor)`` inside the function raise (return the tensor and read it outside).
+- Settings read by the Python code (``model.train()``/``eval()``, ``set_fast``, the backend) are
+  those of the capture. The optimizer's own Python state is not frozen: its ``step`` is replayed
+  as a Python call, so a learning rate changed between calls is used.
+- Tensor arguments are inputs: their values are copied in at each call; they may not require
+  gradients (close over the parameters instead). Other arguments are part of the key, as JAX's
+  static arguments: a new value means a new capture.
+- On the NumPy backend there is nothing to replay in C: the function runs eagerly (with a
+  warning, once).
+"""
+
+import functools
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+from . import backend, fast
+from .tensor import Function, Tensor, _capture, _input_gradients, _shares_memory, is_grad_enabled
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --- the steps of a program ------------------------------------------------------------------------
+class CStep:
+    """One kernel call, as the C backend made it: ``kernel`` (a cffi function) and its arguments."""
+
+    def __init__(self, kernel, args):
+        self.kernel, self.args, self.label = kernel, args, ""
+
+    def describe(self):
+        return _describe_kernel(self.kernel.__name__, self.args)
+
+
+class PythonStep:
+    """``work(*args)``, its array results copied into ``result`` (the arrays of the capture; None
+    when ``work`` changes its arguments in place)."""
+
+    def __init__(self, work, args, result, label=""):
+        self.work, self.args, self.result, self.label = work, args, result, label
+
+    def run(self):
+        _copy_into(self.result, self.work(*self.args), self)
+
+    def describe(self):
+        work, args = self.work, self.args
+        if isinstance(work, functools.partial):   # a call replayed whole: obj.method()
+            work, args = work.func, work.args[1:]
+        name = getattr(work, "__qualname__", None) or type(work).__name__
+        if work is _handed_gradients or getattr(work, "__func__", None) is Function.run_forward.__func__:
+            name = f"{type(args[0]).__name__}.{'forward' if work is not _handed_gradients else 'backward'}"
+            args = args[1] if work is not _handed_gradients else args[1:]   # its input arrays
+        shapes = [f"{a.dtype}{list(a.shape)}" for a in args if isinstance(a, np.ndarray)]
+        return f"{name}({', '.join(shapes)})"
+
+
+class GradStep:
+    """``leaf.grad`` becomes (a Tensor of) ``array``, as the capture left it."""
+
+    def __init__(self, leaf, array):
+        self.leaf, self.array, self.label = leaf, array, "set .grad"
+
+    def run(self):
+        grad = self.leaf.grad
+        if grad is None or grad.data is not self.array:
+            self.leaf.grad = Tensor._make(self.array, False, None)
+
+    def describe(self):
+        return f"set .grad of a {list(self.array.shape)} parameter"
+
+
+class ReplayError(RuntimeError):
+    """A replayed step computed something the capture did not allow for."""
+
+
+def _copy_into(captured, fresh, step):
+    """Put a Python step's new results where the capture's are: arrays by copy; anything else
+    (cross-entropy's "first bad label" number) must be what it was at capture."""
+    if captured is None:
+        return
+    if isinstance(captured, (tuple, list)):
+        if not isinstance(fresh, (tuple, list)) or len(fresh) != len(captured):
+            raise ReplayError(f"replaying {step.label or step.describe()}: it returned {fresh!r}")
+        for c, f in zip(captured, fresh):
+            _copy_into(c, f, step)
+    elif isinstance(captured, np.ndarray):
+        if fresh is None:
+            raise ReplayError(f"replaying {step.label or step.describe()}: it returned no array "
+                              f"where the capture had one (a label out of range, say)")
+        if fresh is not captured:
+            np.copyto(captured, fresh)
+    elif fresh != captured:
+        raise ReplayError(f"replaying {step.label or step.describe()}: it returned {fresh!r} "
+                          f"where the capture had {captured!r} (a label out of range, say)")
+
+
+# --- recording -----------------------------------------------------------------------------------
+class Recorder:
+    """What the engine (tensor.py) and the C backend tell while a step is captured. Every method
+    is called right after the computation it records has run eagerly."""
+
+    def __init__(self):
+        self.steps = []
+        self.first_touch = {}    # leaf -> its .grad array when the walk first reached it (or None)
+        self._where = {}         # an op's ctx -> "file:line" of the user's code that made it
+        self._whole = 0          # > 0 inside a call replayed whole (an optimizer's step)
+
+    def mark(self):
+        return len(self.steps)
+
+    # from the C backend (c_kernels._run and _numpy)
+    def c_call(self, kernel, args):
+        self.steps.append(CStep(kernel, args))
+
+    def python_call(self, work, args, result):
+        self.steps.append(PythonStep(work, args, result))
+
+    # from the engine
+    def forward(self, cls, ctx, arrays, options, out, start):
+        where = self._where[ctx] = _user_line()
+        label = f"{cls.__name__}.forward  {where}"
+        if any(_shares_memory(out, [a]) for a in arrays if isinstance(a, np.ndarray) and a.size):
+            del self.steps[start:]          # a view of an input (reshape, transpose): no work
+        elif cls.kernel_only:
+            self._label(start, label)       # its kernel calls stand as they were recorded
+        else:                               # redo the op in Python, into the same array
+            del self.steps[start:]
+            self.steps.append(PythonStep(cls.run_forward, (ctx, arrays, options), out, label))
+
+    def backward(self, ctx, grad, raw, handed, start):
+        label = f"{type(ctx).__name__}.backward  {self._where.get(ctx, '')}"
+        unchanged = all(h is r for h, r in zip(handed, raw) if h is not None)
+        if unchanged and all(_shares_memory(h, [grad]) for h in handed if h is not None):
+            del self.steps[start:]          # views of dL/dnode (a reshape's gradient): no work
+        elif unchanged and type(ctx).kernel_only:
+            self._label(start, label)
+        else:
+            del self.steps[start:]
+            self.steps.append(PythonStep(_handed_gradients, (ctx, grad), handed, label))
+
+    def leaf_grad(self, leaf, array):
+        self.first_touch.setdefault(leaf, None)
+        self.steps.append(GradStep(leaf, array))
+
+    def leaf_grad_added(self, leaf, total, grad):
+        self.first_touch.setdefault(leaf, total)
+        self.steps.append(PythonStep(np.add, (total, grad, total), total, "add to .grad"))
+
+    def whole_call(self, method, obj, args, kwargs):
+        start = self.mark()
+        self._whole += 1
+        try:
+            result = method(obj, *args, **kwargs)
+        finally:
+            self._whole -= 1
+        del self.steps[start:]
+        self.steps.append(PythonStep(functools.partial(method, obj, *args, **kwargs), (), None,
+                                     f"{type(obj).__name__}.{method.__name__}  {_user_line()}"))
+        return result
+
+    def changed_in_place(self, tensor):
+        if not self._whole:
+            raise RuntimeError(
+                f"a tensor of shape {tensor.shape} was changed in place (its version bumped) by "
+                f"code tinygrad_edu.jit cannot replay. Change tensors with Tensor ops (p -= lr * "
+                f"p.grad under no_grad), or mark the method that does it with "
+                f"@tinygrad_edu.tensor.replayed_whole, as the optimizers' step is")
+
+    def value_read(self, how):
+        if not self._whole:
+            raise RuntimeError(
+                f"{how} inside a function captured by tinygrad_edu.jit: the value would be read "
+                f"once, at capture, and never when the step is replayed. Return the tensor and "
+                f"read it outside: loss = step(x, y); print(loss.item())")
+
+    def _label(self, start, label):
+        for step in self.steps[start:]:
+            step.label = step.label or label
+
+
+def _handed_gradients(ctx, grad):
+    return _input_gradients(ctx, grad)[1]
+
+
+def _user_line():
+    """``file:line`` of the innermost caller outside tinygrad_edu: the model's line."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+# --- a captured program -----------------------------------------------------------------------
+class Program:
+    """The steps of one capture, ready to replay: runs of C steps as one C table each."""
+
+    def __init__(self, name, inputs, recorder, outputs):
+        self.name, self.inputs, self.outputs = name, inputs, outputs
+        self.steps = recorder.steps
+        self.first_touch = recorder.first_touch
+        self.entry = {}    # leaf -> what its .grad must be when a replay starts (see _check_entry)
+        self._runs = self._compile(self.steps)
+        self.lock = threading.Lock()   # the arrays are shared: one replay at a time
+
+    @staticmethod
+    def _compile(steps):
+        """The steps in order, each run of C steps merged into one C table. ``.grad`` is set just
+        before the next Python step (which may read it, as an optimizer's step does) or at the
+        end: kernels read the arrays, never ``.grad`` itself, so the C runs are not cut by it."""
+        runs, c_steps, grads = [], [], []
+
+        def flush():
+            if c_steps:
+                runs.append(_CRun(list(c_steps)))
+                c_steps.clear()
+            if grads:
+                runs.append(_GradRun(list(grads)))
+                grads.clear()
+
+        for step in steps:
+            if isinstance(step, CStep):
+                c_steps.append(step)
+            elif isinstance(step, GradStep):
+                grads.append(step)
+            else:
+                flush()
+                runs.append(step)
+        flush()
+        return runs
+
+    def signature(self):
+        """What the steps compute, to compare two captures (not where the arrays are)."""
+        return [(type(s).__name__, s.describe(), s.label) for s in self.steps]
+
+    def replay(self, inputs):
+        with self.lock:
+            for buffer, tensor in zip(self.inputs, inputs):
+                np.copyto(buffer, tensor.data)
+            self._check_entry()
+            for run in self._runs:
+                run.run()
+            return _rebuild(self.outputs, copy=True)
+
+    def _check_entry(self):
+        for leaf, expected in self.entry.items():
+            grad = leaf.grad
+            if expected is None and grad is not None:
+                raise RuntimeError(
+                    f"the step was captured with .grad of a {list(leaf.shape)} parameter None on "
+                    f"entry, so its replay sets .grad instead of adding to it, but .grad is set "
+                    f"now. Call optimizer.zero_grad() inside the jitted function, or before every "
+                    f"call as before the captured ones")
+            if expected is not None and (grad is None or grad.data is not expected):
+                raise RuntimeError(
+                    f"the step was captured adding to the .grad of a {list(leaf.shape)} parameter, "
+                    f"and that .grad has been replaced or cleared since. Call "
+                    f"optimizer.zero_grad() inside the jitted function")
+
+    def __str__(self):
+        n_c = sum(isinstance(s, CStep) for s in self.steps)
+        n_py = sum(isinstance(s, PythonStep) for s in self.steps)
+        lines = [f"{self.name}: {len(self.steps)} steps, {n_c} kernel calls in C "
+                 f"(in {sum(isinstance(r, _CRun) for r in self._runs)} C runs), {n_py} Python calls"]
+        width = max([len(s.describe()) for s in self.steps] + [10])
+        for i, step in enumerate(self.steps, 1):
+            kind = {CStep: "C", PythonStep: "Python", GradStep: "state"}[type(step)]
+            lines.append(f"{i:4d}  {kind:<6}  {step.describe():<{width}}  {step.label}")
+        return "\n".join(lines)
+
+
+class _CRun:
+    def __init__(self, steps):
+        self.steps = steps
+        self.table = backend.c_kernels.CallTable([(s.kernel, s.args) for s in steps])
+
+    def run(self):
+        failed = self.table.run()
+        if failed is None:
+            return
+        index, status = failed
+        step = self.steps[index]
+        if "cross_entropy" in step.kernel.__name__:
+            label, classes = self.table.failed_label(index, status)
+            raise IndexError(f"cross_entropy: target {label} is out of range for {classes} classes "
+                             f"(labels must be in 0..{classes - 1})")
+        raise MemoryError(f"replaying {step.describe()}: the kernel could not allocate scratch memory")
+
+
+class _GradRun:
+    def __init__(self, steps):
+        self.steps = steps
+
+    def run(self):
+        for step in self.steps:
+            step.run()
+
+
+def _describe_kernel(name, a):
+    """A kernel call in a line: its name and sizes, read from its arguments (kernels.h)."""
+    kind = name[len("tge_") + 1:]                  # tge_sgemm -> gemm
+    dtype = "float32" if name[len("tge_")] == "s" else "float64"
+    if kind == "gemm":
+        m, n, k = a[2], a[3], a[4]
+        bias = " + bias" if a[13] != backend.c_kernels.ffi.NULL else ""
+        return f"{dtype} gemm {m}x{k} @ {k}x{n}{bias}"
+    if kind == "linear_backward":
+        return f"{dtype} linear_backward batch {a[0]}, {a[1]} -> {a[2]}"
+    if kind in ("relu", "relu_backward"):
+        return f"{dtype} {kind} {a[0]} elements"
+    if kind == "cross_entropy":
+        return f"{dtype} cross_entropy {a[0]}x{a[1]}"
+    if kind == "axpy_many":
+        return f"{dtype} axpy_many {a[0]} arrays"
+    if kind == "ger":
+        return f"{dtype} ger {a[0]}x{a[1]}"
+    w = a[0]   # the windows of im2col, col2im and the pools
+    return f"{dtype} {kind} {w.N}x{w.C}x{w.H}x{w.W}, kernel {w.kh}x{w.kw} -> {w.OH}x{w.OW}"
+
+
+# --- the decorator -------------------------------------------------------------------------------
+def _rebuild(outputs, copy):
+    """The function's result with each Tensor made new (a copy of the captured array: a later
+    replay overwrites that array, never a tensor the caller holds)."""
+    if outputs is None:
+        return None
+    if isinstance(outputs, np.ndarray):
+        return Tensor._make(outputs.copy() if copy else outputs, False, None)
+    return type(outputs)(_rebuild(o, copy) for o in outputs)
+
+
+def _output_arrays(result, name):
+    if result is None:
+        return None
+    if isinstance(result, Tensor):
+        return result.data
+    if isinstance(result, (tuple, list)):
+        return type(result)(_output_arrays(r, name) for r in result)
+    raise TypeError(f"jit: {name} returned a {type(result).__name__}; a jitted function returns "
+                    f"a Tensor, a tuple or list of them, or None")
+
+
+class jit:
+    """Decorate a function of tensors (a training step) to capture it and replay it compiled.
+    See the module's docstring for how, and for what is not captured."""
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "step")
+        self._captures = {}    # key -> [first capture's Program, or the checked one]
+        self.program = None    # the program last run (print it)
+        self._warned = False
+
+    def __call__(self, *args):
+        if _capture.recorder is not None:
+            raise RuntimeError(f"jit: {self.name} was called inside another function being captured")
+        if backend.name() != "c":
+            if not self._warned:
+                warnings.warn(f"jit: the {backend.name()} backend has no C kernels to replay; "
+                              f"{self.name} runs eagerly", RuntimeWarning, stacklevel=2)
+                self._warned = True
+            return self.fn(*args)
+        key = self._key(args)
+        state = self._captures.get(key)
+        if state is None:   # a warm-up call, eager: state made on a first call (.grad, an
+            self._captures[key] = ("warm", None)   # optimizer's buffers) is there from now on
+            return self.fn(*args)
+        if state[0] == "ready":
+            self.program = state[1]
+            return state[1].replay([a for a in args if isinstance(a, Tensor)])
+        program, result = self._capture(args, key, state[1])
+        if state[0] == "warm":
+            self._captures[key] = ("first", program)
+        else:
+            first = state[1]
+            if first.signature() != program.signature():
+                raise RuntimeError(self._difference(first, program))
+            self._captures[key] = ("ready", program)
+        self.program = program
+        return result
+
+    def _key(self, args):
+        parts = [backend.name(), is_grad_enabled(), fast.enabled()]
+        for a in args:
+            if isinstance(a, Tensor):
+                if a.requires_grad:
+                    raise TypeError(f"jit: {self.name}'s tensor arguments are inputs, copied in at "
+                                    f"each call, and may not require gradients; close over the "
+                                    f"parameters instead (as the model's are)")
+                parts.append((a.shape, a.dtype))
+            elif isinstance(a, np.ndarray):
+                raise TypeError(f"jit: pass tensors to {self.name}, not NumPy arrays "
+                                f"(tinygrad_edu.from_numpy wraps one without a copy)")
+            else:
+                try:
+                    hash(a)
+                except TypeError:
+                    raise TypeError(f"jit: {self.name}'s non-tensor arguments are part of the "
+                                    f"capture's key and must be hashable, got a "
+                                    f"{type(a).__name__}") from None
+                parts.append(("static", a))
+        return tuple(parts)
+
+    def _capture(self, args, key, earlier):
+        """Run the function eagerly on copies of the tensor arguments, recording the program.
+        ``earlier`` is the program of the first capture, when this is the second."""
+        inputs, call_args = [], []
+        for a in args:
+            if isinstance(a, Tensor):
+                buffer = np.array(a.data, order="C")   # ours: each replay copies into it
+                inputs.append(buffer)
+                a = Tensor._make(buffer, False, None)
+            call_args.append(a)
+        recorder = Recorder()
+        entry = {}
+        if earlier is not None:   # the leaves the first capture met: their .grad on entry
+            entry = {leaf: (None if leaf.grad is None else leaf.grad.data) for leaf in earlier.first_touch}
+        c_recording = backend.c_kernels.recording
+        _capture.recorder = c_recording.program = recorder
+        try:
+            result = self.fn(*call_args)
+        finally:
+            _capture.recorder = c_recording.program = None
+        shapes = ", ".join(f"{a.dtype}{list(a.shape)}" if isinstance(a, Tensor) else repr(a) for a in args)
+        program = Program(f"{self.name}({shapes})", inputs, recorder, _output_arrays(result, self.name))
+        for leaf, seen in recorder.first_touch.items():
+            on_entry = entry.get(leaf, "unknown")
+            if seen is not None:
+                program.entry[leaf] = seen                 # added to: it must still be .grad
+            elif on_entry is None:
+                program.entry[leaf] = None                 # adopted, and nothing cleared it
+        return program, _rebuild(program.outputs, copy=True)
+
+    def _difference(self, first, second):
+        a, b = first.signature(), second.signature()
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return (f"jit: {self.name} computed different steps on its two capture calls, from "
+                        f"step {i + 1}: {x[1]} ({x[2]}) then {y[1]} ({y[2]}). Python control flow "
+                        f"that depends on values or on state changes between calls is not "
+                        f"captured; keep it outside the jitted function")
+        return (f"jit: {self.name} computed {len(a)} steps on its first capture call and {len(b)} on "
+                f"its second: Python control flow that depends on values or on state is not "
+                f"captured; keep it outside the jitted function")
+
+    def __str__(self):
+        if self.program is None:
+            return f"jit({self.name}): not called yet"
+        return str(self.program)
+
+    def __repr__(self):
+        return f"<tinygrad_edu.jit of {self.name}: {len(self._captures)} capture(s)>"
