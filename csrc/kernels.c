@@ -190,6 +190,30 @@ long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, doubl
     DISPATCH(cross_entropy, f64, N, C, Z, y, D, L)
 }
 
+/* A loss's reduction and the scaling of its gradient: small loops, no instruction-set flavours. */
+#define TOTAL(T, NAME)                                                                            \
+    void NAME(long n, const T *x, double divisor, T *out)                                        \
+    {                                                                                             \
+        double sum = 0.0; /* in double: the mean of a large batch's losses stays exact enough */ \
+        for (long i = 0; i < n; i++)                                                              \
+            sum += x[i];                                                                          \
+        out[0] = (T)(sum / divisor);                                                              \
+    }
+TOTAL(float, tge_stotal)
+TOTAL(double, tge_dtotal)
+
+#define SCALE_ROWS(T, NAME)                                                                       \
+    void NAME(long rows, long cols, const T *X, const T *g, long g_step, double divisor, T *D)   \
+    {                                                                                             \
+        for (long r = 0; r < rows; r++) {                                                         \
+            const T s = g[r * g_step] / (T)divisor; /* as NumPy's grad / N, in T */               \
+            for (long c = 0; c < cols; c++)                                                       \
+                D[r * cols + c] = X[r * cols + c] * s;                                            \
+        }                                                                                         \
+    }
+SCALE_ROWS(float, tge_sscale_rows)
+SCALE_ROWS(double, tge_dscale_rows)
+
 int tge_keep_freed_memory(int mmap_threshold, int trim_threshold)
 {
 #ifdef __GLIBC__

@@ -52,6 +52,19 @@ void tge_drelu_backward(long n, const double *Y, const double *G, double *DZ);
 long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float *D, float *L);
 long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L);
 
+/* A batch's loss from the n per-sample losses x: out[0] = (x[0] + ... + x[n-1]) / divisor
+ * (divisor 1: their sum; n: their mean), summed in double. */
+void tge_stotal(long n, const float *x, double divisor, float *out);
+void tge_dtotal(long n, const double *x, double divisor, double *out);
+
+/* Each row of X (rows x cols, row-major) times its own factor: D[r] = X[r] * (g[r * g_step] /
+ * divisor), the factor computed in the element type. Cross-entropy's backward: g is dL/dL_n (one
+ * per row, g_step 1) or dL/dL (one for all, g_step 0), divisor N for the mean. */
+void tge_sscale_rows(long rows, long cols, const float *X, const float *g, long g_step,
+                     double divisor, float *D);
+void tge_dscale_rows(long rows, long cols, const double *X, const double *g, long g_step,
+                     double divisor, double *D);
+
 /* Windows for convolution and pooling over N images of C planes, H x W each: a kernel of
  * kh x kw elements, dh and dw apart (dilation), moved sh and sw at a time (stride), starting pt
  * rows above and pl columns left of the plane (the padding, read as zero or never chosen);
@@ -99,7 +112,8 @@ enum tge_kernel {
     TGE_SGEMM, TGE_DGEMM, TGE_SLINEAR_BACKWARD, TGE_DLINEAR_BACKWARD, TGE_SGER, TGE_DGER,
     TGE_SAXPY_MANY, TGE_DAXPY_MANY, TGE_SRELU, TGE_DRELU, TGE_SRELU_BACKWARD, TGE_DRELU_BACKWARD,
     TGE_SCROSS_ENTROPY, TGE_DCROSS_ENTROPY, TGE_SIM2COL, TGE_DIM2COL, TGE_SCOL2IM, TGE_DCOL2IM,
-    TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD
+    TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD,
+    TGE_STOTAL, TGE_DTOTAL, TGE_SSCALE_ROWS, TGE_DSCALE_ROWS
 };
 union tge_arg {
     void *p;

@@ -87,6 +87,18 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
         case TGE_DMAX_POOL_BACKWARD:
             tge_dmax_pool_backward(a[0].p, a[1].p, a[2].p, a[3].p);
             break;
+        case TGE_STOTAL:
+            tge_stotal(a[0].i, a[1].p, a[2].d, a[3].p);
+            break;
+        case TGE_DTOTAL:
+            tge_dtotal(a[0].i, a[1].p, a[2].d, a[3].p);
+            break;
+        case TGE_SSCALE_ROWS:
+            tge_sscale_rows(a[0].i, a[1].i, a[2].p, a[3].p, a[4].i, a[5].d, a[6].p);
+            break;
+        case TGE_DSCALE_ROWS:
+            tge_dscale_rows(a[0].i, a[1].i, a[2].p, a[3].p, a[4].i, a[5].d, a[6].p);
+            break;
         default:   /* not a kernel: the table is corrupt */
             result = -2;
             failed = 1;

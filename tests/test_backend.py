@@ -867,6 +867,34 @@ def test_cross_entropy_losses_and_gradients_match_the_log_softmax_formula(each_b
         np.testing.assert_allclose(dlogits, want_dlogits, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 12, 1000])
+def test_total_is_the_sum_over_the_divisor(each_backend, n, dtype):
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    for divisor in (1, n or 1, 2.5):
+        got = backend.total(x, divisor)
+        assert got.shape == () and got.dtype == dtype
+        np.testing.assert_allclose(got, x.astype(np.float64).sum() / divisor, rtol=1e-6, atol=1e-6)
+    got = backend.total(x[::-1], 1)   # a reversed view: read as it is laid out
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_rows_multiplies_each_row_by_its_factor_over_the_divisor(each_backend, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 3)).astype(dtype)
+    one, per_row = np.asarray(2.0, dtype), rng.standard_normal(5).astype(dtype)
+    assert np.array_equal(backend.scale_rows(x, one, 5), x * (one / dtype(5)))   # as NumPy, in x's dtype
+    assert np.array_equal(backend.scale_rows(x, per_row), x * per_row[:, None])
+    assert np.array_equal(backend.scale_rows(x.T.copy().T, per_row[::-1]), x * per_row[::-1, None])
+    with pytest.raises(ValueError, match=r"g must be .* of shape \(\) or \(5,\)"):
+        backend.scale_rows(x, per_row[:4])
+    with pytest.raises(ValueError, match="g must be"):
+        backend.scale_rows(x, per_row.astype(np.float32 if dtype == np.float64 else np.float64))
+    with pytest.raises(TypeError, match="divisor must be a real number"):
+        backend.scale_rows(x, one, "5")
+
+
 def test_cross_entropy_nan_stays_in_its_row_and_labels_are_checked(each_backend):
     z = np.zeros((3, 4), np.float32)
     z[1, 2] = np.nan

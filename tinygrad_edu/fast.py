@@ -97,27 +97,31 @@ class ReLU(Function):
 
 class CrossEntropy(Function):
     """``ops.LogSoftmax`` (over the last axis) then ``ops.NLLLoss``: L_n = -log softmax(z_n)[t_n],
-    then the batch's ``reduction`` ("mean", "sum" or "none").
+    then the batch's ``reduction``: "mean" L = (L_1 + ... + L_N) / N, "sum", or "none".
 
     dL_n/dz_n = softmax(z_n) - onehot(t_n). ``backend.cross_entropy`` computes it in the forward
     pass, with the losses (one C pass over the logits; it also checks every label), so backward
     only scales it by dL/dL_n: for the mean over N samples, (softmax(z) - onehot(t)) / N.
     """
 
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls
+
     @staticmethod
     def forward(ctx, logits, target, reduction):
         z, labels = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)   # (C,): one row
         losses, ctx.dlogits = backend.cross_entropy(z, labels)   # L_n, and dL_n/dz_n per row
         ctx.shape, ctx.reduction = logits.shape, reduction
-        return ops.reduce_losses(losses, target.shape, reduction)
+        if reduction == "none":
+            return losses.reshape(target.shape)
+        return backend.total(losses, len(losses) if reduction == "mean" else 1)
 
     @staticmethod
     def backward(ctx, grad):
-        # a new array each time (not in place): a retained graph may run backward again
-        if ctx.reduction == "none":
-            dz = ctx.dlogits * grad.reshape(-1, 1)     # each row by its own dL/dL_n
-        else:
-            dz = ctx.dlogits * (grad / len(ctx.dlogits) if ctx.reduction == "mean" else grad)
+        # dL/dz_n = dL/dL_n * (softmax - onehot): one factor per row for "none", else dL/dL for
+        # all (over N for the mean); a new array each time, as a retained graph may run it again
+        per_row = ctx.reduction == "none"
+        dz = backend.scale_rows(ctx.dlogits, grad.reshape(-1) if per_row else grad,
+                                len(ctx.dlogits) if ctx.reduction == "mean" else 1)
         return (dz.reshape(ctx.shape),)
 
 

@@ -360,6 +360,10 @@ def _describe_kernel(name, a):
         return f"{dtype} axpy_many {a[0]} arrays"
     if kind == "ger":
         return f"{dtype} ger {a[0]}x{a[1]}"
+    if kind == "total":
+        return f"{dtype} total of {a[0]}" + (f", / {a[2]:g}" if a[2] != 1 else "")
+    if kind == "scale_rows":
+        return f"{dtype} scale_rows {a[0]}x{a[1]}" + (f", / {a[5]:g}" if a[5] != 1 else "")
     w = a[0]   # the windows of im2col, col2im and the pools
     return f"{dtype} {kind} {w.N}x{w.C}x{w.H}x{w.W}, kernel {w.kh}x{w.kw} -> {w.OH}x{w.OW}"
 

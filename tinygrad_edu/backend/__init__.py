@@ -1,7 +1,8 @@
 """The kernels behind the engine: matrix product (``gemm``), nn.Linear's three gradients
 (``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
 (``axpy_many``), ReLU forward and backward (``relu``, ``relu_backward``), the softmax
-cross-entropy loss (``cross_entropy``), and the windows of convolution and pooling (``im2col``,
+cross-entropy loss (``cross_entropy``) with its reduction and gradient scaling (``total``,
+``scale_rows``), and the windows of convolution and pooling (``im2col``,
 ``col2im``, ``max_pool``, ``max_pool_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
@@ -260,6 +261,26 @@ def cross_entropy(logits, target):
         raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
                          f"(labels must be in 0..{n_classes - 1})")
     return losses, dlogits
+
+
+def total(x, divisor=1):
+    """``sum(x) / divisor`` as a 0-d array of x's dtype (divisor 1: the sum of a batch's losses;
+    len(x): their mean), summed in float64."""
+    _check_float_arrays(1, ("x", x))
+    divisor = _real_number("divisor", divisor)
+    return _selected.kernels.total(x, divisor)
+
+
+def scale_rows(x, g, divisor=1):
+    """A new array: each row of the 2-D ``x`` times ``g / divisor``, where ``g`` is one number (a
+    0-d array) or one per row: cross-entropy's backward, (softmax - onehot) * dL/dL_n."""
+    _check_float_arrays(2, ("x", x))
+    _check_float_arrays(None, ("g", g))
+    divisor = _real_number("divisor", divisor)
+    if g.dtype != x.dtype or g.shape not in ((), (x.shape[0],)):
+        raise ValueError(f"scale_rows: g must be {x.dtype} of shape () or {(x.shape[0],)}, got "
+                         f"{g.dtype} {g.shape}")
+    return _selected.kernels.scale_rows(x, g, divisor)
 
 
 # --- windows: convolution as a matrix product, max pooling ----------------------------------------

@@ -79,16 +79,18 @@ def numpy_is_faster(m, n, k):
 NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
 _Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many relu "
-                                              "relu_backward cross_entropy im2col col2im max_pool "
-                                              "max_pool_backward")
+                                              "relu_backward cross_entropy total scale_rows im2col "
+                                              "col2im max_pool max_pool_backward")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
                                    lib.tge_sger, lib.tge_saxpy_many, lib.tge_srelu,
-                                   lib.tge_srelu_backward, lib.tge_scross_entropy, lib.tge_sim2col,
+                                   lib.tge_srelu_backward, lib.tge_scross_entropy, lib.tge_stotal,
+                                   lib.tge_sscale_rows, lib.tge_sim2col,
                                    lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
                                    lib.tge_dger, lib.tge_daxpy_many, lib.tge_drelu,
-                                   lib.tge_drelu_backward, lib.tge_dcross_entropy, lib.tge_dim2col,
+                                   lib.tge_drelu_backward, lib.tge_dcross_entropy, lib.tge_dtotal,
+                                   lib.tge_dscale_rows, lib.tge_dim2col,
                                    lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
@@ -359,6 +361,21 @@ def cross_entropy(logits, target):
                               ffi.from_buffer("int64_t[]", target), ffi.from_buffer(types.array, dlogits),
                               ffi.from_buffer(types.array, losses))
     return losses, dlogits, bad
+
+
+def total(x, divisor):
+    types = _KERNELS[x.dtype]
+    out = np.empty((), x.dtype)
+    _run(types.total, x.size, _contiguous(x, types), divisor, ffi.from_buffer(types.array, out))
+    return out
+
+
+def scale_rows(x, g, divisor):
+    types = _KERNELS[x.dtype]
+    out = np.empty(x.shape, x.dtype)
+    _run(types.scale_rows, x.shape[0], x.shape[1], _contiguous(x, types), _contiguous(g, types),
+         g.ndim, divisor, ffi.from_buffer(types.array, out))   # g.ndim: 0 one factor, 1 one per row
+    return out
 
 
 def _window(numbers):

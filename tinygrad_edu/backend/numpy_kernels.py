@@ -74,6 +74,15 @@ def cross_entropy(logits, target):
     return losses, dlogits, -1
 
 
+def total(x, divisor):
+    return np.asarray(x.sum(dtype=np.float64) / divisor, dtype=x.dtype)
+
+
+def scale_rows(x, g, divisor):
+    factor = g / x.dtype.type(divisor)   # in x's dtype, as the C kernel
+    return x * (factor if factor.ndim == 0 else factor[:, None])
+
+
 def _padded_windows(x, window, fill):
     """x padded with ``fill`` and cut into its windows: a view (N, C, OH, OW, kh, kw)."""
     _, _, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow = window
