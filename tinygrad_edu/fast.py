@@ -119,7 +119,7 @@ class CrossEntropy(Function):
     def backward(ctx, grad):
         # dL/dz_n = dL/dL_n * (softmax - onehot): one factor per row for "none", else dL/dL for
         # all (over N for the mean); a new array each time, as a retained graph may run it again
-        per_row = ctx.reduction == "none"
+        per_row, grad = ctx.reduction == "none", np.asarray(grad)   # an op may hand a NumPy scalar
         dz = backend.scale_rows(ctx.dlogits, grad.reshape(-1) if per_row else grad,
                                 len(ctx.dlogits) if ctx.reduction == "mean" else 1)
         return (dz.reshape(ctx.shape),)
