@@ -26,6 +26,23 @@ def each_backend(request, monkeypatch):
 
 
 @needs_c
+def test_on_a_cpu_without_a_tuned_gemm_every_product_goes_to_numpy(monkeypatch):
+    """As on ARM64, where only portable C is built (tge_isa() == 0): OpenBLAS does the products."""
+    c = backend.c_kernels
+    assert c.TUNED == (c.lib.tge_isa() > 0) and c.TUNED   # x86-64 runs the tests
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.random(s).astype(np.float32) for s in ((12, 784), (512, 784), (512,)))
+    with backend.use("c"):
+        ours = backend.gemm(x, w, trans_b=True, bias=b)
+        monkeypatch.setattr(c, "TUNED", False)
+        assert c.numpy_is_faster(1, 1, 1)
+        handed = backend.gemm(x, w, trans_b=True, bias=b)
+        grads = backend.linear_backward(rng.random((12, 512)).astype(np.float32), x, w)
+    assert np.array_equal(handed, np.matmul(x, w.T) + b)   # OpenBLAS's rounding, bit for bit
+    assert np.allclose(handed, ours, rtol=1e-5) and grads[1].shape == (512, 784)
+
+
+@needs_c
 def test_products_that_are_not_thin_go_to_numpy_from_both_gemm_and_linear_backward():
     """One rule, c_kernels.numpy_is_faster, for every product the C backend makes: at batch 64
     nn.Linear's forward and both of its gradient products are OpenBLAS's, bit for bit (our GEMM

@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 # Import the copy installed below: run from an empty folder (not the checkout) with it on
@@ -76,3 +78,19 @@ def test_a_build_by_hand_and_pip_build_write_the_same_file(monkeypatch):
     command = dist.get_command_obj("build_ext")
     command.ensure_finalized()
     assert [command.get_ext_filename(ext.name) for ext in dist.ext_modules] == [f"tinygrad_edu/{build_ext.TARGET}"]
+
+
+def test_the_c_kernel_checks_pass_for_every_instruction_set(tmp_path):
+    """csrc/kernel_check.c, the kernels against plain loops in C alone (CI also runs it
+    cross-compiled for aarch64 under qemu-user)."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler: the C kernels are not built here either")
+    sources = [str(REPO / "csrc" / name) for name in ("kernel_check.c", "kernels.c", "conv.c", "pool.c", "program.c")]
+    binary = tmp_path / "kernel_check"
+    subprocess.run([compiler, "-O2", "-std=gnu11", f"-I{REPO / 'csrc'}", *sources, "-o", str(binary),
+                    "-lpthread", "-lm"], check=True, timeout=600)
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout
+    assert run.stdout.strip().endswith("0 check(s) failed") and "FAIL" not in run.stdout
+    assert run.stdout.count("\nok ") >= 30

@@ -67,11 +67,15 @@ PARALLEL_MIN_ELEMENTS = 32_768
 # blocks outgrow the caches (12x4096 @ 4096x4096: 25962 vs 8635 us; 512^3: 4102 vs 3038).
 THIN = 32   # csrc/gemm_impl.h's SMALL_M
 NUMPY_FROM_FMAS = 1 << 25
+# Our GEMM is tuned for x86-64 only (AVX-512, AVX2+FMA, SSE2). Elsewhere (ARM64: an Apple-silicon
+# laptop) only portable C is built, and OpenBLAS, which has kernels for those CPUs, does every
+# product: the default is then never slower than NumPy's own GEMM.
+TUNED = lib.tge_isa() > 0
 
 
 def numpy_is_faster(m, n, k):
     """Whether an m x k @ k x n product goes to NumPy's GEMM (OpenBLAS) rather than ours."""
-    return m * n * k >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
+    return not TUNED or m * n * k >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
 
 
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
