@@ -49,6 +49,8 @@ def run(args):
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM)
 
+    # the lecture's four lines of a training step, captured once and replayed (--no-jit: eagerly)
+    step = common.compiled_step(torch, model, criterion, optimizer) if args.jit and args.engine == "tinygrad_edu" else None
     epoch_seconds = []
     for epoch in range(args.epochs):  # loop over the dataset multiple times
         # big steps while far from a minimum, ever finer ones to settle into it; the same as
@@ -56,7 +58,8 @@ def run(args):
         for group in optimizer.param_groups:
             group['lr'] = args.lr * LR_DECAY ** epoch
         start = time.perf_counter()
-        common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=args.log_every)
+        common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=args.log_every,
+                          step=step)
         epoch_seconds.append(common.seconds_since(start))
     print('Finished Training')
 

@@ -35,10 +35,12 @@ def run(args):
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=args.lr)
 
+    # the lecture's four lines of a training step, captured once and replayed (--no-jit: eagerly)
+    step = common.compiled_step(torch, model, criterion, optimizer) if args.jit and args.engine == "tinygrad_edu" else None
     epoch_seconds = []
     for epoch in range(args.epochs):  # loop over the dataset multiple times
         start = time.perf_counter()
-        common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch)
+        common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, step=step)
         epoch_seconds.append(common.seconds_since(start))
     print('Finished Training')
 

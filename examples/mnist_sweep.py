@@ -131,9 +131,10 @@ def load_finished(run_dir, config):
 
 
 # --- one training run ----------------------------------------------------------------------------
-def train_run(config, data_dir, run_dir, report):
+def train_run(config, data_dir, run_dir, report, jit=True):
     """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``), save the result
-    atomically and return it."""
+    atomically and return it. ``jit``: the training step through tinygrad_edu.jit (the same
+    numbers, so it is not part of the run's configuration)."""
     torch, nn, optim = common.load_engine("tinygrad_edu")
     from tinygrad_edu.utils.data import DataLoader
 
@@ -146,9 +147,11 @@ def train_run(config, data_dir, run_dir, report):
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=config["lr"])
 
+    step = common.compiled_step(torch, model, criterion, optimizer) if jit else None
     start, accuracies, train_loss = time.perf_counter(), [], float("nan")
     for epoch in range(config["epochs"]):
-        train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0)
+        train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0,
+                                        step=step)
         correct, total = common.evaluate(torch, model, test_loader)
         accuracies.append(correct / total)
         report(config["key"], epoch + 1, accuracies[-1])
@@ -270,9 +273,9 @@ def sweep(args):
         with contextlib.closing(Progress(sum(c["epochs"] for c in todo))) as progress:
             if args.jobs == 1 or len(todo) <= 1:
                 for config in todo:
-                    finished[config["key"]] = train_run(config, data_dir, run_dir, report=progress.epoch_done)
+                    finished[config["key"]] = train_run(config, data_dir, run_dir, progress.epoch_done, args.jit)
             else:
-                run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished)
+                run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished, args.jit)
     except (KeyboardInterrupt, WorkerLost) as stop:
         saved = sum(read_run_file(run_dir / f"{c['key']}.json", c)[0] is not None for c in configs)
         kept = f"{saved} finished run(s) are saved in {run_dir}; run the same command again to continue"
@@ -355,7 +358,7 @@ class WorkerLost(Exception):
     """A worker ended without its run's result: killed (kill -9, the OS out of memory) or crashed."""
 
 
-def run_parallel(todo, jobs, data_dir, run_dir, progress, finished):
+def run_parallel(todo, jobs, data_dir, run_dir, progress, finished, jit=True):
     """Train ``todo`` in at most ``jobs`` worker processes at a time, one process per run.
 
     Each worker has one BLAS/kernel thread, so the workers together use the cores without
@@ -371,7 +374,7 @@ def run_parallel(todo, jobs, data_dir, run_dir, progress, finished):
             while waiting and len(running) < jobs:
                 config = waiting.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
-                worker = context.Process(target=_worker, args=(config, data_dir, run_dir, sender),
+                worker = context.Process(target=_worker, args=(config, data_dir, run_dir, sender, jit),
                                          name=f"sweep worker {config['key']}", daemon=True)
                 with stops_held_back(), _environment({var: "1" for var in THREAD_LIMITS}):
                     worker.start()
@@ -422,13 +425,13 @@ def _environment(values):
                 os.environ[name] = value
 
 
-def _worker(config, data_dir, run_dir, results):
+def _worker(config, data_dir, run_dir, results, jit):
     """A worker process: train one run, sending ("epoch", (key, epoch, accuracy)) after each epoch
     and ("result", result) at the end through the pipe ``results``. An exception prints its
     traceback and ends the worker with exit code 1 (multiprocessing does that)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches every process: the parent stops us
     threading.Thread(target=_exit_with_parent, daemon=True).start()
-    result = train_run(config, data_dir, run_dir, report=lambda *message: results.send(("epoch", message)))
+    result = train_run(config, data_dir, run_dir, lambda *message: results.send(("epoch", message)), jit)
     results.send(("result", result))
 
 

@@ -258,17 +258,25 @@ def _kernel_step(batch):
     return step, mlp
 
 
-def _engine_step(batch):
+def _engine_step(batch, jitted=False):
+    """tinygrad_edu's step; ``jitted``: through tinygrad_edu.jit (captured on the first calls,
+    which the correctness check below makes, then replayed)."""
     mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
     model = mlp.module()
     criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01)
     nxt = _batches(batch)
 
+    def train(x, y):
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    train = tg.jit(train) if jitted else train
+
     def step():   # on the backend in use (the test chooses it around the benchmark)
         x, y = nxt()
-        optimizer.zero_grad()
-        criterion(model(tg.from_numpy(x)), tg.from_numpy(y)).backward()
-        optimizer.step()
+        train(tg.from_numpy(x), tg.from_numpy(y))
     return step, mlp
 
 
@@ -306,10 +314,11 @@ def _jax():
     return pytest.importorskip("jax")
 
 
-def _jax_step(batch):
-    """The same step as one ``jax.jit``-compiled function, as a JAX user writes it: the loss's
-    ``value_and_grad`` and the SGD update traced once, then run compiled, with no Python per op.
-    The step waits for its result (JAX returns before the work is done)."""
+def _jax_trainer():
+    """The lecture MLP's step as one ``jax.jit``-compiled function, as a JAX user writes it: the
+    loss's ``value_and_grad`` and the SGD update traced once, then run compiled, with no Python
+    per op. Returns ``train(x, y)``, which waits for its result (JAX returns before the work is
+    done), and the state holding the parameters."""
     jax = _jax()
     jnp = jax.numpy
     mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
@@ -328,25 +337,33 @@ def _jax_step(batch):
         return [(W - 0.01 * dW, b - 0.01 * db) for (W, b), (dW, db) in zip(params, grads)], loss
 
     state = {"params": [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(mlp.Ws, mlp.bs)]}
+
+    def train(x, y):
+        state["params"], loss = sgd_step(state["params"], x, y)
+        return loss.block_until_ready()
+    return train, state
+
+
+def _jax_step(batch):
+    train, state = _jax_trainer()
     nxt = _batches(batch)
 
     def step():
-        x, y = nxt()
-        state["params"], loss = sgd_step(state["params"], x, y)
-        loss.block_until_ready()
+        train(*nxt())
     return step, state
 
 
 @pytest.mark.benchmark(group="train-step")
-@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "tinygrad_edu-numpy",
-                                  "numpy-by-hand", "c-kernels-by-hand", "torch", "jax-jit",
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-jit", "tinygrad_edu-c-plain",
+                                  "tinygrad_edu-numpy", "numpy-by-hand", "c-kernels-by-hand", "torch", "jax-jit",
                                   pytest.param("torch-compile", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_training_step(benchmark, batch, impl):
     """tinygrad_edu-c runs the fast layer, tinygrad_edu-c-plain the plain ops on the same build
     (set_fast(False)), tinygrad_edu-numpy the plain ops on the NumPy backend."""
     reference_step, reference = _hand_step(batch)
-    kernels = "c" if impl in ("tinygrad_edu-c", "tinygrad_edu-c-plain", "c-kernels-by-hand") else "numpy"
+    kernels = "c" if impl in ("tinygrad_edu-c", "tinygrad_edu-jit", "tinygrad_edu-c-plain",
+                              "c-kernels-by-hand") else "numpy"
     if kernels not in backend.available():
         pytest.skip("C kernels not built")
     if impl == "numpy-by-hand":
@@ -360,11 +377,11 @@ def test_training_step(benchmark, batch, impl):
     elif impl == "c-kernels-by-hand":
         step, state = _kernel_step(batch)
     else:
-        step, state = _engine_step(batch)
+        step, state = _engine_step(batch, jitted=impl == "tinygrad_edu-jit")
     # backend and path chosen once, outside the timed step, as a user would
     with backend.use(kernels), tg.set_fast(impl != "tinygrad_edu-c-plain"):
-        if impl != "numpy-by-hand":   # correctness: two steps agree with the hand-written NumPy step
-            for _ in range(2):
+        if impl != "numpy-by-hand":   # correctness: three steps agree with the hand-written NumPy step
+            for _ in range(3):        # (the jit's warm-up and two capture calls)
                 step()
                 reference_step()
             first_weight = (state[0].weight.detach().numpy() if impl.startswith("torch") else
@@ -411,30 +428,58 @@ def test_training_step_interleaved_with_torch(benchmark, batch):
 # --- (d) a full MNIST epoch (slow) ------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch")
-@pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
+@pytest.mark.parametrize("impl", ["tinygrad_edu", "tinygrad_edu-jit", "torch", "jax-jit"])
 def test_mnist_epoch(benchmark, impl, mnist_root):
     sys.path.insert(0, str(REPO / "examples"))
     import mnist_common as common
     from mnist_memory import resident_mb
+    if impl == "jax-jit":
+        return _jax_epoch(benchmark, mnist_root, common)
     if impl == "torch":
         _torch()   # skips without PyTorch, before load_engine imports it
-    torch, nn_, optim_ = common.load_engine(impl)
+    torch, nn_, optim_ = common.load_engine(impl.replace("-jit", ""))
     train, test = common.load_mnist(str(mnist_root))
     torch.manual_seed(0)
     model = common.make_mlp(nn_, common.LECTURE_HIDDEN)
     criterion, optimizer = nn_.CrossEntropyLoss(), optim_.SGD(model.parameters(), lr=0.01)
     loader = tg.utils.data.DataLoader(train, batch_size=12, shuffle=True, seed=0)
+    step = common.compiled_step(torch, model, criterion, optimizer) if impl.endswith("-jit") else None
     rss = []
 
     def epoch():
         rss.append(resident_mb())
-        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0)
+        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0, step=step)
         rss.append(resident_mb())
 
     benchmark.pedantic(epoch, rounds=1, iterations=1)
     correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))
     assert correct / total > 0.9
     _info(benchmark, rss_mb_before=rss[0], rss_mb_after=rss[-1], accuracy=correct / total)
+
+
+def _jax_epoch(benchmark, mnist_root, common):
+    """JAX's epoch: the same batches in the same order (tinygrad_edu's seeded DataLoader), each
+    through the jitted step; the MLP starts from handgrad's weights (the torch and tinygrad_edu
+    rows from their engines' own initialisation: the work is the same)."""
+    train, state = _jax_trainer()
+    data, test = common.load_mnist(str(mnist_root))
+    loader = tg.utils.data.DataLoader(data, batch_size=12, shuffle=True, seed=0)
+
+    def epoch():
+        for images, labels in loader:
+            train(images.numpy().reshape(len(images), -1), labels.numpy())
+
+    benchmark.pedantic(epoch, rounds=1, iterations=1)
+    batches = list(tg.utils.data.DataLoader(test, batch_size=1000))
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    h = images.reshape(len(images), -1)
+    for i, (W, b) in enumerate(state["params"]):
+        h = h @ np.asarray(W).T + np.asarray(b)
+        h = np.maximum(h, 0) if i < len(state["params"]) - 1 else h
+    accuracy = float(np.mean(h.argmax(1) == labels))
+    assert accuracy > 0.9
+    _info(benchmark, accuracy=accuracy)
 
 
 # --- (e) the CNN: a training step, and an epoch (slow) -------------------------------------------------
