@@ -131,7 +131,11 @@ def to_engine(torch, tensor):
 
 def compiled_step(torch, model, criterion, optimizer):
     """The lecture's training step as one function, captured and replayed by tinygrad_edu.jit
-    (the same numbers as the loop in ``train_epoch``, bit for bit, in less time)."""
+    (the same numbers as the loop in ``train_epoch``, bit for bit, in less time); None on the
+    NumPy backend, where there are no C kernels to replay and the loop runs as it is."""
+    if tinygrad_edu.backend.name() != "c":
+        return None
+
     @tinygrad_edu.jit
     def step(inputs, labels):
         optimizer.zero_grad()

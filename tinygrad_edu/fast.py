@@ -20,7 +20,7 @@ watch the plain ops run on the C build).
 import numpy as np
 
 from . import backend, ops
-from .tensor import Function
+from .tensor import Function, computed
 
 _switched_on = True   # set_fast's setting, for the whole process
 
@@ -139,6 +139,8 @@ class Conv2d(Function):
     are row blocks of W and X: one product per group.
     """
 
+    kernel_only = True   # kernel calls, and NumPy's layout work through computed(): jit replays both
+
     @staticmethod
     def forward(ctx, x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
                 groups=1):
@@ -151,17 +153,13 @@ class Conv2d(Function):
         for w, X, Y in _group_blocks(weight.reshape(weight.shape[0], -1), cols, y_rows, groups):
             backend.gemm(w, X.reshape(len(X), -1), out=Y.reshape(len(Y), -1))
         y = np.empty((n,) + y_rows.shape[:1] + (oh, ow), x.dtype)             # as (N, O, OH, OW)
-        if bias is None:
-            np.copyto(y, y_rows.transpose(1, 0, 2, 3))
-        else:
-            np.add(y_rows.transpose(1, 0, 2, 3), bias[:, None, None], out=y)
-        return y
+        return computed(_batch_major, y_rows, bias, y)
 
     @staticmethod
     def backward(ctx, grad):
         weight, = ctx.saved
         needs, cols = ctx.needs_input_grad, ctx.cols
-        dy = np.ascontiguousarray(grad.transpose(1, 0, 2, 3))                 # dL/dY: (O, N, OH, OW)
+        dy = computed(np.ascontiguousarray, grad.transpose(1, 0, 2, 3))       # dL/dY: (O, N, OH, OW)
         dy_rows = dy.reshape(len(dy), -1)
         w_rows = weight.reshape(weight.shape[0], -1)
         dx = dw = db = None
@@ -171,13 +169,23 @@ class Conv2d(Function):
                 backend.gemm(dY, X.reshape(len(X), -1), trans_b=True, out=dW)  # dL/dY X^T
             dw = dw.reshape(weight.shape)
         if len(needs) > 2 and needs[2]:
-            db = dy_rows.sum(axis=1)
+            db = computed(np.sum, dy_rows, 1)                                   # over the pixels
         if needs[0]:
             dcols = np.empty(cols.shape, cols.dtype)
             for w, dX, dY in _group_blocks(w_rows, dcols, dy_rows, ctx.groups):
                 backend.gemm(w, dY, trans_a=True, out=dX.reshape(len(dX), -1))  # W^T dL/dY
             dx = backend.col2im(dcols, ctx.x_shape, *ctx.window)
         return dx, dw, db
+
+
+def _batch_major(y_rows, bias, y):
+    """The convolution's output (O, N, OH, OW) laid out as PyTorch's (N, O, OH, OW) in ``y``, each
+    channel's bias added in the same pass."""
+    if bias is None:
+        np.copyto(y, y_rows.transpose(1, 0, 2, 3))
+    else:
+        np.add(y_rows.transpose(1, 0, 2, 3), bias[:, None, None], out=y)
+    return y
 
 
 def _group_blocks(filters, columns, outputs, groups):

@@ -29,7 +29,11 @@ down is a *program*: a list of steps over arrays that are kept alive and reused,
 
 The first call of a shape is a warm-up, run eagerly without recording, so that what a first
 step creates (``.grad``, an optimizer's momentum) exists when the two capture calls run; they must
-record the same steps. Later calls with the same shapes copy the new inputs into the captured input arrays and run the
+record the same steps. The third call also checks the first recording: after running eagerly, it
+puts back the state from before the call (parameters, ``.grad``, optimizer state, the random
+generator), replays the recording on the same inputs, and requires the same state and result,
+bit for bit, then leaves the eager call's state. Work done outside what the recorder hears (NumPy
+on a tensor's ``.data``) would be frozen at capture; this is where it is caught. Later calls with the same shapes copy the new inputs into the captured input arrays and run the
 program: no Tensor, graph or argument check is made. Parameters, ``.grad`` and the optimizer's
 state end where eager mode leaves them; the values are the same, bit for bit (the same kernels
 run in the same order on the same numbers).
@@ -38,7 +42,8 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
 -------------------------------------------------------
 - Only what goes through tinygrad_edu is replayed: Tensor ops, ``nn`` layers and losses,
   ``backward()``, optimizers, in-place Tensor arithmetic. NumPy on ``.data`` inside the function,
-  ``print``, appending to a list: they run on the capture calls only.
+  ``print``, appending to a list: they run on the capture calls only (the third call's check
+  raises where such work changes the parameters, gradients or result).
 - Python control flow is decided at capture: an ``if`` on a value is frozen. The two capture
   calls must compute the same steps, or the capture raises; ``.item()``, ``.tolist()`` and
   ``bool(tensor)`` inside the function raise (return the tensor and read it outside).
@@ -52,6 +57,7 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
   warning, once).
 """
 
+import copy
 import functools
 import os
 import sys
@@ -60,7 +66,7 @@ import warnings
 
 import numpy as np
 
-from . import backend, fast
+from . import backend, fast, random
 from .tensor import Function, Tensor, _capture, _input_gradients, _shares_memory, is_grad_enabled
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -95,8 +101,9 @@ class PythonStep:
         if work is _handed_gradients or getattr(work, "__func__", None) is Function.run_forward.__func__:
             name = f"{type(args[0]).__name__}.{'forward' if work is not _handed_gradients else 'backward'}"
             args = args[1] if work is not _handed_gradients else args[1:]   # its input arrays
-        shapes = [f"{a.dtype}{list(a.shape)}" for a in args if isinstance(a, np.ndarray)]
-        return f"{name}({', '.join(shapes)})"
+        shown = [f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a) for a in args
+                 if isinstance(a, (np.ndarray, int, float, tuple))]
+        return f"{name}({', '.join(shown)})"
 
 
 class GradStep:
@@ -159,6 +166,9 @@ class Recorder:
 
     def python_call(self, work, args, result):
         self.steps.append(PythonStep(work, args, result))
+
+    def computed(self, work, args, result):   # tensor.computed: an array made outside the ops
+        self.steps.append(PythonStep(work, args, result, f"computed  {_user_line()}"))
 
     # from the engine
     def forward(self, cls, ctx, arrays, options, out, start):
@@ -368,6 +378,65 @@ def _describe_kernel(name, a):
     return f"{dtype} {kind} {w.N}x{w.C}x{w.H}x{w.W}, kernel {w.kh}x{w.kw} -> {w.OH}x{w.OW}"
 
 
+# --- checking a program against the eager step ---------------------------------------------------
+class _State:
+    """What a training step changes that outlives it: the parameters' values and ``.grad``, the
+    optimizers' state, the library's random generator. ``_State(program)`` copies it; ``restore``
+    puts the copy back; ``first_difference`` names the first part where two copies differ."""
+
+    def __init__(self, program):
+        self.program = program
+        optimizers = [s.work.args[0] for s in program.steps if isinstance(s, PythonStep)
+                      and isinstance(s.work, functools.partial) and hasattr(s.work.args[0], "state")]
+        params = dict.fromkeys(program.first_touch)
+        for optimizer in optimizers:
+            params.update(dict.fromkeys(p for group in optimizer.param_groups for p in group["params"]))
+        self.params = [(p, p.data.copy(), p.grad, None if p.grad is None else p.grad.data.copy())
+                       for p in params]
+        self.optimizers = [(o, _copy_state(o.state)) for o in optimizers]
+        self.random = random.generator().bit_generator.state
+
+    def restore(self):
+        for p, data, grad, grad_data in self.params:
+            np.copyto(p.data, data)
+            p.grad = grad
+            if grad is not None:   # in place: a captured step may add into this very array
+                np.copyto(grad.data, grad_data)
+        for optimizer, state in self.optimizers:
+            optimizer.state = _copy_state(state)
+        random.generator().bit_generator.state = self.random
+
+    def first_difference(self, other):
+        for (p, data, _, grad), (_, data2, _, grad2) in zip(self.params, other.params):
+            if not _same(data, data2):
+                return f"the values of a {list(p.shape)} parameter"
+            if (grad is None) != (grad2 is None) or (grad is not None and not _same(grad, grad2)):
+                return f"the .grad of a {list(p.shape)} parameter"
+        for (optimizer, state), (_, state2) in zip(self.optimizers, other.optimizers):
+            for a, b in zip(_arrays_in(state), _arrays_in(state2)):
+                if not _same(a, b):
+                    return f"the state of {type(optimizer).__name__}"
+        return None
+
+
+def _copy_state(state):
+    """An optimizer's per-parameter state, copied; its keys are the parameters themselves."""
+    return {p: copy.deepcopy(entry) for p, entry in state.items()}
+
+
+def _same(a, b):
+    """Equal bit for bit (NaN included), as a replay must be."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def _arrays_in(value):
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _arrays_in(v)]
+    return []
+
+
 # --- the decorator -------------------------------------------------------------------------------
 def _rebuild(outputs, copy):
     """The function's result with each Tensor made new (a copy of the captured array: a later
@@ -377,6 +446,14 @@ def _rebuild(outputs, copy):
     if isinstance(outputs, np.ndarray):
         return Tensor._make(outputs.copy() if copy else outputs, False, None)
     return type(outputs)(_rebuild(o, copy) for o in outputs)
+
+
+def _flatten(result):
+    if result is None:
+        return []
+    if isinstance(result, Tensor):
+        return [result]
+    return [t for r in result for t in _flatten(r)]
 
 
 def _output_arrays(result, name):
@@ -419,16 +496,43 @@ class jit:
         if state[0] == "ready":
             self.program = state[1]
             return state[1].replay([a for a in args if isinstance(a, Tensor)])
-        program, result = self._capture(args, key, state[1])
         if state[0] == "warm":
+            program, result = self._capture(args, key, None)
             self._captures[key] = ("first", program)
-        else:
-            first = state[1]
-            if first.signature() != program.signature():
-                raise RuntimeError(self._difference(first, program))
-            self._captures[key] = ("ready", program)
-        self.program = program
+            self.program = program
+            return result
+        first = state[1]
+        before = _State(first)
+        program, result = self._capture(args, key, first)
+        if first.signature() != program.signature():
+            raise RuntimeError(self._difference(first, program))
+        first.entry = program.entry   # what .grad must be on entry, as this call found it
+        self._check(first, before, [a for a in args if isinstance(a, Tensor)], result)
+        self._captures[key] = ("ready", first)
+        self.program = first
         return result
+
+    def _check(self, program, before, inputs, result):
+        """Replay ``program`` (the first capture) from the state ``before`` this call, on this
+        call's inputs, and require what the eager call just left, bit for bit: something the
+        function computes outside what the jit records (NumPy on ``.data``) would make it differ.
+        The eager call's state is left in place either way."""
+        eager = _State(program)
+        before.restore()
+        try:
+            replayed = program.replay(inputs)
+        finally:
+            replayed_state = _State(program)
+            eager.restore()
+        difference = replayed_state.first_difference(eager)
+        outputs = _flatten(replayed), _flatten(result)
+        if difference is None and not all(_same(a.data, b.data) for a, b in zip(*outputs)):
+            difference = "the function's result"
+        if difference is not None:
+            raise RuntimeError(
+                f"jit: replaying {self.name} did not reproduce running it: {difference} differ. "
+                f"Something in it computes outside what tinygrad_edu.jit records (NumPy on a "
+                f"tensor's .data, a value read into Python); do that outside the jitted function")
 
     def _key(self, args):
         parts = [backend.name(), is_grad_enabled(), fast.enabled()]

@@ -383,7 +383,7 @@ def computed(work, *args):
     out = np.asarray(work(*args))
     recorder = _capture.recorder
     if recorder is not None:
-        recorder.python_call(work, args, out)
+        recorder.computed(work, args, out)
     return out
 
 
