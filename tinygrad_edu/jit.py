@@ -121,6 +121,42 @@ class GradStep:
         return f"set .grad of a {list(self.array.shape)} parameter"
 
 
+class KernelsIfUnchanged(PythonStep):
+    """A call replayed whole whose work was kernel calls alone (``SGD.step`` without momentum on
+    the fast layer: one ``axpy_many``). Its object's ``replay_key()`` names what the calls depend on
+    (the learning rate, the arrays of the parameters and their ``.grad``): while it is what it was
+    at capture, the recorded calls run in C and the versions are bumped; otherwise the call is made
+    again in Python (a learning-rate schedule moved on, say), which is always right."""
+
+    def __init__(self, work, key_of, key, kernels, bumped, label):
+        super().__init__(work, (), None, label)
+        self.key_of, self.key, self.kernels, self.bumped = key_of, key, kernels, bumped
+        self._run = None   # the kernels' C table, made once the program is compiled
+
+    def run(self):
+        if _same_key(self.key_of(), self.key):
+            if self._run is None:
+                self._run = _CRun(self.kernels)
+            self._run.run()
+            for tensor in self.bumped:
+                tensor._counter().value += 1   # as the call itself does
+        else:
+            self.work()
+
+    def describe(self):
+        kernels = ", ".join(k.describe() for k in self.kernels)
+        return f"{super().describe()}: {kernels} while unchanged"
+
+
+def _same_key(a, b):
+    """Keys are equal: numbers by value, arrays by identity (a kernel call points into them)."""
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same_key, a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is b
+    return a == b
+
+
 class ReplayError(RuntimeError):
     """A replayed step computed something the capture did not allow for."""
 
@@ -156,6 +192,7 @@ class Recorder:
         self.first_touch = {}    # leaf -> its .grad array when the walk first reached it (or None)
         self._where = {}         # an op's ctx -> "file:line" of the user's code that made it
         self._whole = 0          # > 0 inside a call replayed whole (an optimizer's step)
+        self._bumped = []        # the tensors such a call changed in place (versions bumped)
 
     def mark(self):
         return len(self.steps)
@@ -202,19 +239,29 @@ class Recorder:
         self.steps.append(PythonStep(np.add, (total, grad, total), total, "add to .grad"))
 
     def whole_call(self, method, obj, args, kwargs):
-        start = self.mark()
+        start, bumped = self.mark(), self._bumped
+        key = obj.replay_key() if hasattr(obj, "replay_key") else None
         self._whole += 1
+        self._bumped = []
         try:
             result = method(obj, *args, **kwargs)
         finally:
             self._whole -= 1
+            self._bumped, changed = bumped, self._bumped
+        kernels = self.steps[start:]
         del self.steps[start:]
-        self.steps.append(PythonStep(functools.partial(method, obj, *args, **kwargs), (), None,
-                                     f"{type(obj).__name__}.{method.__name__}  {_user_line()}"))
+        call = functools.partial(method, obj, *args, **kwargs)
+        label = f"{type(obj).__name__}.{method.__name__}  {_user_line()}"
+        if key is not None and kernels and all(isinstance(s, CStep) for s in kernels):
+            self.steps.append(KernelsIfUnchanged(call, obj.replay_key, key, kernels, changed, label))
+        else:
+            self.steps.append(PythonStep(call, (), None, label))
         return result
 
     def changed_in_place(self, tensor):
-        if not self._whole:
+        if self._whole:
+            self._bumped.append(tensor)
+        else:
             raise RuntimeError(
                 f"a tensor of shape {tensor.shape} was changed in place (its version bumped) by "
                 f"code tinygrad_edu.jit cannot replay. Change tensors with Tensor ops (p -= lr * "
@@ -314,13 +361,14 @@ class Program:
                     f"optimizer.zero_grad() inside the jitted function")
 
     def __str__(self):
-        n_c = sum(isinstance(s, CStep) for s in self.steps)
-        n_py = sum(isinstance(s, PythonStep) for s in self.steps)
+        n_c = sum(len(s.kernels) if isinstance(s, KernelsIfUnchanged) else isinstance(s, CStep)
+                  for s in self.steps)
+        n_py = sum(type(s) is PythonStep for s in self.steps)
         lines = [f"{self.name}: {len(self.steps)} steps, {n_c} kernel calls in C "
                  f"(in {sum(isinstance(r, _CRun) for r in self._runs)} C runs), {n_py} Python calls"]
         width = max([len(s.describe()) for s in self.steps] + [10])
         for i, step in enumerate(self.steps, 1):
-            kind = {CStep: "C", PythonStep: "Python", GradStep: "state"}[type(step)]
+            kind = {CStep: "C", PythonStep: "Python", GradStep: "state", KernelsIfUnchanged: "C|Py"}[type(step)]
             lines.append(f"{i:4d}  {kind:<6}  {step.describe():<{width}}  {step.label}")
         return "\n".join(lines)
 

@@ -26,7 +26,21 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
-    @replayed_whole   # a jitted training step replays this call whole
+    def replay_key(self):
+        """For tinygrad_edu.jit: when this step is one ``axpy_many`` call (no momentum, weight
+        decay or maximize, on the fast layer), what that call depends on: each group's learning
+        rate and the arrays of its parameters and their gradients. Otherwise None."""
+        if not fast.enabled():
+            return None
+        key = []
+        for group in self.param_groups:
+            if group["momentum"] or group["weight_decay"] or group["maximize"]:
+                return None
+            key.append(group["lr"])
+            key.extend((p.data, None if p.grad is None else p.grad.data) for p in group["params"])
+        return key
+
+    @replayed_whole   # a jitted training step replays this call whole (or its kernel: replay_key)
     def step(self):
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
