@@ -104,6 +104,15 @@ def test_the_lecture_mlp_replayed_equals_eager_bit_for_bit(c_backend, rng, batch
     assert "gemm" in str(step) and "axpy_many 10 arrays while unchanged" in str(step)   # SGD.step in C
 
 
+def test_a_hundred_replayed_steps_stay_bit_identical(c_backend, rng):
+    (m1, o1), (m2, o2) = twins(LectureMLP, lambda p: optim.SGD(p, lr=0.01))
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    data = batches(rng, (784,), [12] * 10)
+    for i in range(100):
+        assert eager(*data[i % 10]).item() == jitted(*data[i % 10]).item()
+    assert_same_state(m1, m2)
+
+
 @pytest.mark.parametrize("make_optimizer", [
     lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
@@ -366,6 +375,22 @@ def test_an_in_place_change_the_jit_cannot_see_raises(c_backend):
     step(tg.ones(1, 2))   # warm-up
     with pytest.raises(RuntimeError, match="changed in place"):
         step(tg.ones(1, 2))
+
+
+def test_settings_read_by_python_are_those_of_the_capture_as_documented(c_backend):
+    """model.eval() after the capture does not remove the dropout the capture recorded: a new
+    jit (or one made after eval()) is needed, as the docstring says."""
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    step = tg.jit(lambda x: model(x).sum())
+    x = tg.ones(3, 4)
+    for _ in range(4):
+        step(x)
+    model.eval()
+    eval_value = model(x).sum().item()
+    replayed = [step(x).item() for _ in range(3)]
+    assert all(value != eval_value for value in replayed) and len(set(replayed)) > 1   # new masks
+    assert tg.jit(lambda x: model(x).sum())(x).item() == eval_value
 
 
 def test_on_the_numpy_backend_the_function_runs_eagerly_with_one_warning(rng):

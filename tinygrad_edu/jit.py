@@ -101,9 +101,17 @@ class PythonStep:
         if work is _handed_gradients or getattr(work, "__func__", None) is Function.run_forward.__func__:
             name = f"{type(args[0]).__name__}.{'forward' if work is not _handed_gradients else 'backward'}"
             args = args[1] if work is not _handed_gradients else args[1:]   # its input arrays
-        shown = [f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a) for a in args
-                 if isinstance(a, (np.ndarray, int, float, tuple))]
+        shown = [_short(a) for a in args if isinstance(a, (np.ndarray, int, float, tuple))]
         return f"{name}({', '.join(shown)})"
+
+
+def _short(value):
+    """An argument in a program's listing: an array by its dtype and shape, never its values."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype}{list(value.shape)}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_short, value)) + ")"
+    return repr(value)
 
 
 class GradStep:

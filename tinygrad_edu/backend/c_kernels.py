@@ -241,13 +241,14 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
     # would make goes to NumPy by gemm's rule: dx = grad W (n x n_out @ n_out x n_in) or
     # dW = grad^T x (n_out x n @ n x n_in), past a batch of THIN
     (n, n_out), n_in = grad.shape, x.shape[1]
-    if (need_dx and numpy_is_faster(n, n_in, n_out)) or (need_dw and numpy_is_faster(n_out, n_in, n)):
-        return _numpy(numpy_kernels.linear_backward, grad, x, weight, need_dx, need_dw, need_db)
-    types = _KERNELS[grad.dtype]
-    array, dtype = types.array, grad.dtype
+    dtype = grad.dtype
     dx = np.empty((n, n_in), dtype) if need_dx else None
     dw = np.empty((n_out, n_in), dtype) if need_dw else None
     db = np.empty(n_out, dtype) if need_db else None
+    if (need_dx and numpy_is_faster(n, n_in, n_out)) or (need_dw and numpy_is_faster(n_out, n_in, n)):
+        return _numpy(numpy_kernels.linear_backward, grad, x, weight, need_dx, need_dw, need_db, (dx, dw, db))
+    types = _KERNELS[dtype]
+    array = types.array
     threads = THREADS if n * n_in * n_out >= PARALLEL_MIN_FMAS else 1
     if _run(types.linear_backward, n, n_in, n_out, _contiguous(grad, types), n_out,
                              _contiguous(x, types), n_in, _contiguous(weight, types), n_in,

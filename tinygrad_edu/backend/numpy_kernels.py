@@ -23,10 +23,11 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     return out
 
 
-def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
-    return (grad @ weight if need_dx else None,        # dL/dx = dL/dy W
-            grad.T @ x if need_dw else None,           # dL/dW = (dL/dy)^T x
-            grad.sum(axis=0) if need_db else None)     # dL/db = sum over the batch of dL/dy
+def linear_backward(grad, x, weight, need_dx, need_dw, need_db, out=(None, None, None)):
+    dx, dw, db = out   # arrays to write into (the C backend's, which a jitted step reuses), or None
+    return (np.matmul(grad, weight, out=dx) if need_dx else None,     # dL/dx = dL/dy W
+            np.matmul(grad.T, x, out=dw) if need_dw else None,        # dL/dW = (dL/dy)^T x
+            np.sum(grad, axis=0, out=db) if need_db else None)        # dL/db = sum over the batch
 
 
 def ger(A, x, y, alpha):
