@@ -425,6 +425,40 @@ def test_training_step_interleaved_with_torch(benchmark, batch):
     _info(benchmark, batch=batch, torch_min=min(timed), torch_median=float(np.median(timed)))
 
 
+@pytest.mark.benchmark(group="train-step-interleaved-jax")
+@pytest.mark.parametrize("batch", [1, 12, 128])
+def test_jitted_step_interleaved_with_jax(benchmark, batch):
+    """tinygrad_edu.jit's step and jax.jit's in turns, as the test above pairs eager and PyTorch:
+    the last step of each turn is timed; JAX's times go to extra_info."""
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    jax_train, jax_state = _jax_trainer()
+    jax_batches = _batches(batch)
+    step, mlp = _engine_step(batch, jitted=True)
+    jax_seconds = []
+
+    def jax_step():
+        jax_train(*jax_batches())
+
+    def turns():
+        for _ in range(TURN - 1):
+            jax_step()
+        start = time.perf_counter()
+        jax_step()
+        jax_seconds.append(time.perf_counter() - start)
+        for _ in range(TURN - 1):
+            step()
+
+    with backend.use("c"):
+        for _ in range(3):   # the jit's warm-up and two capture calls; JAX traces on its first
+            step()
+            jax_step()
+        assert np.allclose(np.asarray(jax_state["params"][0][0]), mlp.Ws[0], atol=1e-5)
+        benchmark.pedantic(step, setup=turns, rounds=ROUNDS, warmup_rounds=2)
+    timed = jax_seconds[-ROUNDS:]
+    _info(benchmark, batch=batch, jax_min=min(timed), jax_median=float(np.median(timed)))
+
+
 # --- (d) a full MNIST epoch (slow) ------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch")
