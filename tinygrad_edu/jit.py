@@ -33,7 +33,9 @@ record the same steps. The third call also checks the first recording: after run
 puts back the state from before the call (parameters, ``.grad``, optimizer state, the random
 generator), replays the recording on the same inputs, and requires the same state and result,
 bit for bit, then leaves the eager call's state. Work done outside what the recorder hears (NumPy
-on a tensor's ``.data``) would be frozen at capture; this is where it is caught. Later calls with the same shapes copy the new inputs into the captured input arrays and run the
+on a tensor's ``.data``) would be frozen at capture; this is where it is caught.
+
+Later calls with the same shapes copy the new inputs into the captured input arrays and run the
 program: no Tensor, graph or argument check is made. Parameters, ``.grad`` and the optimizer's
 state end where eager mode leaves them; the values are the same, bit for bit (the same kernels
 run in the same order on the same numbers).
@@ -49,7 +51,8 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
   ``bool(tensor)`` inside the function raise (return the tensor and read it outside).
 - Settings read by the Python code (``model.train()``/``eval()``, ``set_fast``, the backend) are
   those of the capture. The optimizer's own Python state is not frozen: its ``step`` is replayed
-  as a Python call, so a learning rate changed between calls is used.
+  as a Python call (or, for plain SGD, as its one kernel call while its learning rate and arrays
+  are as captured), so a learning rate changed between calls is used.
 - Tensor arguments are inputs: their values are copied in at each call; they may not require
   gradients (close over the parameters instead). Other arguments are part of the key, as JAX's
   static arguments: a new value means a new capture.
@@ -67,7 +70,7 @@ import warnings
 import numpy as np
 
 from . import backend, fast, random
-from .tensor import Function, Tensor, _capture, _input_gradients, _shares_memory, is_grad_enabled
+from .tensor import Tensor, _capture, _input_gradients, _shares_memory, is_grad_enabled
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -85,24 +88,19 @@ class CStep:
 
 class PythonStep:
     """``work(*args)``, its array results copied into ``result`` (the arrays of the capture; None
-    when ``work`` changes its arguments in place)."""
+    when ``work`` changes its arguments in place). A listing shows it as ``name(shown)``."""
 
-    def __init__(self, work, args, result, label=""):
+    def __init__(self, work, args, result, label="", name=None, shown=None):
         self.work, self.args, self.result, self.label = work, args, result, label
+        self.name = name or getattr(work, "__qualname__", type(work).__name__)
+        self.shown = args if shown is None else shown
 
     def run(self):
         _copy_into(self.result, self.work(*self.args), self)
 
     def describe(self):
-        work, args = self.work, self.args
-        if isinstance(work, functools.partial):   # a call replayed whole: obj.method()
-            work, args = work.func, work.args[1:]
-        name = getattr(work, "__qualname__", None) or type(work).__name__
-        if work is _handed_gradients or getattr(work, "__func__", None) is Function.run_forward.__func__:
-            name = f"{type(args[0]).__name__}.{'forward' if work is not _handed_gradients else 'backward'}"
-            args = args[1] if work is not _handed_gradients else args[1:]   # its input arrays
-        shown = [_short(a) for a in args if isinstance(a, (np.ndarray, int, float, tuple))]
-        return f"{name}({', '.join(shown)})"
+        shown = [_short(a) for a in self.shown if isinstance(a, (np.ndarray, int, float, tuple))]
+        return f"{self.name}({', '.join(shown)})"
 
 
 def _short(value):
@@ -136,8 +134,8 @@ class KernelsIfUnchanged(PythonStep):
     at capture, the recorded calls run in C and the versions are bumped; otherwise the call is made
     again in Python (a learning-rate schedule moved on, say), which is always right."""
 
-    def __init__(self, work, key_of, key, kernels, bumped, label):
-        super().__init__(work, (), None, label)
+    def __init__(self, work, key_of, key, kernels, bumped, label, name):
+        super().__init__(work, (), None, label, name)
         self.key_of, self.key, self.kernels, self.bumped = key_of, key, kernels, bumped
         self._run = None   # the kernels' C table, made once the program is compiled
 
@@ -225,7 +223,8 @@ class Recorder:
             self._label(start, label)       # its kernel calls stand as they were recorded
         else:                               # redo the op in Python, into the same array
             del self.steps[start:]
-            self.steps.append(PythonStep(cls.run_forward, (ctx, arrays, options), out, label))
+            self.steps.append(PythonStep(cls.run_forward, (ctx, arrays, options), out, label,
+                                         f"{cls.__name__}.forward", arrays))
 
     def backward(self, ctx, grad, raw, handed, start):
         label = f"{type(ctx).__name__}.backward  {self._where.get(ctx, '')}"
@@ -236,7 +235,11 @@ class Recorder:
             self._label(start, label)
         else:
             del self.steps[start:]
-            self.steps.append(PythonStep(_handed_gradients, (ctx, grad), handed, label))
+            self.steps.append(PythonStep(_handed_gradients, (ctx, grad), handed, label,
+                                         f"{type(ctx).__name__}.backward", (grad,)))
+
+    def gradients_summed(self, pending, grad, total):
+        self.steps.append(PythonStep(np.add, (pending, grad), total, "the gradients of a tensor used twice"))
 
     def leaf_grad(self, leaf, array):
         self.first_touch.setdefault(leaf, None)
@@ -259,11 +262,12 @@ class Recorder:
         kernels = self.steps[start:]
         del self.steps[start:]
         call = functools.partial(method, obj, *args, **kwargs)
-        label = f"{type(obj).__name__}.{method.__name__}  {_user_line()}"
+        name = f"{type(obj).__name__}.{method.__name__}"
+        label = f"{name}  {_user_line()}"
         if key is not None and kernels and all(isinstance(s, CStep) for s in kernels):
-            self.steps.append(KernelsIfUnchanged(call, obj.replay_key, key, kernels, changed, label))
+            self.steps.append(KernelsIfUnchanged(call, obj.replay_key, key, kernels, changed, label, name))
         else:
-            self.steps.append(PythonStep(call, (), None, label))
+            self.steps.append(PythonStep(call, (), None, label, name, args))
         return result
 
     def changed_in_place(self, tensor):
@@ -372,8 +376,9 @@ class Program:
         n_c = sum(len(s.kernels) if isinstance(s, KernelsIfUnchanged) else isinstance(s, CStep)
                   for s in self.steps)
         n_py = sum(type(s) is PythonStep for s in self.steps)
-        lines = [f"{self.name}: {len(self.steps)} steps, {n_c} kernel calls in C "
-                 f"(in {sum(isinstance(r, _CRun) for r in self._runs)} C runs), {n_py} Python calls"]
+        n_runs = sum(isinstance(r, _CRun) for r in self._runs)
+        lines = [f"{self.name}: {len(self.steps)} steps, {n_c} kernel calls in C (in {n_runs} "
+                 f"C run{'s' * (n_runs != 1)}), {n_py} Python calls"]
         width = max([len(s.describe()) for s in self.steps] + [10])
         for i, step in enumerate(self.steps, 1):
             kind = {CStep: "C", PythonStep: "Python", GradStep: "state", KernelsIfUnchanged: "C|Py"}[type(step)]

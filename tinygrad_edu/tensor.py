@@ -370,7 +370,7 @@ def backward(root, gradient, retain_graph=False):
             elif parent._ctx in grads:                        # a node used twice: add them up
                 total = grads[parent._ctx] + g
                 if recorder is not None:
-                    recorder.python_call(np.add, (grads[parent._ctx], g), total)
+                    recorder.gradients_summed(grads[parent._ctx], g, total)
                 grads[parent._ctx] = total
             else:
                 grads[parent._ctx] = g
