@@ -13,6 +13,9 @@ How a gradient travels from the loss to a weight
    broadcasting is undone), then summed into the input's slot: a node used twice gets both
    contributions. Leaves (tensors made by the user, such as weights) keep theirs in ``.grad``.
 4. The graph is freed as it is walked, so memory does not grow from step to step.
+5. While ``tinygrad_edu.jit`` captures a training step, a recorder (``_capture.recorder``) is told
+   of every computation made here, so the step can be replayed without the engine; otherwise it
+   is None and costs one lookup per op.
 """
 
 import contextlib
@@ -188,6 +191,8 @@ class Function:
 
     @classmethod
     def run_forward(cls, ctx, arrays, options):
+        """``forward`` on arrays, its result an ndarray of the dtype PyTorch would give (what
+        ``apply`` runs, and what a jitted step replays for an op that is not ``kernel_only``)."""
         out = cls.forward(ctx, *arrays, **options)
         if type(out) is not np.ndarray:   # NumPy gives 0-d results as scalars; see Tensor._make
             out = np.asarray(out)
