@@ -230,6 +230,158 @@ def test_a_learning_rate_changed_between_calls_is_used(c_backend, rng):
     assert_same_state(m1, m2)
 
 
+def eager_and_jitted(make_step, calls, seed=0):
+    """``make_step(model, optimizer)`` run eagerly and through the jit on the same ``calls``
+    (argument tuples); returns both runs' results (or the first error) and models."""
+    runs = []
+    for wrap in (lambda f: f, tg.jit):
+        tg.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+        step = wrap(make_step(model, optim.SGD(model.parameters(), lr=0.1)))
+        runs.append(([step(*args) for args in calls], model))
+    return runs
+
+
+def some_calls(rng, n=6, shape=(4, 6)):
+    return [(tg.tensor(rng.standard_normal(shape).astype(np.float32)), tg.tensor(rng.integers(0, 3, shape[0])))
+            for _ in range(n)]
+
+
+def test_tensors_changed_in_place_outside_the_model_are_changed_once_per_call(c_backend, rng):
+    """A step counter and an average of the weights, kept by the step: the third call's check
+    replays the step and must put them back, or they would be changed twice."""
+    kept = []
+
+    def make(model, opt):
+        state = {"steps": tg.zeros(()), "average": tg.tensor(model[0].weight.data.copy())}
+        kept.append(state)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = nn.CrossEntropyLoss()(model(x), y)
+            loss.backward()
+            opt.step()
+            with tg.no_grad():
+                state["steps"] += 1
+                state["average"] *= 0.9
+                state["average"] += 0.1 * model[0].weight
+            return loss
+        return step
+    eager_and_jitted(make, some_calls(rng))
+    eager, jitted = kept
+    assert eager["steps"].item() == jitted["steps"].item() == 6
+    assert np.array_equal(eager["average"].data, jitted["average"].data)
+
+
+def test_gradients_of_zero_d_tensors_replay_as_eager(c_backend, rng):
+    """NumPy makes scalars of 0-d results; the engine hands on arrays, which a replay can fill."""
+    def make(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            loss = nn.MSELoss()(model(x), x[:, :3]).sqrt() + (model(x).mean() - 1) ** 2
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    (eager, m1), (jitted, m2) = eager_and_jitted(make, some_calls(rng))
+    assert [t.item() for t in eager] == [t.item() for t in jitted]
+    assert_same_state(m1, m2)
+
+
+def test_a_linear_layer_on_a_transposed_batch_copies_it_on_every_replay(c_backend, rng):
+    def make(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            loss = (model(x.transpose(1, 2)) ** 2).mean()   # (2, 4, 6): not contiguous
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    calls = [(tg.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32)), None) for _ in range(6)]
+    (eager, m1), (jitted, m2) = eager_and_jitted(make, calls)
+    assert [t.item() for t in eager] == [t.item() for t in jitted]
+    assert_same_state(m1, m2)
+
+
+def test_a_parameter_that_takes_the_root_gradient_as_its_grad_replays_as_eager(c_backend, rng):
+    def make(model, opt):
+        model.s = nn.Parameter(np.full(1, 0.5, np.float32))
+        opt.add_param_group({"params": [model.s]})
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = model.s + nn.CrossEntropyLoss()(model(x), y).reshape(1) * model.s   # dL/dL is s's
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    (eager, m1), (jitted, m2) = eager_and_jitted(make, some_calls(rng))
+    assert [t.item() for t in eager] == [t.item() for t in jitted]
+    assert_same_state(m1, m2)
+
+
+def test_max_over_a_dimension_returns_values_and_indices(c_backend, rng):
+    def make(model, opt):
+        def predict(x, y):
+            with tg.no_grad():
+                return model(x).max(dim=1)
+        return predict
+    (eager, _), (jitted, _) = eager_and_jitted(make, some_calls(rng))
+    for e, j in zip(eager, jitted):
+        assert type(j) is type(e) and np.array_equal(j.values.data, e.values.data)
+        assert np.array_equal(j.indices.data, e.indices.data)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_labels_out_of_range_raise_on_replay_as_they_do_eagerly(c_backend, fast):
+    model = nn.Linear(6, 3)
+    step = tg.jit(lambda x, y: nn.NLLLoss()(model(x).log_softmax(1), y))
+    x = tg.ones(4, 6)
+    with tg.set_fast(fast):
+        for _ in range(4):
+            step(x, tg.tensor([0, 1, 2, 1]))
+        with pytest.raises(IndexError, match="target -1 is out of range for 3 classes"):
+            step(x, tg.tensor([0, 1, -1, 1]))
+
+
+def test_a_shape_that_depends_on_values_raises_on_replay(c_backend):
+    model = nn.Linear(3, 1)
+
+    def f(x, mask):
+        with tg.no_grad():
+            return model(x[mask]).sum()
+    step, x = tg.jit(f), tg.tensor(np.arange(12, dtype=np.float32).reshape(4, 3))
+    for bits in ([1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 1, 1]):
+        assert step(x, tg.tensor(np.array(bits, bool))).item() == f(x, tg.tensor(np.array(bits, bool))).item()
+    with pytest.raises(RuntimeError, match=r"shape \(1, 3\) where the capture had \(2, 3\)"):
+        step(x, tg.tensor(np.array([1, 0, 0, 0], bool)))
+
+
+@pytest.mark.parametrize("change", ["float", "freeze"])
+def test_a_parameter_replaced_or_frozen_after_the_capture_is_noticed_and_captured_again(c_backend, rng, change):
+    def make(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            loss = nn.CrossEntropyLoss()(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+    calls = some_calls(rng, n=9)
+    runs = []
+    for wrap in (lambda f: f, tg.jit):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+        step = wrap(make(model, optim.SGD(model.parameters(), lr=0.1)))
+        for i, args in enumerate(calls):
+            if i == 5:   # after the capture: .data rebound (model.float() copies), or frozen
+                model.float() if change == "float" else model[0].requires_grad_(False)
+            loss = step(*args)
+        runs.append((loss.item(), model))
+    assert runs[0][0] == runs[1][0]
+    assert_same_state(runs[0][1], runs[1][1])
+
+
 # --- the program ------------------------------------------------------------------------------------
 def test_the_program_prints_one_line_per_step_with_its_source_line(c_backend, rng):
     (model, opt), = twins(LectureMLP, lambda p: optim.SGD(p, lr=0.01))[:1]

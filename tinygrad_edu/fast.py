@@ -61,7 +61,7 @@ class Linear(Function):
     def forward(ctx, x, weight, bias=None):
         ops.check_linear(x, weight, bias)
         ctx.save_for_backward(x, weight)
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])   # extra leading dims: a batch
+        x2 = x if x.ndim == 2 else _as_rows(x)   # extra leading dims: a batch
         y = backend.gemm(x2, weight, trans_b=True, bias=bias)
         return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (weight.shape[0],))
 
@@ -69,13 +69,20 @@ class Linear(Function):
     def backward(ctx, grad):
         x, weight = ctx.saved
         needs = ctx.needs_input_grad
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
+        x2 = x if x.ndim == 2 else _as_rows(x)
+        g2 = grad if grad.ndim == 2 else _as_rows(grad)
         dx, dw, db = backend.linear_backward(g2, x2, weight, needs[0], needs[1],
                                              len(needs) > 2 and needs[2])
         if dx is not None and dx.shape != x.shape:
             dx = dx.reshape(x.shape)
         return dx, dw, db
+
+
+def _as_rows(a):
+    """``a`` (..., n) as rows (-1, n): a view where NumPy can make one (a contiguous array), else a
+    copy made through ``computed`` (so that a jitted step copies the new values too)."""
+    rows = a.reshape(-1, a.shape[-1])
+    return rows if np.may_share_memory(rows, a) else computed(np.reshape, a, rows.shape)
 
 
 class ReLU(Function):

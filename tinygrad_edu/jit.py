@@ -50,7 +50,8 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
   calls must compute the same steps, or the capture raises; ``.item()``, ``.tolist()`` and
   ``bool(tensor)`` inside the function raise (return the tensor and read it outside).
 - Settings read by the Python code (``model.train()``/``eval()``, ``set_fast``, the backend) are
-  those of the capture. The optimizer's own Python state is not frozen: its ``step`` is replayed
+  those of the capture. A parameter given a new array (``model.float()``, ``p.data = ...``) or
+  whose ``requires_grad`` changed is noticed, and the step is captured again. The optimizer's own Python state is not frozen: its ``step`` is replayed
   as a Python call (or, for plain SGD, as its one kernel call while its learning rate and arrays
   are as captured), so a learning rate changed between calls is used.
 - Tensor arguments are inputs: their values are copied in at each call; they may not require
@@ -70,7 +71,8 @@ import warnings
 import numpy as np
 
 from . import backend, fast, random
-from .tensor import Tensor, _capture, _input_gradients, _shares_memory, is_grad_enabled
+from .tensor import (Tensor, _arithmetic_in_place, _capture, _input_gradients, _shares_memory,
+                     _zero_in_place, is_grad_enabled)
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -163,6 +165,10 @@ def _same_key(a, b):
     return a == b
 
 
+class Stale(Exception):
+    """A program no longer fits what it reads: the jit captures the step again."""
+
+
 class ReplayError(RuntimeError):
     """A replayed step computed something the capture did not allow for."""
 
@@ -181,6 +187,11 @@ def _copy_into(captured, fresh, step):
         if fresh is None:
             raise ReplayError(f"replaying {step.label or step.describe()}: it returned no array "
                               f"where the capture had one (a label out of range, say)")
+        if np.shape(fresh) != captured.shape:
+            raise ReplayError(f"replaying {step.label or step.describe()}: it computed an array of "
+                              f"shape {np.shape(fresh)} where the capture had {captured.shape}: a "
+                              f"shape that depends on values (a boolean mask, say) cannot be "
+                              f"replayed; keep that outside the jitted function")
         if fresh is not captured:
             np.copyto(captured, fresh)
     elif fresh != captured:
@@ -196,6 +207,7 @@ class Recorder:
     def __init__(self):
         self.steps = []
         self.first_touch = {}    # leaf -> its .grad array when the walk first reached it (or None)
+        self.leaves = {}         # leaf read by an op -> (its array, requires_grad) at capture
         self._where = {}         # an op's ctx -> "file:line" of the user's code that made it
         self._whole = 0          # > 0 inside a call replayed whole (an optimizer's step)
         self._bumped = []        # the tensors such a call changed in place (versions bumped)
@@ -214,7 +226,10 @@ class Recorder:
         self.steps.append(PythonStep(work, args, result, f"computed  {_user_line()}"))
 
     # from the engine
-    def forward(self, cls, ctx, arrays, options, out, start):
+    def forward(self, cls, ctx, inputs, arrays, options, out, start):
+        for t in inputs:
+            if t._ctx is None:   # a leaf: a parameter, an input, a constant; its array is read
+                self.leaves[t] = (t.data, t._requires_grad)
         where = self._where[ctx] = _user_line()
         label = f"{cls.__name__}.forward  {where}"
         if any(_shares_memory(out, [a]) for a in arrays if isinstance(a, np.ndarray) and a.size):
@@ -237,6 +252,12 @@ class Recorder:
             del self.steps[start:]
             self.steps.append(PythonStep(_handed_gradients, (ctx, grad), handed, label,
                                          f"{type(ctx).__name__}.backward", (grad,)))
+
+    def copied(self, array):
+        """A copy of ``array``, made again on every replay."""
+        copy = array.copy()
+        self.python_call(np.ndarray.copy, (array,), copy)
+        return copy
 
     def gradients_summed(self, pending, grad, total):
         self.steps.append(PythonStep(np.add, (pending, grad), total, "the gradients of a tensor used twice"))
@@ -315,6 +336,7 @@ class Program:
         self.steps = recorder.steps
         self.first_touch = recorder.first_touch
         self.entry = {}    # leaf -> what its .grad must be when a replay starts (see _check_entry)
+        self.leaves = list(recorder.leaves.items())   # their arrays, which the kernel calls point into
         self._runs = self._compile(self.steps)
         self.lock = threading.Lock()   # the arrays are shared: one replay at a time
 
@@ -350,6 +372,10 @@ class Program:
 
     def replay(self, inputs):
         with self.lock:
+            for leaf, (data, needs_grad) in self.leaves:
+                if leaf.data is not data or leaf._requires_grad != needs_grad:
+                    raise Stale(f"a {list(leaf.shape)} tensor the step reads was given a new array "
+                                f"(model.float(), .to(), p.data = ...) or had requires_grad changed")
             for buffer, tensor in zip(self.inputs, inputs):
                 np.copyto(buffer, tensor.data)
             self._check_entry()
@@ -454,6 +480,9 @@ class _State:
             params.update(dict.fromkeys(p for group in optimizer.param_groups for p in group["params"]))
         self.params = [(p, p.data.copy(), p.grad, None if p.grad is None else p.grad.data.copy())
                        for p in params]
+        changed = dict.fromkeys(s.args[0] for s in program.steps if isinstance(s, PythonStep)
+                                and s.work in (_arithmetic_in_place, _zero_in_place))   # x += 1
+        self.changed = [(t, t.data.copy(), t._counter().value) for t in changed if t not in params]
         self.optimizers = [(o, _copy_state(o.state)) for o in optimizers]
         self.random = random.generator().bit_generator.state
 
@@ -465,6 +494,9 @@ class _State:
                 np.copyto(grad.data, grad_data)
         for optimizer, state in self.optimizers:
             optimizer.state = _copy_state(state)
+        for tensor, data, version in self.changed:
+            np.copyto(tensor.data, data)
+            tensor._counter().value = version
         random.generator().bit_generator.state = self.random
 
     def first_difference(self, other):
@@ -473,6 +505,9 @@ class _State:
                 return f"the values of a {list(p.shape)} parameter"
             if (grad is None) != (grad2 is None) or (grad is not None and not _same(grad, grad2)):
                 return f"the .grad of a {list(p.shape)} parameter"
+        for (tensor, data, _), (_, data2, _) in zip(self.changed, other.changed):
+            if not _same(data, data2):
+                return f"the values of a {list(tensor.shape)} tensor changed in place"
         for (optimizer, state), (_, state2) in zip(self.optimizers, other.optimizers):
             for a, b in zip(_arrays_in(state), _arrays_in(state2)):
                 if not _same(a, b):
@@ -506,7 +541,8 @@ def _rebuild(outputs, copy):
         return None
     if isinstance(outputs, np.ndarray):
         return Tensor._make(outputs.copy() if copy else outputs, False, None)
-    return type(outputs)(_rebuild(o, copy) for o in outputs)
+    items = [_rebuild(o, copy) for o in outputs]
+    return items if isinstance(outputs, list) else _same_kind_of_tuple(outputs, items)
 
 
 def _flatten(result):
@@ -517,13 +553,21 @@ def _flatten(result):
     return [t for r in result for t in _flatten(r)]
 
 
+def _same_kind_of_tuple(like, items):
+    """``items`` as a tuple of ``like``'s type: a plain tuple, or one whose constructor takes the
+    items one by one (``x.max(dim)``'s (values, indices), a namedtuple)."""
+    return tuple(items) if type(like) is tuple else type(like)(*items)
+
+
 def _output_arrays(result, name):
     if result is None:
         return None
     if isinstance(result, Tensor):
         return result.data
-    if isinstance(result, (tuple, list)):
-        return type(result)(_output_arrays(r, name) for r in result)
+    if isinstance(result, list):
+        return [_output_arrays(r, name) for r in result]
+    if isinstance(result, tuple):
+        return _same_kind_of_tuple(result, [_output_arrays(r, name) for r in result])
     raise TypeError(f"jit: {name} returned a {type(result).__name__}; a jitted function returns "
                     f"a Tensor, a tuple or list of them, or None")
 
@@ -556,7 +600,11 @@ class jit:
             return self.fn(*args)
         if state[0] == "ready":
             self.program = state[1]
-            return state[1].replay([a for a in args if isinstance(a, Tensor)])
+            try:
+                return state[1].replay([a for a in args if isinstance(a, Tensor)])
+            except Stale:   # a parameter was replaced: forget this capture, and start again
+                self._captures[key] = ("warm", None)
+                return self.fn(*args)
         if state[0] == "warm":
             program, result = self._capture(args, key, None)
             self._captures[key] = ("first", program)
@@ -593,7 +641,8 @@ class jit:
             raise RuntimeError(
                 f"jit: replaying {self.name} did not reproduce running it: {difference} differ. "
                 f"Something in it computes outside what tinygrad_edu.jit records (NumPy on a "
-                f"tensor's .data, a value read into Python); do that outside the jitted function")
+                f"tensor's .data, a .grad assigned directly, a value read into Python); do that "
+                f"outside the jitted function")
 
     def _key(self, args):
         parts = [backend.name(), is_grad_enabled(), fast.enabled()]

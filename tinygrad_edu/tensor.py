@@ -177,7 +177,7 @@ class Function:
         else:
             start = recorder.mark()
             out = cls.run_forward(ctx, arrays, options)
-            recorder.forward(cls, ctx, arrays, options, out, start)
+            recorder.forward(cls, ctx, inputs, arrays, options, out, start)
         needs = tuple([t._requires_grad for t in inputs])
         recording = any(needs) and _grad_mode.enabled
         result = Tensor._make(out, recording, ctx if recording else None)
@@ -326,6 +326,8 @@ def _input_gradients(ctx, grad):
         if g is None or not parent._requires_grad:
             handed.append(None)
             continue
+        if type(g) is not np.ndarray:   # NumPy gives 0-d results as scalars: an array is writable
+            g = np.asarray(g)
         data = parent.data
         if g.shape != data.shape:
             g = unbroadcast(g, data.shape)
@@ -371,9 +373,11 @@ def backward(root, gradient, retain_graph=False):
             if g is None:
                 continue
             if parent._ctx is None:
+                if recorder is not None and _shares_memory(g, [gradient]):
+                    g = recorder.copied(g)   # dL/droot is a constant of the program: never .grad
                 _accumulate_leaf(parent, g, recorder)         # a leaf: .grad += g
             elif parent._ctx in grads:                        # a node used twice: add them up
-                total = grads[parent._ctx] + g
+                total = np.add(grads[parent._ctx], g, out=np.empty(g.shape, g.dtype))
                 if recorder is not None:
                     recorder.gradients_summed(grads[parent._ctx], g, total)
                 grads[parent._ctx] = total
@@ -390,6 +394,15 @@ def computed(work, *args):
     if recorder is not None:
         recorder.computed(work, args, out)
     return out
+
+
+def checked(test, *args):
+    """Run ``test(*args)``, a check of values that raises on bad input (labels out of range); in a
+    step captured by tinygrad_edu.jit, on every replay too, as each batch brings new values."""
+    test(*args)
+    recorder = _capture.recorder
+    if recorder is not None:
+        recorder.python_call(test, args, None)
 
 
 def untracked(work, *args):
@@ -521,11 +534,13 @@ class Tensor:
             gradient = np.empty(self.data.shape, self.data.dtype)
             gradient.fill(1)   # dL/dL = 1
         else:
-            gradient = _as_array(gradient, self.data.dtype)
+            gradient = computed(_as_array, gradient.data if isinstance(gradient, Tensor) else gradient,
+                                self.data.dtype)   # made again on replay: it may be computed in the step
             if gradient.shape != self.data.shape:
                 raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
+        recorder = _capture.recorder
         if self._ctx is None:  # a leaf: its gradient is the given one (a new array, ours)
-            _accumulate_leaf(self, gradient, _capture.recorder)
+            _accumulate_leaf(self, gradient if recorder is None else recorder.copied(gradient), recorder)
             return
         backward(self, gradient, retain_graph)
 

@@ -8,7 +8,7 @@ up to float rounding (tests/test_fast.py).
 import numpy as np
 
 from .. import fast, ops, random
-from ..tensor import Tensor, _as_operand, computed, untracked
+from ..tensor import Tensor, _as_operand, checked, computed, untracked
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -246,7 +246,7 @@ def cross_entropy(input, target, reduction="mean"):
     if fast.enabled():
         losses = fast.CrossEntropy.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
     else:
-        _check_label_range(target, rows.shape[-1], "cross_entropy")
+        checked(_check_label_range, target, rows.shape[-1], "cross_entropy")
         losses = ops.NLLLoss.apply(rows.log_softmax(-1), target=target.reshape(rows.shape[:-1]),
                                    reduction=reduction)
     return losses.reshape(target.shape) if reduction == "none" and input.ndim > 2 else losses
@@ -257,7 +257,7 @@ def nll_loss(input, target, reduction="mean"):
     _check_reduction(reduction)
     target = _class_targets(input, target, "nll_loss")
     rows = _rows_of_classes(input)
-    _check_label_range(target, rows.shape[-1], "nll_loss")
+    checked(_check_label_range, target, rows.shape[-1], "nll_loss")
     losses = ops.NLLLoss.apply(rows, target=target.reshape(rows.shape[:-1]), reduction=reduction)
     return losses.reshape(target.shape) if reduction == "none" and input.ndim > 2 else losses
 
