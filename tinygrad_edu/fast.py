@@ -120,7 +120,7 @@ class CrossEntropy(Function):
         ctx.shape, ctx.reduction = logits.shape, reduction
         if reduction == "none":
             return losses.reshape(target.shape)
-        return backend.total(losses, len(losses) if reduction == "mean" else 1)
+        return backend.total(losses, float(len(losses)) if reduction == "mean" else 1.0)
 
     @staticmethod
     def backward(ctx, grad):
@@ -128,7 +128,7 @@ class CrossEntropy(Function):
         # all (over N for the mean); a new array each time, as a retained graph may run it again
         per_row, grad = ctx.reduction == "none", np.asarray(grad)   # an op may hand a NumPy scalar
         dz = backend.scale_rows(ctx.dlogits, grad.reshape(-1) if per_row else grad,
-                                len(ctx.dlogits) if ctx.reduction == "mean" else 1)
+                                float(len(ctx.dlogits)) if ctx.reduction == "mean" else 1.0)
         return (dz.reshape(ctx.shape),)
 
 
