@@ -5,6 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_random_graphs import ALL_OPS, MOSTLY_SUMS, make_inputs, programs, run
 
 import tinygrad_edu as tg
 import tinygrad_edu.nn.functional as F
@@ -555,3 +558,39 @@ def test_on_the_numpy_backend_the_function_runs_eagerly_with_one_warning(rng):
             warnings.simplefilter("error")
             second = step(tg.ones(2, 3))
     assert first.item() == second.item() == model(tg.ones(2, 3)).sum().item()
+
+
+# --- random graphs ------------------------------------------------------------------------------------
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(programs(ALL_OPS), programs(MOSTLY_SUMS)))
+def test_random_graphs_replay_as_eager(program):
+    """test_random_graphs.py's programs (nodes and leaves used several times, broadcasting, rows
+    picked with repeats) as a training step: the leaves are parameters updated by SGD, an input
+    scales the loss. Five calls eagerly and jitted (a warm-up, two captures, two replays) must
+    leave the same losses, parameters and gradients, bit for bit."""
+    if "c" not in tg.backend.available():
+        pytest.skip("the C kernels are not built")
+    leaf_shapes, steps, seed = program
+    leaves, weights = make_inputs(leaf_shapes, steps, seed)
+    scales = [tg.tensor(np.array([s], np.float64)) for s in (1.0, 0.5, -2.0, 3.0, 0.25)]
+    results = []
+    with tg.backend.use("c"):
+        for wrap in (lambda f: f, tg.jit):
+            params = [tg.tensor(x, requires_grad=True) for x in leaves]
+            opt = optim.SGD(params, lr=0.01)
+
+            def step(scale):
+                opt.zero_grad()
+                loss = (run(tg, params, steps, weights) * scale).sum()
+                loss.backward()
+                opt.step()
+                return loss
+            step = wrap(step)
+            losses = [step(s).item() for s in scales]
+            results.append((losses, [(p.data.copy(), None if p.grad is None else p.grad.data.copy())
+                                     for p in params]))
+    (eager_losses, eager_params), (jit_losses, jit_params) = results
+    assert np.array_equal(eager_losses, jit_losses, equal_nan=True)
+    for (p1, g1), (p2, g2) in zip(eager_params, jit_params):
+        assert np.array_equal(p1, p2, equal_nan=True)
+        assert (g1 is None) == (g2 is None) and (g1 is None or np.array_equal(g1, g2, equal_nan=True))
