@@ -381,7 +381,7 @@ class Program:
             self._check_entry()
             for run in self._runs:
                 run.run()
-            return _rebuild(self.outputs, copy=True)
+            return _rebuild(self.outputs)
 
     def _check_entry(self):
         for leaf, expected in self.entry.items():
@@ -424,9 +424,7 @@ class _CRun:
         index, status = failed
         step = self.steps[index]
         if "cross_entropy" in step.kernel.__name__:
-            label, classes = self.table.failed_label(index, status)
-            raise IndexError(f"cross_entropy: target {label} is out of range for {classes} classes "
-                             f"(labels must be in 0..{classes - 1})")
+            raise backend.label_out_of_range(*self.table.failed_label(index, status))
         raise MemoryError(f"replaying {step.describe()}: the kernel could not allocate scratch memory")
 
 
@@ -472,7 +470,6 @@ class _State:
     puts the copy back; ``first_difference`` names the first part where two copies differ."""
 
     def __init__(self, program):
-        self.program = program
         optimizers = [s.work.args[0] for s in program.steps if isinstance(s, PythonStep)
                       and isinstance(s.work, functools.partial) and hasattr(s.work.args[0], "state")]
         params = dict.fromkeys(program.first_touch)
@@ -534,14 +531,14 @@ def _arrays_in(value):
 
 
 # --- the decorator -------------------------------------------------------------------------------
-def _rebuild(outputs, copy):
+def _rebuild(outputs):
     """The function's result with each Tensor made new (a copy of the captured array: a later
     replay overwrites that array, never a tensor the caller holds)."""
     if outputs is None:
         return None
     if isinstance(outputs, np.ndarray):
-        return Tensor._make(outputs.copy() if copy else outputs, False, None)
-    items = [_rebuild(o, copy) for o in outputs]
+        return Tensor._make(outputs.copy(), False, None)
+    items = [_rebuild(o) for o in outputs]
     return items if isinstance(outputs, list) else _same_kind_of_tuple(outputs, items)
 
 
@@ -580,7 +577,7 @@ class jit:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", "step")
-        self._captures = {}    # key -> [first capture's Program, or the checked one]
+        self._captures = {}    # key -> ("warm", None), ("first", its Program) or ("ready", the checked one)
         self.program = None    # the program last run (print it)
         self._warned = False
 
@@ -606,13 +603,13 @@ class jit:
                 self._captures[key] = ("warm", None)
                 return self.fn(*args)
         if state[0] == "warm":
-            program, result = self._capture(args, key, None)
+            program, result = self._capture(args, None)
             self._captures[key] = ("first", program)
             self.program = program
             return result
         first = state[1]
         before = _State(first)
-        program, result = self._capture(args, key, first)
+        program, result = self._capture(args, first)
         if first.signature() != program.signature():
             raise RuntimeError(self._difference(first, program))
         first.entry = program.entry   # what .grad must be on entry, as this call found it
@@ -666,7 +663,7 @@ class jit:
                 parts.append(("static", a))
         return tuple(parts)
 
-    def _capture(self, args, key, earlier):
+    def _capture(self, args, earlier):
         """Run the function eagerly on copies of the tensor arguments, recording the program.
         ``earlier`` is the program of the first capture, when this is the second."""
         inputs, call_args = [], []
@@ -694,7 +691,7 @@ class jit:
                 program.entry[leaf] = seen                 # added to: it must still be .grad
             elif on_entry is None:
                 program.entry[leaf] = None                 # adopted, and nothing cleared it
-        return program, _rebuild(program.outputs, copy=True)
+        return program, _rebuild(program.outputs)
 
     def _difference(self, first, second):
         a, b = first.signature(), second.signature()

@@ -302,10 +302,7 @@ def _accumulate_leaf(leaf, grad, recorder=None):
     if leaf.grad is None:
         flags = grad.flags
         if not (flags.c_contiguous and flags.writeable):   # a transposed or read-only view, say:
-            copy = grad.copy()                             # .grad is laid out as usual, writable
-            if recorder is not None:
-                recorder.python_call(np.ndarray.copy, (grad,), copy)
-            grad = copy
+            grad = grad.copy() if recorder is None else recorder.copied(grad)   # .grad as usual
         leaf.grad = Tensor._make(grad, False, None)
         if recorder is not None:
             recorder.leaf_grad(leaf, grad)

@@ -257,10 +257,15 @@ def cross_entropy(logits, target):
                          f"labels, got target of shape {target.shape}")
     losses, dlogits, bad = _selected.kernels.cross_entropy(logits, target)
     if bad >= 0:
-        n_classes = logits.shape[1]
-        raise IndexError(f"cross_entropy: target {target[bad]} is out of range for {n_classes} classes "
-                         f"(labels must be in 0..{n_classes - 1})")
+        raise label_out_of_range(target[bad], logits.shape[1])
     return losses, dlogits
+
+
+def label_out_of_range(label, n_classes):
+    """The IndexError for a cross-entropy label outside 0..n_classes-1 (here, and when a jitted
+    step's replay finds one)."""
+    return IndexError(f"cross_entropy: target {label} is out of range for {n_classes} classes "
+                      f"(labels must be in 0..{n_classes - 1})")
 
 
 def total(x, divisor=1):
