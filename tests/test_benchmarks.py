@@ -394,6 +394,20 @@ def test_training_step(benchmark, batch, impl):
 TURN, ROUNDS = 5, 200   # steps per turn and timed rounds in the interleaved benchmark
 
 
+def _turns(reference_step, our_step, reference_seconds):
+    """The untimed setup of a round in turns: the reference's turn, its last step timed into
+    ``reference_seconds``, then ours but one (the fixture times our last)."""
+    def turns():
+        for _ in range(TURN - 1):
+            reference_step()
+        start = time.perf_counter()
+        reference_step()
+        reference_seconds.append(time.perf_counter() - start)
+        for _ in range(TURN - 1):
+            our_step()
+    return turns
+
+
 @pytest.mark.benchmark(group="train-step-interleaved")
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_training_step_interleaved_with_torch(benchmark, batch):
@@ -406,15 +420,7 @@ def test_training_step_interleaved_with_torch(benchmark, batch):
     torch_step, torch_model = _torch_step(batch)
     step, mlp = _engine_step(batch)
     torch_seconds = []
-
-    def turns():   # untimed by the fixture: PyTorch's turn, its last step timed here, then ours but one
-        for _ in range(TURN - 1):
-            torch_step()
-        start = time.perf_counter()
-        torch_step()
-        torch_seconds.append(time.perf_counter() - start)
-        for _ in range(TURN - 1):
-            step()
+    turns = _turns(torch_step, step, torch_seconds)
 
     with backend.use("c"):
         step()         # correctness: one step each, from the same weights on the same batch
@@ -432,22 +438,10 @@ def test_jitted_step_interleaved_with_jax(benchmark, batch):
     the last step of each turn is timed; JAX's times go to extra_info."""
     if "c" not in backend.available():
         pytest.skip("C kernels not built")
-    jax_train, jax_state = _jax_trainer()
-    jax_batches = _batches(batch)
+    jax_step, jax_state = _jax_step(batch)
     step, mlp = _engine_step(batch, jitted=True)
     jax_seconds = []
-
-    def jax_step():
-        jax_train(*jax_batches())
-
-    def turns():
-        for _ in range(TURN - 1):
-            jax_step()
-        start = time.perf_counter()
-        jax_step()
-        jax_seconds.append(time.perf_counter() - start)
-        for _ in range(TURN - 1):
-            step()
+    turns = _turns(jax_step, step, jax_seconds)
 
     with backend.use("c"):
         for _ in range(3):   # the jit's warm-up and two capture calls; JAX traces on its first

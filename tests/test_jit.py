@@ -61,14 +61,20 @@ def twins(make_model, make_optimizer):
     return pairs
 
 
-def training_step(model, optimizer, loss_fn=nn.CrossEntropyLoss()):
-    def step(x, y):
+def minimizing(optimizer, loss_of):
+    """A training step: zero the gradients, ``loss_of(*inputs)``, backward, the optimizer's step;
+    returns the loss."""
+    def step(*inputs):
         optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_of(*inputs)
         loss.backward()
         optimizer.step()
         return loss
     return step
+
+
+def training_step(model, optimizer, loss_fn=nn.CrossEntropyLoss()):
+    return minimizing(optimizer, lambda x, y: loss_fn(model(x), y))
 
 
 def batches(rng, shape, sizes, classes=10):
@@ -148,16 +154,10 @@ def test_a_graph_with_reuse_and_broadcasting_replays_as_eager(c_backend, rng):
     results = []
     for wrap in (lambda f: f, tg.jit):
         w, b = make()
-        opt = optim.SGD([w, b], lr=0.1)
-
-        def step(x):
-            opt.zero_grad()
+        def loss_of(x):
             h = x @ w + b          # b broadcast over the rows
-            loss = (h * h).sum() + (h.tanh() * b).mean() + (w * w).sum()
-            loss.backward()
-            opt.step()
-            return loss
-        step = wrap(step)
+            return (h * h).sum() + (h.tanh() * b).mean() + (w * w).sum()
+        step = wrap(minimizing(optim.SGD([w, b], lr=0.1), loss_of))
         losses = [step(tg.tensor(np.full((2, 3), k, np.float32))).item() for k in (0.5, 1.0, -1.0, 2.0)]
         results.append((losses, w.data.copy(), b.data.copy(), w.grad.data.copy(), b.grad.data.copy()))
     for eager, replayed in zip(*results):
@@ -279,13 +279,7 @@ def test_tensors_changed_in_place_outside_the_model_are_changed_once_per_call(c_
 def test_gradients_of_zero_d_tensors_replay_as_eager(c_backend, rng):
     """NumPy makes scalars of 0-d results; the engine hands on arrays, which a replay can fill."""
     def make(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = nn.MSELoss()(model(x), x[:, :3]).sqrt() + (model(x).mean() - 1) ** 2
-            loss.backward()
-            opt.step()
-            return loss
-        return step
+        return minimizing(opt, lambda x, y: nn.MSELoss()(model(x), x[:, :3]).sqrt() + (model(x).mean() - 1) ** 2)
     (eager, m1), (jitted, m2) = eager_and_jitted(make, some_calls(rng))
     assert [t.item() for t in eager] == [t.item() for t in jitted]
     assert_same_state(m1, m2)
@@ -293,13 +287,7 @@ def test_gradients_of_zero_d_tensors_replay_as_eager(c_backend, rng):
 
 def test_a_linear_layer_on_a_transposed_batch_copies_it_on_every_replay(c_backend, rng):
     def make(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = (model(x.transpose(1, 2)) ** 2).mean()   # (2, 4, 6): not contiguous
-            loss.backward()
-            opt.step()
-            return loss
-        return step
+        return minimizing(opt, lambda x, y: (model(x.transpose(1, 2)) ** 2).mean())   # (2, 4, 6): not contiguous
     calls = [(tg.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32)), None) for _ in range(6)]
     (eager, m1), (jitted, m2) = eager_and_jitted(make, calls)
     assert [t.item() for t in eager] == [t.item() for t in jitted]
@@ -309,15 +297,8 @@ def test_a_linear_layer_on_a_transposed_batch_copies_it_on_every_replay(c_backen
 def test_a_parameter_that_takes_the_root_gradient_as_its_grad_replays_as_eager(c_backend, rng):
     def make(model, opt):
         model.s = nn.Parameter(np.full(1, 0.5, np.float32))
-        opt.add_param_group({"params": [model.s]})
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = model.s + nn.CrossEntropyLoss()(model(x), y).reshape(1) * model.s   # dL/dL is s's
-            loss.backward()
-            opt.step()
-            return loss
-        return step
+        opt.add_param_group({"params": [model.s]})   # dL/dL below is s's gradient
+        return minimizing(opt, lambda x, y: model.s + nn.CrossEntropyLoss()(model(x), y).reshape(1) * model.s)
     (eager, m1), (jitted, m2) = eager_and_jitted(make, some_calls(rng))
     assert [t.item() for t in eager] == [t.item() for t in jitted]
     assert_same_state(m1, m2)
@@ -362,20 +343,12 @@ def test_a_shape_that_depends_on_values_raises_on_replay(c_backend):
 
 @pytest.mark.parametrize("change", ["float", "freeze"])
 def test_a_parameter_replaced_or_frozen_after_the_capture_is_noticed_and_captured_again(c_backend, rng, change):
-    def make(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = nn.CrossEntropyLoss()(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return step
     calls = some_calls(rng, n=9)
     runs = []
     for wrap in (lambda f: f, tg.jit):
         tg.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-        step = wrap(make(model, optim.SGD(model.parameters(), lr=0.1)))
+        step = wrap(training_step(model, optim.SGD(model.parameters(), lr=0.1)))
         for i, args in enumerate(calls):
             if i == 5:   # after the capture: .data rebound (model.float() copies), or frozen
                 model.float() if change == "float" else model[0].requires_grad_(False)
@@ -577,15 +550,8 @@ def test_random_graphs_replay_as_eager(program):
     with tg.backend.use("c"):
         for wrap in (lambda f: f, tg.jit):
             params = [tg.tensor(x, requires_grad=True) for x in leaves]
-            opt = optim.SGD(params, lr=0.01)
-
-            def step(scale):
-                opt.zero_grad()
-                loss = (run(tg, params, steps, weights) * scale).sum()
-                loss.backward()
-                opt.step()
-                return loss
-            step = wrap(step)
+            step = wrap(minimizing(optim.SGD(params, lr=0.01),
+                                   lambda scale: (run(tg, params, steps, weights) * scale).sum()))
             losses = [step(s).item() for s in scales]
             results.append((losses, [(p.data.copy(), None if p.grad is None else p.grad.data.copy())
                                      for p in params]))
