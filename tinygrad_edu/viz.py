@@ -304,8 +304,17 @@ def _layout(nodes, links):
         sugiyama = SugiyamaLayout(component)
         sugiyama.xspace, sugiyama.yspace = 14, 26
         sugiyama.route_edge = route_with_lines
-        sugiyama.init_all(roots=[v for v in component.sV if not v.e_in()])
-        sugiyama.draw(3)
+        sugiyama.init_all(roots=[v for v in component.sV if not v.e_in()], optimize=True)
+        for _ in range(3):   # sweeps up and down the layers, reordering them to cut crossings
+            for _ in sugiyama.ordering_step():
+                pass
+        sugiyama.setxy()
+        for layer in sugiyama.layers:   # setxy averages four placements, which can overlap
+            views = sorted((v.view for v in layer), key=lambda view: view.xy[0])
+            for before, view in zip(views, views[1:]):
+                least = before.xy[0] + (before.w + view.w) / 2 + sugiyama.xspace
+                view.xy = (max(view.xy[0], least), view.xy[1])
+        sugiyama.draw_edges()
         views = [v.view for v in component.sV]
         shift = left - min(v.xy[0] - v.w / 2 for v in views)
         for v in views:
@@ -350,8 +359,8 @@ def _figure(nodes, links, groups):
     for name, (fx0, fy0, fx1, fy1) in frames.items():
         ax.add_patch(Rectangle((fx0, fy0), fx1 - fx0, fy1 - fy0, facecolor="#f5f3ff",
                                edgecolor="#7c3aed", linestyle="--", linewidth=0.8, zorder=0))
-        ax.text(fx0 + 4, fy0 + 3, _module_label(name, groups[name]), family="monospace",
-                fontsize=FONT, color="#5b21b6", weight="bold", va="top", zorder=0)
+        ax.text(fx1 - 4, fy0 + 3, _module_label(name, groups[name]), family="monospace",   # right:
+                fontsize=FONT, color="#5b21b6", weight="bold", ha="right", va="top", zorder=0)   # edges come in left
     for points in routes.values():
         ax.add_patch(FancyArrowPatch(path=MplPath(points), arrowstyle="-|>", mutation_scale=8,
                                      linewidth=0.8, color="#4b5563", zorder=1))
