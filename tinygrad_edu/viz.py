@@ -387,7 +387,7 @@ class GraphDrawing:
     """A drawn computation graph. Jupyter shows it (``_repr_svg_``); ``save(path)`` writes
     ``.svg`` or ``.png`` by the suffix; ``to_dot()`` gives the same graph in Graphviz's language."""
 
-    MAX_PNG_PIXELS = 12000   # the long side of a PNG; a huge graph gets a lower resolution
+    MAX_PNG_PIXELS = 8000   # the long side of a PNG; a huge graph gets a lower resolution
 
     def __init__(self, nodes, links, groups):
         self.nodes, self.links, self.groups = nodes, links, groups
