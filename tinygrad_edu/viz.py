@@ -46,7 +46,7 @@ RULE_WIDTH = 36          # characters per line of a derivative rule
 
 STYLES = {   # kind: (fill colour, legend entry)
     "input": ("#dbeafe", "input (no grad)"), "parameter": ("#ede9fe", "parameter / leaf"),
-    "tensor": ("#ffffff", "intermediate"), "root": ("#fce7f3", "root (loss)"),
+    "tensor": ("#ffffff", "intermediate"), "root": ("#fce7f3", "loss (the root)"),
     "op": ("#f3f4f6", "op: derivative rule"), "module": ("#ddd6fe", "module (collapsed)"),
 }
 VERDICTS = {"agree": "#86efac", "close": "#fcd34d", "wrong": "#fca5a5", "no grad": "#e5e7eb"}
@@ -111,10 +111,11 @@ class Node:
 def _walk(root):
     """Every tensor and op reachable from ``root``, and the edges input -> op -> output.
 
-    An explicit stack, not recursion: a graph 10,000 ops deep must not hit the recursion limit."""
+    An explicit stack, not recursion: a graph 10,000 ops deep must not hit the recursion limit.
+    Tensors and ops are known by themselves (both hash by identity), as dict keys and in sets."""
     if isinstance(root._ctx, _FreedGraph):
         raise RuntimeError(_FREED_MESSAGE)
-    tensors, functions, edges, seen = [root], [], [], {id(root)}
+    tensors, functions, edges, seen = [root], [], [], {root}
     stack = [root]
     while stack:
         t = stack.pop()
@@ -127,8 +128,8 @@ def _walk(root):
         edges.append((fn, t))
         for parent in fn.parents:
             edges.append((parent, fn))
-            if id(parent) not in seen:
-                seen.add(id(parent))
+            if parent not in seen:
+                seen.add(parent)
                 tensors.append(parent)
                 stack.append(parent)
     return tensors, functions, edges
@@ -158,7 +159,8 @@ def _tensor_node(key, t, is_root, name, hand):
         kind = "tensor"
     else:
         kind = "parameter" if name or t.requires_grad else "input"
-    title = name or {"root": "root", "parameter": "leaf", "input": "input"}.get(kind, "")
+    root_title = "loss" if t.data.size == 1 else "output"
+    title = name or {"root": root_title, "parameter": "leaf", "input": "input"}.get(kind, "")
     lines = [f"{title} {tuple(t.shape)} {t.dtype}".strip(), "data " + _summary(t.data)]
     if t.grad is not None:
         lines.append("grad " + _summary(t.grad.data))
@@ -223,21 +225,20 @@ def build_nodes(root, model=None, compare=None, collapse=None):
     params = dict(model.named_parameters()) if model is not None else {}
     modules = dict(model.named_modules()) if model is not None else {}
     hands = _match_compare(compare, params) if compare else {}
-    name_of = {id(p): n for n, p in params.items()}
-    group_of = {id(p): n.rpartition(".")[0] or None for n, p in params.items()}
+    name_of = {p: n for n, p in params.items()}   # tensors and ops are keys by identity
+    group_of = {p: n.rpartition(".")[0] or None for n, p in params.items()}
     for fn in functions:   # an op and its output join the one module whose parameters it reads
-        owners = {group_of.get(id(p)) for p in fn.parents if id(p) in name_of}
+        owners = {group_of.get(p) for p in fn.parents if p in name_of}
         if len(owners) == 1:
-            group_of[id(fn)] = owners.pop()
+            group_of[fn] = owners.pop()
     for fn, out in (e for e in edges if isinstance(e[1], Tensor)):
-        if out is not root and id(fn) in group_of:
-            group_of[id(out)] = group_of[id(fn)]
-    key = {id(x): f"{'t' if isinstance(x, Tensor) else 'f'}{i}"
-           for i, x in enumerate(tensors + functions)}
-    nodes = [_tensor_node(key[id(t)], t, t is root, name_of.get(id(t)), hands.get(name_of.get(id(t))))
-             for t in tensors] + [_op_node(key[id(fn)], fn) for fn in functions]
+        if out is not root and fn in group_of:
+            group_of[out] = group_of[fn]
+    key = {x: f"{'t' if isinstance(x, Tensor) else 'f'}{i}" for i, x in enumerate(tensors + functions)}
+    nodes = [_tensor_node(key[t], t, t is root, name_of.get(t), hands.get(name_of.get(t)))
+             for t in tensors] + [_op_node(key[fn], fn) for fn in functions]
     for node, x in zip(nodes, tensors + functions):
-        node.group = group_of.get(id(x))
+        node.group = group_of.get(x)
     if collapse is None:
         collapse = len(nodes) > COLLAPSE_ABOVE
     if collapse is True:
@@ -262,7 +263,7 @@ def build_nodes(root, model=None, compare=None, collapse=None):
         nodes.append(Node("m:" + name, "module", lines, verdict=worst))
     links = {}   # an ordered set of (from, to) keys
     for a, b in edges:
-        a, b = key[id(a)], key[id(b)]
+        a, b = key[a], key[b]
         a, b = into.get(a, a), into.get(b, b)
         if a != b:
             links[a, b] = None
