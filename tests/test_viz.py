@@ -140,6 +140,10 @@ def test_lecture_mlp_collapsed_and_expanded(rng):
                        "fc4: Linear(128, 64)", "fc5: Linear(64, 10)"]
     assert set(modules) <= set(svg_texts(collapsed))
     assert not any("fc1.weight" in t for t in svg_texts(collapsed))
+    assert not any("grad norm" in t for t in svg_texts(collapsed))   # before backward
+    loss.backward(retain_graph=True)
+    norm = np.linalg.norm(model.fc3.weight.grad.data)
+    assert f"weight.grad norm {norm:.3g}" in svg_texts(draw_graph(loss, model=model, collapse=["fc3"]))
     expanded = draw_graph(loss, model=model, collapse=False)
     texts = svg_texts(expanded)
     assert "fc1.weight (512, 784) float32" in texts and "fc5.bias (10,) float32" in texts

@@ -257,6 +257,9 @@ def build_nodes(root, model=None, compare=None, collapse=None):
     for name, members in merged.items():
         verdicts = [n.verdict for n in members if n.verdict]
         lines = [_module_label(name, modules[name])]
+        lines += [f"{p_name[len(name) + 1:]}.grad norm {np.linalg.norm(p.grad.data):.3g}"
+                  for p_name, p in params.items()   # how much gradient reached the module
+                  if p_name.startswith(name + ".") and p.grad is not None]
         worst = max(verdicts, key=list(VERDICTS).index) if verdicts else None
         if worst:   # the worst verdict among its compared parameters
             lines.append(f"hand gradients: {worst}")
