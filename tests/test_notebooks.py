@@ -101,12 +101,12 @@ def run_notebook(name, overrides, workdir, setup="", last_cell=""):
 
 
 def outputs_of(nb):
-    """(all the text the notebook printed or returned, the MIME types of everything it displayed,
+    """(all the text the notebook printed or showed, the MIME types of everything it displayed,
     one per output: a figure shown twice counts twice)."""
     text, mime_types = [], []
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            if output.output_type == "stream":
+            if output.output_type == "stream" and output.name == "stdout":   # stderr: warnings, bars
                 text.append(output.text)
             elif output.output_type in ("display_data", "execute_result"):
                 mime_types.extend(output.data)
