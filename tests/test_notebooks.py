@@ -20,15 +20,14 @@ import math
 import os
 import re
 
+import nbclient   # the test extra's, as is ipykernel (the kernel they run on)
+import nbformat
 import numpy as np
 import pytest
 
 from conftest import MNIST_FILES, REPO
 from test_data import write_idx
 from test_lecture import synthetic_digits
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 300      # seconds for one cell: a hang guard (the slowest takes ~10 s here)
