@@ -241,7 +241,7 @@ def _fetch(url, out, timeout, deadline, chunk=1 << 16):
     not complete ``deadline`` seconds after the start; an error writing ``out`` (a full disk)
     propagates as it is. ``timeout`` bounds each wait for the server (to connect, for each piece).
     """
-    from tqdm import tqdm  # imported here: only downloads need it
+    from tqdm.auto import tqdm  # imported here: only downloads need it; auto: a widget in Jupyter
 
     give_up = time.monotonic() + deadline
     try:
