@@ -168,14 +168,22 @@ def test_gradients_a_hook_kept_or_returned_do_not_change_in_later_backwards():
     """The walk adds into a leaf's .grad in place: a gradient a hook kept, or a tensor it
     returned, must not become that .grad (Add hands its gradient on as it is, to both inputs)."""
     x, b = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([0.0, 0.0], requires_grad=True)
-    kept, returned = [], []
-    s = x * 2.0 + b                       # b's gradient is s's gradient, the same array
+    kept = []
+    s = b + x * 2.0                       # b's gradient is s's gradient, the same array
     s.register_hook(kept.append)
+    for _ in range(3):
+        s.sum().backward(retain_graph=True)
+    np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])
+    for t in kept:
+        np.testing.assert_array_equal(t.numpy(), [1.0, 1.0])
+
+    returned = []
+    b.grad = None
     b.register_hook(lambda g: returned.append(g * 1.0) or returned[-1])
     for _ in range(3):
         s.sum().backward(retain_graph=True)
     np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])
-    for t in kept + returned:
+    for t in returned:
         np.testing.assert_array_equal(t.numpy(), [1.0, 1.0])
 
 
