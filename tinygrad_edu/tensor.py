@@ -426,18 +426,6 @@ def _run_tensor_hooks(tensor, grad):
     return grad
 
 
-def _add_pending(pending, key, g, recorder):
-    """Add gradient ``g`` to ``pending[key]``, a gradient still being summed: into a new array, as
-    the one there may be a view that another gradient shares."""
-    if key in pending:
-        total = np.add(pending[key], g, out=np.empty(g.shape, g.dtype))
-        if recorder is not None:
-            recorder.gradients_summed(pending[key], g, total)
-        pending[key] = total
-    else:
-        pending[key] = g
-
-
 def backward(root, gradient, retain_graph=False):
     """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf.
 
@@ -447,8 +435,9 @@ def backward(root, gradient, retain_graph=False):
     a leaf's ``.grad``, or the pending gradient of an inner node.
     """
     recorder = _capture.recorder   # None unless tinygrad_edu.jit is capturing this step
-    grads = {root._ctx: gradient}   # dL/dnode of the nodes still to walk, keyed by their grad_fn
-    hooked_leaves = {}   # dL/dleaf of leaves with hooks, summed until the walk ends, by leaf
+    # dL/dnode of the nodes still to walk, keyed by their grad_fn; and dL/dleaf of the leaves with
+    # hooks, keyed by the leaf, summed over its uses until the walk ends (when only they are left)
+    grads = {root._ctx: gradient}
     for node in reversed(_topological_order(root)):
         ctx = node._ctx
         grad = grads.pop(ctx, None)             # dL/dnode, summed over all its uses
@@ -469,16 +458,22 @@ def backward(root, gradient, retain_graph=False):
         for parent, g in zip(ctx.parents, input_grads):
             if g is None:
                 continue
-            if parent._ctx is None:
-                if parent._hooks is not None and parent._hooks.functions:   # hooks see the sum
-                    _add_pending(hooked_leaves, parent, g, recorder)
+            key = parent._ctx
+            if key is None:
+                if parent._hooks is None or not parent._hooks.functions:
+                    if recorder is not None and _shares_memory(g, [gradient]):
+                        g = recorder.copied(g)   # dL/droot is a constant of the program: never .grad
+                    _accumulate_leaf(parent, g, recorder)     # a leaf: .grad += g
                     continue
-                if recorder is not None and _shares_memory(g, [gradient]):
-                    g = recorder.copied(g)   # dL/droot is a constant of the program: never .grad
-                _accumulate_leaf(parent, g, recorder)         # a leaf: .grad += g
-            else:                                             # a node used twice: add them up
-                _add_pending(grads, parent._ctx, g, recorder)
-    for leaf, g in hooked_leaves.items():   # complete now: every node was walked
+                key = parent                                  # a leaf whose hooks see the sum
+            if key in grads:                                  # used twice: add them up
+                total = np.add(grads[key], g, out=np.empty(g.shape, g.dtype))
+                if recorder is not None:
+                    recorder.gradients_summed(grads[key], g, total)
+                grads[key] = total
+            else:
+                grads[key] = g
+    for leaf, g in grads.items():   # leaves with hooks, their gradients complete: all was walked
         _accumulate_leaf(leaf, _run_tensor_hooks(leaf, g))   # (under a jit's capture: raises)
 
 
