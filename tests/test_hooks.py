@@ -330,3 +330,19 @@ def test_a_jitted_step_runs_once_its_hooks_are_removed(rng):
             handle.remove()
         losses = [step(*batch).item() for _ in range(4)]
         assert losses[-1] < losses[0]
+
+
+@needs_c
+@pytest.mark.parametrize("add_hook", HOOKS.values(), ids=HOOKS.keys())
+def test_a_hook_added_after_the_capture_is_not_skipped_by_the_replays(rng, add_hook):
+    """A replay runs kernels, not Python: a hook added once the step was captured makes the jit
+    capture it again, which refuses it, rather than replay without it."""
+    with tg.backend.use("c"):
+        model, step, batch = jitted_mlp_step(rng)
+        for _ in range(4):
+            step(*batch)
+        assert step.program is not None   # captured, checked, replayed
+        add_hook(model)
+        with pytest.raises(RuntimeError, match="hooks do not run inside tinygrad_edu.jit"):
+            for _ in range(3):
+                step(*batch)

@@ -23,7 +23,6 @@ How a gradient travels from the loss to a weight
 
 import contextlib
 import functools
-import itertools
 import threading
 
 import numpy as np
@@ -349,10 +348,13 @@ class RemovableHandle:
     """What ``register_hook`` and a Module's ``register_*_hook`` return: ``handle.remove()`` takes
     the hook off again, as does leaving ``with handle:``. Removing twice is harmless."""
 
-    _ids = itertools.count()   # one key per hook, so removing one hook never removes another
+    # How many hooks were ever registered: each one's key (removing one never removes another),
+    # and what tells tinygrad_edu.jit that a hook came after it captured a step
+    issued = 0
 
     def __init__(self, hooks):
-        self.hooks_dict, self.id = hooks, next(RemovableHandle._ids)
+        RemovableHandle.issued += 1
+        self.hooks_dict, self.id = hooks, RemovableHandle.issued
 
     def remove(self):
         self.hooks_dict.pop(self.id, None)
