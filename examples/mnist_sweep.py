@@ -10,6 +10,12 @@ saved at once (out/runs/*.json, written atomically), so an interrupted sweep pic
 stopped when started again with the same flags. At the end it writes sweep.png, results.csv and
 results.json to --out.
 
+Why does accuracy change with depth? After every epoch each run also measures, on a fixed probe
+batch (the first 1,000 training images), how the gradient flows through the layers: the norm of
+each Linear layer's weight gradient, and the mean output and the fraction of dead units (0 on
+every probe image) of each hidden layer's ReLU. They are in every run's JSON and in results.json,
+and sweep.png draws them below the accuracy.
+
 Ctrl-C and SIGTERM stop the sweep at once, keeping the finished runs; the workers end with the
 sweep however it ends (kill -9 included), and a worker killed on its own (out of memory) ends the
 sweep with one line. A second sweep on the same --out refuses to start (on Linux and macOS).
@@ -40,6 +46,7 @@ except ImportError:   # Windows
     fcntl = None
 
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
+PROBE_IMAGES = 1000   # the first training images: the fixed batch gradient flow is measured on
 
 
 def layer_count(text):
@@ -87,7 +94,9 @@ def run_configs(args):
     return runs
 
 
-RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend")
+# per epoch, one number per Linear layer (the first) or per hidden layer (the others); see gradient_flow
+FLOW_FIELDS = ("weight_grad_norm", "hidden_mean_activation", "dead_relu_fraction")
+RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend", *FLOW_FIELDS)
 
 
 def read_run_file(path, config):
@@ -112,6 +121,14 @@ def read_run_file(path, config):
             and all(isinstance(a, (int, float)) for a in accuracies)
             and result["final_test_accuracy"] == accuracies[-1]):
         return None, f"has {config['epochs']} epoch(s) but test accuracies {accuracies!r}"
+    for field in FLOW_FIELDS:
+        per_layer = config["layers"] - (field != "weight_grad_norm")   # Linear layers, or hidden ones
+        values = result[field]
+        if not (isinstance(values, list) and len(values) == config["epochs"]
+                and all(isinstance(epoch, list) and len(epoch) == per_layer
+                        and all(isinstance(v, (int, float)) for v in epoch) for epoch in values)):
+            return None, (f"has {config['epochs']} epoch(s) of {per_layer} layer(s) but {field} "
+                          f"{values!r}")
     return result, None
 
 
@@ -131,6 +148,27 @@ def load_finished(run_dir, config):
 
 
 # --- one training run ----------------------------------------------------------------------------
+def gradient_flow(model, criterion, images, labels):
+    """How the gradient and the activations flow through ``model`` (``common.make_mlp``'s MLP) on
+    one batch, computed eagerly: per Linear layer, the norm of dL/dweight; per hidden layer, the
+    mean of its ReLU's output and the fraction of its units that are 0 on every image (dead: they
+    pass no gradient back, whatever the image). The activations come from a forward hook on the
+    MLP's ReLU, one module that forward calls once per hidden layer, in order. No optimizer step,
+    and the parameters' ``.grad`` are put back as they were: training goes on exactly as without
+    the probe."""
+    activations = []
+    kept_grads = [p.grad for p in model.parameters()]
+    model.zero_grad()
+    with model.relu.register_forward_hook(lambda relu, args, out: activations.append(out.detach().numpy())):
+        criterion(model(images), labels).backward()
+    norms = [float(np.linalg.norm(layer.weight.grad.numpy())) for layer in model.l_layers]
+    for p, grad in zip(model.parameters(), kept_grads):
+        p.grad = grad
+    return dict(weight_grad_norm=norms,
+                hidden_mean_activation=[float(a.mean()) for a in activations],
+                dead_relu_fraction=[float((a == 0).all(axis=0).mean()) for a in activations])
+
+
 def train_run(config, data_dir, run_dir, report, jit=True):
     """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``), save the result
     atomically and return it. ``jit``: the training step through tinygrad_edu.jit (the same
@@ -143,33 +181,38 @@ def train_run(config, data_dir, run_dir, report, jit=True):
     torch.manual_seed(config["seed"])
     train_loader = DataLoader(train_data, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     test_loader = DataLoader(test_data, batch_size=1000)
+    probe = next(iter(DataLoader(train_data, batch_size=PROBE_IMAGES)))   # the same images every epoch
     model = common.make_mlp(nn, config["hidden_units"])
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=config["lr"])
 
     step = common.compiled_step(torch, model, criterion, optimizer) if jit else None
     start, accuracies, train_loss = time.perf_counter(), [], float("nan")
+    flow = {field: [] for field in FLOW_FIELDS}
     for epoch in range(config["epochs"]):
         train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0,
                                         step=step)
         correct, total = common.evaluate(torch, model, test_loader)
         accuracies.append(correct / total)
+        for field, values in gradient_flow(model, criterion, *probe).items():
+            flow[field].append(values)
         report(config["key"], epoch + 1, accuracies[-1])
     result = dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
                   final_test_accuracy=accuracies[-1], seconds=common.seconds_since(start),
-                  backend=torch.backend.name())
+                  backend=torch.backend.name(), **flow)
     atomic_write_text(run_dir / f"{config['key']}.json", json.dumps(result, indent=2))
     return result
 
 
 # --- reporting ------------------------------------------------------------------------------------
 class Progress:
-    """A tqdm bar over all epochs on a terminal; plain lines (one per epoch) otherwise."""
+    """A tqdm bar over all epochs on a terminal or in a notebook (tqdm.auto draws it as a widget
+    there); plain lines (one per epoch) otherwise, such as in a log file."""
 
     def __init__(self, total_epochs):
         self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
+        if sys.stderr.isatty() or "ipykernel" in sys.modules:
+            from tqdm.auto import tqdm
             self.bar = tqdm(total=total_epochs, unit="epoch", desc="sweep")
 
     def epoch_done(self, key, epoch, accuracy):
@@ -207,14 +250,16 @@ def plot(results, path):
 
 
 def sweep_figure(results):
-    """Accuracy against depth, and per epoch; a --quick run says so in its title. On a Figure of
-    its own (not pyplot's), so calling main() in a notebook leaves its backend and figures alone."""
+    """Accuracy against depth, and per epoch (top); below, the gradient flow after the last
+    epoch: each Linear layer's weight-gradient norm and each hidden layer's dead-ReLU fraction,
+    one line per depth (means over seeds). A --quick run says so in its title. On a Figure of its
+    own (not pyplot's), so calling main() in a notebook leaves its backend and figures alone."""
     from matplotlib.figure import Figure
 
     depths = sorted({r["layers"] for r in results})
     final = {d: np.array([r["final_test_accuracy"] for r in results if r["layers"] == d]) for d in depths}
-    fig = Figure(figsize=(11, 4.2))
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(11, 8.4))
+    (left, right), (grads, dead) = fig.subplots(2, 2)
     means = [final[d].mean() for d in depths]
     stds = [final[d].std(ddof=1) if len(final[d]) > 1 else 0.0 for d in depths]
     n_seeds = max(len(v) for v in final.values())
@@ -234,11 +279,41 @@ def sweep_figure(results):
     right.set_xticks(epochs)
     right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
     right.legend(loc="lower right")
+    draw_gradient_flow(grads, dead, results, depths)
     if any(r["quick"] for r in results):
         fig.suptitle(f"quick run (--quick): {QUICK_TRAIN} training and {QUICK_TEST} test images, "
                      f"{results[0]['epochs']} epoch(s), not the lecture's settings", color="tab:red")
     fig.tight_layout()
     return fig
+
+
+def draw_gradient_flow(grads, dead, results, depths):
+    """The bottom panels of ``sweep_figure``: per depth, the last epoch's weight-gradient norm of
+    each Linear layer (log scale: they span decades) and dead-ReLU fraction of each hidden layer,
+    averaged over seeds; one colour per depth, as in the accuracy-per-epoch panel."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    for d in depths:
+        runs = [r for r in results if r["layers"] == d]
+        norms = np.mean([r["weight_grad_norm"][-1] for r in runs], axis=0)
+        line, = grads.plot(np.arange(1, d + 1), norms, marker="o", label=f"{d} layers")
+        if d > 1:
+            fractions = np.mean([r["dead_relu_fraction"][-1] for r in runs], axis=0)
+            dead.plot(np.arange(1, d), fractions, marker="o", color=line.get_color(), label=f"{d} layers")
+    grads.set_yscale("log")   # ticks labelled 0.1, 0.2, 0.3, 0.5, 1 (not 3 x 10^-1): a decade or two show
+    grads.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
+    for set_formatter in (grads.yaxis.set_major_formatter, grads.yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%g"))
+    grads.set_xticks(range(1, max(depths) + 1))
+    grads.set(xlabel="Linear layer (1 = next to the input)", ylabel="‖dL/dW‖ on the probe batch",
+              title="weight-gradient norm per layer, after the last epoch")
+    grads.legend(loc="best")
+    dead.set_xticks(range(1, max(depths)))
+    dead.set_ylim(bottom=0)
+    dead.set(xlabel="hidden layer", ylabel="fraction of units 0 on every probe image",
+             title=f"dead ReLUs per hidden layer ({PROBE_IMAGES} training images)")
+    if max(depths) > 1:
+        dead.legend(loc="best")
 
 
 def summary_table(results):

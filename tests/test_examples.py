@@ -348,6 +348,10 @@ def test_sweep_quick_writes_png_csv_json(tmp_path, mnist_root):
         assert len(r["test_accuracy"]) == 1 and 0.1 < r["final_test_accuracy"] <= 1
         assert r["backend"] in ("c", "numpy") and r["seconds"] > 0
     assert results[0]["final_test_accuracy"] > 0.75   # 2 layers learn fast even on a fifth of the data
+    for r in results:   # one epoch of gradient flow: a norm per Linear layer, two numbers per hidden one
+        (norms,), (means,), (dead,) = (r[field] for field in mnist_sweep.FLOW_FIELDS)
+        assert len(norms) == r["layers"] and len(means) == len(dead) == r["layers"] - 1
+        assert all(n > 0 for n in norms) and all(m > 0 for m in means) and all(0 <= f < 1 for f in dead)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("layers,hidden_units,seed") and len(csv_lines) == 5
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
@@ -359,8 +363,12 @@ def quick_configs(tmp_path, *flags):
 
 def fake_result(config, accuracy=0.5):
     """A finished run's file as the sweep writes it, with made-up numbers."""
-    return dict(config, final_train_loss=0.4, test_accuracy=[accuracy] * config["epochs"],
-                final_test_accuracy=accuracy, seconds=1.0, backend="numpy")
+    epochs, layers = config["epochs"], config["layers"]
+    return dict(config, final_train_loss=0.4, test_accuracy=[accuracy] * epochs,
+                final_test_accuracy=accuracy, seconds=1.0, backend="numpy",
+                weight_grad_norm=[[0.1 * (i + 1) for i in range(layers)]] * epochs,
+                hidden_mean_activation=[[0.5] * (layers - 1)] * epochs,
+                dead_relu_fraction=[[0.01 * i for i in range(layers - 1)]] * epochs)
 
 
 @pytest.mark.parametrize("make_text, reason", [
@@ -369,6 +377,12 @@ def fake_result(config, accuracy=0.5):
     (lambda own, other: json.dumps(fake_result(own))[:40], "is not valid JSON"),
     (lambda own, other: "[1, 2]", "holds a JSON list"),
     (lambda own, other: json.dumps(dict(fake_result(own), test_accuracy=[0.5, 0.6])), "test accuracies"),
+    (lambda own, other: json.dumps({k: v for k, v in fake_result(own).items() if k != "dead_relu_fraction"}),
+     "lacks the field(s) dead_relu_fraction"),   # a run file from before the probe: trained again
+    (lambda own, other: json.dumps(dict(fake_result(own), weight_grad_norm=[[0.1]])),
+     "has 1 epoch(s) of 2 layer(s) but weight_grad_norm [[0.1]]"),
+    (lambda own, other: json.dumps(dict(fake_result(own), dead_relu_fraction=[["none"]])),
+     "has 1 epoch(s) of 1 layer(s) but dead_relu_fraction"),
 ])
 def test_sweep_moves_aside_a_run_file_that_is_not_the_runs_result(tmp_path, capsys, make_text, reason):
     own, other = quick_configs(tmp_path, "--layers", "2", "3")
@@ -403,6 +417,54 @@ def test_quick_sweep_has_its_own_default_folder_and_says_quick_in_its_figure(tmp
     assert "quick run (--quick): 12000 training and 2000 test images, 1 epoch(s)" in \
         mnist_sweep.sweep_figure(quick).get_suptitle()
     assert mnist_sweep.sweep_figure(real).get_suptitle() == ""
+
+
+def test_sweep_figure_draws_gradient_flow_per_layer_and_depth_below_the_accuracy(tmp_path):
+    results = [fake_result(config) for config in quick_configs(tmp_path, "--layers", "1", "3", "5", "--seeds", "2")]
+    results[-1] = dict(results[-1], weight_grad_norm=[[0.01, 0.02, 0.03, 0.04, 0.05]])   # seeds are averaged
+    fig = mnist_sweep.sweep_figure(results)
+    accuracy, per_epoch, grads, dead = fig.axes
+    assert "accuracy vs depth" in accuracy.get_title() and "per epoch" in per_epoch.get_title()
+    assert grads.get_yscale() == "log" and "gradient norm" in grads.get_title()
+    assert [line.get_label() for line in grads.get_lines()] == ["1 layers", "3 layers", "5 layers"]
+    assert [list(line.get_xdata()) for line in grads.get_lines()] == [[1], [1, 2, 3], [1, 2, 3, 4, 5]]
+    np.testing.assert_allclose(grads.get_lines()[2].get_ydata(), [0.055, 0.11, 0.165, 0.22, 0.275])
+    assert "dead ReLUs" in dead.get_title()
+    assert [line.get_label() for line in dead.get_lines()] == ["3 layers", "5 layers"]   # 1 layer: no ReLU
+    np.testing.assert_allclose(dead.get_lines()[1].get_ydata(), [0, 0.01, 0.02, 0.03])
+    assert [line.get_color() for line in dead.get_lines()] == [line.get_color() for line in grads.get_lines()[1:]]
+
+
+def test_gradient_flow_measures_the_probe_and_leaves_the_weights_gradients_alone(rng):
+    import tinygrad_edu as tg
+    from tinygrad_edu import nn
+    tg.manual_seed(0)
+    model = common.make_mlp(nn, [6, 5], in_dim=4, out_dim=3)
+    first, second = model.l_layers[0], model.l_layers[1]
+    with tg.no_grad():
+        first.bias.data[2] = -100.0   # unit 2 of hidden layer 1: 0 on every image, a dead ReLU
+    images = tg.tensor(rng.random((8, 4), dtype=np.float32))
+    labels = tg.tensor(rng.integers(0, 3, 8))
+    criterion = nn.CrossEntropyLoss()
+    criterion(model(images), labels).backward()   # the training loop's last step left these
+    kept = [p.grad for p in model.parameters()]
+    kept_values = [g.numpy().copy() for g in kept]
+
+    flow = mnist_sweep.gradient_flow(model, criterion, images, labels)
+
+    assert [p.grad for p in model.parameters()] == kept   # the very same tensors, unchanged
+    for g, values in zip(kept, kept_values):
+        np.testing.assert_array_equal(g.numpy(), values)
+    hidden1 = np.maximum(images.numpy() @ first.weight.data.T + first.bias.data, 0)
+    hidden2 = np.maximum(hidden1 @ second.weight.data.T + second.bias.data, 0)
+    np.testing.assert_allclose(flow["hidden_mean_activation"], [hidden1.mean(), hidden2.mean()], rtol=1e-5)
+    assert flow["dead_relu_fraction"] == [(hidden1 == 0).all(axis=0).mean(), (hidden2 == 0).all(axis=0).mean()]
+    assert flow["dead_relu_fraction"][0] >= 1 / 6
+    model.zero_grad()
+    criterion(model(images), labels).backward()   # the same loss, without hooks: the same gradients
+    np.testing.assert_allclose(flow["weight_grad_norm"],
+                               [np.linalg.norm(layer.weight.grad.numpy()) for layer in model.l_layers], rtol=1e-6)
+    assert model.relu._forward_hooks == {}   # the probe's hook is gone
 
 
 def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):

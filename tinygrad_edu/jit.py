@@ -57,6 +57,9 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
 - Tensor arguments are inputs: their values are copied in at each call; they may not require
   gradients (close over the parameters instead). Other arguments are part of the key, as JAX's
   static arguments: a new value means a new capture.
+- Hooks (``register_hook``, ``retain_grad``, a Module's forward hooks) are Python: a capture
+  during which one would run raises, and a hook registered after a capture makes the next call
+  capture again. Compute such statistics outside the jitted function.
 - On the NumPy backend there is nothing to replay in C: the function runs eagerly (with a
   warning, once).
 """
@@ -71,8 +74,8 @@ import warnings
 import numpy as np
 
 from . import backend, fast, random
-from .tensor import (Tensor, _arithmetic_in_place, _capture, _input_gradients, _shares_memory,
-                     _zero_in_place, is_grad_enabled)
+from .tensor import (RemovableHandle, Tensor, _arithmetic_in_place, _capture, _input_gradients,
+                     _shares_memory, _zero_in_place, is_grad_enabled)
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -577,7 +580,8 @@ class jit:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.name = getattr(fn, "__name__", "step")
-        self._captures = {}    # key -> ("warm", None), ("first", its Program) or ("ready", the checked one)
+        self._captures = {}    # key -> ("warm", None), ("first", its Program) or ("ready", the
+        # checked one, RemovableHandle.issued then)
         self.program = None    # the program last run (print it)
         self._warned = False
 
@@ -596,6 +600,9 @@ class jit:
             self._captures[key] = ("warm", None)   # optimizer's buffers) is there from now on
             return self.fn(*args)
         if state[0] == "ready":
+            if state[2] != RemovableHandle.issued:   # a hook came since: the replays would skip it,
+                self._captures[key] = ("warm", None)   # so capture again (which refuses one that runs)
+                return self.fn(*args)
             self.program = state[1]
             try:
                 return state[1].replay([a for a in args if isinstance(a, Tensor)])
@@ -614,7 +621,7 @@ class jit:
             raise RuntimeError(self._difference(first, program))
         first.entry = program.entry   # what .grad must be on entry, as this call found it
         self._check(first, before, [a for a in args if isinstance(a, Tensor)], result)
-        self._captures[key] = ("ready", first)
+        self._captures[key] = ("ready", first, RemovableHandle.issued)
         self.program = first
         return result
 

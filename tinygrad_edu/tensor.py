@@ -13,7 +13,10 @@ How a gradient travels from the loss to a weight
    broadcasting is undone), then summed into the input's slot: a node used twice gets both
    contributions. Leaves (tensors made by the user, such as weights) keep theirs in ``.grad``.
 4. The graph is freed as it is walked, so memory does not grow from step to step.
-5. While ``tinygrad_edu.jit`` captures a training step, a recorder (``_capture.recorder``) is told
+5. A tensor may carry hooks (``register_hook``, ``retain_grad``): the walk hands them its
+   gradient once it is complete, and a hook may replace it. A tensor without hooks costs the walk
+   one field read (``_hooks`` is None).
+6. While ``tinygrad_edu.jit`` captures a training step, a recorder (``_capture.recorder``) is told
    of every computation made here, so the step can be replayed without the engine; otherwise it
    is None and costs one lookup per op.
 """
@@ -341,6 +344,90 @@ def _input_gradients(ctx, grad):
     return raw, handed
 
 
+class RemovableHandle:
+    """What ``register_hook`` and a Module's ``register_*_hook`` return: ``handle.remove()`` takes
+    the hook off again, as does leaving ``with handle:``. Removing twice is harmless."""
+
+    # How many hooks were ever registered: each one's key (removing one never removes another),
+    # and what tells tinygrad_edu.jit that a hook came after it captured a step
+    issued = 0
+
+    def __init__(self, hooks):
+        RemovableHandle.issued += 1
+        self.hooks_dict, self.id = hooks, RemovableHandle.issued
+
+    def remove(self):
+        self.hooks_dict.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+class _TensorHooks:
+    """A tensor's hooks (id -> function, in registration order) and whether it keeps its
+    gradient in ``.grad`` though it is not a leaf (``retain_grad``)."""
+
+    __slots__ = ("functions", "retains_grad")
+
+    def __init__(self):
+        self.functions, self.retains_grad = {}, False
+
+
+def _hook_name(hook):
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def _read_only(array):
+    """A read-only view of ``array``: what the engine lends to Python code it does not own (hooks),
+    and what it keeps of an array that such code may still hold. ``_accumulate_leaf`` copies a
+    read-only gradient before it becomes ``.grad``, so the engine never adds in place into memory
+    that a hook saw or returned."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _refuse_hooks_under_capture(what):
+    """Raise if tinygrad_edu.jit is capturing a step: its replays run kernels, not Python, so a
+    hook would run once, at capture, and then silently never again."""
+    if _capture.recorder is not None:
+        raise RuntimeError(f"{what} would run inside a step captured by tinygrad_edu.jit, whose "
+                           f"replays run no Python: hooks do not run inside tinygrad_edu.jit; "
+                           f"compute such statistics outside the jitted step, or remove the hook")
+
+
+def _run_tensor_hooks(tensor, grad):
+    """Hand dL/dtensor (complete: summed over all uses) to ``tensor``'s hooks in registration
+    order; a hook that returns a tensor replaces the gradient for the hooks after it and for the
+    rest of the walk. Then a tensor that retains its gradient adds it to ``.grad`` (last, as in
+    PyTorch, so it keeps the replaced gradient). Returns the gradient to go on with: ``grad``, or
+    a read-only view when hooks saw it (they may keep it; see ``_read_only``)."""
+    hooks = tensor._hooks
+    if not (hooks.functions or hooks.retains_grad):   # every hook was removed
+        return grad
+    _refuse_hooks_under_capture("a tensor hook (register_hook or retain_grad)")
+    grad = _read_only(grad)
+    for hook in list(hooks.functions.values()):   # a hook may remove itself
+        new = hook(Tensor._make(grad, False, None))
+        if new is None:
+            continue
+        if not isinstance(new, Tensor):
+            raise TypeError(f"hook '{_hook_name(hook)}' returned {type(new).__name__}: a tensor "
+                            f"hook returns a Tensor (the new gradient) or None")
+        if new.shape != grad.shape or new.dtype != grad.dtype:
+            raise RuntimeError(f"hook '{_hook_name(hook)}' returned a gradient of shape {new.shape} "
+                               f"and dtype {new.dtype}; the tensor's gradient has shape "
+                               f"{grad.shape} and dtype {grad.dtype}")
+        grad = _read_only(new.data)   # the caller's array: never written into by the engine
+    if hooks.retains_grad:
+        _accumulate_leaf(tensor, grad)
+    return grad
+
+
 def backward(root, gradient, retain_graph=False):
     """Reverse-mode differentiation: push ``gradient`` (dL/droot) back to every leaf.
 
@@ -350,12 +437,16 @@ def backward(root, gradient, retain_graph=False):
     a leaf's ``.grad``, or the pending gradient of an inner node.
     """
     recorder = _capture.recorder   # None unless tinygrad_edu.jit is capturing this step
-    grads = {root._ctx: gradient}   # dL/dnode of the nodes still to walk, keyed by their grad_fn
+    # dL/dnode of the nodes still to walk, keyed by their grad_fn; and dL/dleaf of the leaves with
+    # hooks, keyed by the leaf, summed over its uses until the walk ends (when only they are left)
+    grads = {root._ctx: gradient}
     for node in reversed(_topological_order(root)):
         ctx = node._ctx
         grad = grads.pop(ctx, None)             # dL/dnode, summed over all its uses
         if grad is None:
             continue                            # no gradient reached it (a branch that needs none)
+        if node._hooks is not None:
+            grad = _run_tensor_hooks(node, grad)
         if ctx.saved_versions:                  # raise if an in-place op changed what it saved
             ctx.check_saved_versions(node)
         if recorder is None:
@@ -369,17 +460,23 @@ def backward(root, gradient, retain_graph=False):
         for parent, g in zip(ctx.parents, input_grads):
             if g is None:
                 continue
-            if parent._ctx is None:
-                if recorder is not None and _shares_memory(g, [gradient]):
-                    g = recorder.copied(g)   # dL/droot is a constant of the program: never .grad
-                _accumulate_leaf(parent, g, recorder)         # a leaf: .grad += g
-            elif parent._ctx in grads:                        # a node used twice: add them up
-                total = np.add(grads[parent._ctx], g, out=np.empty(g.shape, g.dtype))
+            key = parent._ctx
+            if key is None:
+                if parent._hooks is None or not parent._hooks.functions:
+                    if recorder is not None and _shares_memory(g, [gradient]):
+                        g = recorder.copied(g)   # dL/droot is a constant of the program: never .grad
+                    _accumulate_leaf(parent, g, recorder)     # a leaf: .grad += g
+                    continue
+                key = parent                                  # a leaf whose hooks see the sum
+            if key in grads:                                  # used twice: add them up
+                total = np.add(grads[key], g, out=np.empty(g.shape, g.dtype))
                 if recorder is not None:
-                    recorder.gradients_summed(grads[parent._ctx], g, total)
-                grads[parent._ctx] = total
+                    recorder.gradients_summed(grads[key], g, total)
+                grads[key] = total
             else:
-                grads[parent._ctx] = g
+                grads[key] = g
+    for leaf, g in grads.items():   # leaves with hooks, their gradients complete: all was walked
+        _accumulate_leaf(leaf, _run_tensor_hooks(leaf, g))   # (under a jit's capture: raises)
 
 
 def computed(work, *args):
@@ -463,13 +560,14 @@ class Tensor:
     dL/dself after ``backward()``; ``grad_fn`` is the Function that made it (``None`` for leaves).
     """
 
-    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_version_counter", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_version_counter", "_hooks", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Tensor` call Tensor.__rmul__, not NumPy's loop
     __hash__ = object.__hash__  # == is elementwise, so hash by identity like PyTorch
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.data = _as_array(data, dtype)
         self._version_counter = None
+        self._hooks = None
         self.grad = None
         self._ctx = None
         self._requires_grad = False
@@ -488,6 +586,7 @@ class Tensor:
         t = object.__new__(Tensor)
         t.data, t.grad, t._requires_grad, t._ctx = data, None, requires_grad, ctx
         t._version_counter = None   # made when first needed (most tensors never change in place)
+        t._hooks = None             # a _TensorHooks once a hook is registered (most never have one)
         return t
 
     # --- autograd -----------------------------------------------------------------------------
@@ -537,9 +636,45 @@ class Tensor:
                 raise ValueError(f"gradient has shape {gradient.shape}, tensor has shape {self.shape}")
         recorder = _capture.recorder
         if self._ctx is None:  # a leaf: its gradient is the given one (a new array, ours)
+            if self._hooks is not None:
+                gradient = _run_tensor_hooks(self, gradient)
             _accumulate_leaf(self, gradient if recorder is None else recorder.copied(gradient), recorder)
             return
         backward(self, gradient, retain_graph)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` during every backward that reaches this tensor, with ``grad`` =
+        dL/dself once it is complete (summed over every use; for a leaf, once per backward, before
+        it is added to ``.grad``). ``grad`` is read-only; a hook that returns a tensor of the same
+        shape and dtype replaces the gradient from then on. Hooks run in registration order.
+        Returns a handle: ``handle.remove()`` takes the hook off. As ``torch.Tensor.register_hook``.
+        """
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = _TensorHooks()
+        handle = RemovableHandle(self._hooks.functions)
+        self._hooks.functions[handle.id] = hook
+        return handle
+
+    def retain_grad(self):
+        """Keep dL/dself in ``.grad`` after backward though this tensor is not a leaf (inner
+        gradients are otherwise dropped once used), accumulating like a leaf's. On a leaf it does
+        nothing: a leaf keeps its gradient anyway."""
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that has requires_grad=False")
+        if self._ctx is None:
+            return
+        if self._hooks is None:
+            self._hooks = _TensorHooks()
+        self._hooks.retains_grad = True
+
+    @property
+    def retains_grad(self):
+        """Whether this non-leaf tensor keeps its gradient in ``.grad`` (see ``retain_grad``)."""
+        return self._hooks is not None and self._hooks.retains_grad
 
     def detach(self):
         """The same data, cut off from the graph (an in-place change to one shows in both)."""

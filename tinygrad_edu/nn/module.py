@@ -13,7 +13,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..tensor import Tensor, float32, float64
+from ..tensor import RemovableHandle, Tensor, _refuse_hooks_under_capture, float32, float64
 
 
 class Parameter(Tensor):
@@ -51,6 +51,11 @@ class Module:
     """Base class of every layer and model: subclass it, assign layers in ``__init__``, and write
     ``forward``. Calling the module calls ``forward``."""
 
+    # Forward hooks, id -> function in registration order; None (on the class) until a module
+    # gets its first, so a call without hooks costs two attribute reads
+    _forward_pre_hooks = None
+    _forward_hooks = None
+
     def __init__(self):
         object.__setattr__(self, "training", True)
 
@@ -58,7 +63,50 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if self._forward_pre_hooks is None and self._forward_hooks is None:
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        """``forward`` between the hooks: each pre-hook may replace the positional arguments, each
+        forward hook the output (see ``register_forward_pre_hook`` and ``register_forward_hook``)."""
+        pre_hooks = list((self._forward_pre_hooks or {}).values())   # a hook may remove itself
+        hooks = list((self._forward_hooks or {}).values())
+        if pre_hooks or hooks:
+            _refuse_hooks_under_capture(f"a forward hook of {type(self).__name__}")
+        for hook in pre_hooks:
+            new_args = hook(self, args)
+            if new_args is not None:
+                args = new_args if isinstance(new_args, tuple) else (new_args,)   # as PyTorch does
+        output = self.forward(*args, **kwargs)
+        for hook in hooks:
+            new_output = hook(self, args, output)
+            if new_output is not None:
+                output = new_output
+        return output
+
+    def _add_hook(self, kind, hook):
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        if self.__dict__.get(kind) is None:
+            object.__setattr__(self, kind, {})
+        hooks = self.__dict__[kind]
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(module, args)`` before every ``forward``, ``args`` the positional arguments
+        (a tuple). It returns None, or new arguments (a tuple, or one value that becomes a
+        1-tuple). Returns a handle: ``handle.remove()`` takes the hook off. As in PyTorch."""
+        return self._add_hook("_forward_pre_hooks", hook)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, args, output)`` after every ``forward``; it returns None, or an
+        output that replaces ``output``. For looking at activations (a layer's mean, its dead
+        ReLUs) without changing ``forward``. Returns a handle: ``handle.remove()`` takes the hook
+        off. As in PyTorch."""
+        return self._add_hook("_forward_hooks", hook)
 
     # --- parameters and sub-modules: the attributes that are Parameters and Modules ------------
     def __setattr__(self, name, value):
