@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_edu as tg
 from tinygrad_edu import nn, optim
+from test_jit import training_step
 
 torch = pytest.importorskip("torch")
 
@@ -288,16 +289,7 @@ def test_forward_hooks_on_sub_modules_record_activations_during_backward_too(rng
 def jitted_mlp_step(rng):
     tg.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-    optimizer = optim.SGD(model.parameters(), lr=0.1)
-    criterion = nn.CrossEntropyLoss()
-
-    @tg.jit
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+    step = tg.jit(training_step(model, optim.SGD(model.parameters(), lr=0.1)))
     x = tg.tensor(rng.standard_normal((4, 6)).astype(np.float32))
     y = tg.tensor(rng.integers(0, 3, 4))
     return model, step, (x, y)
