@@ -151,7 +151,7 @@ def model_source(make_model):
 CONFIG_FIELDS = ("layers", "hidden_units", "epochs", "batch_size", "lr", "quick")
 OPTIONAL_CONFIG = {"optimizer": "sgd", "activation": "relu", "engine": "tinygrad_edu"}
 RESULT_FIELDS = ("seed", "test_accuracy", "final_test_accuracy", "seconds", "provenance")
-FLOW_FIELDS = ("weight_grad_norm", "dead_relu_fraction")   # the gradient-flow panel, when all runs have them
+FLOW_FIELDS = ("weight_grad_norm", "dead_relu_fraction")   # the gradient-flow panel's, where runs have them
 SETTING_NAMES = {"layers": "# layers", "hidden_units": "hidden units", "epochs": "epochs",
                  "batch_size": "batch size", "lr": "learning rate", "quick": "quick (--quick)",
                  "optimizer": "optimizer", "activation": "activation", "engine": "engine"}
@@ -331,13 +331,17 @@ def build_report(results, command_line, group_by, source):
                FigureBlock("report_epochs.png", 3.0, functools.partial(draw_epochs, configs=configs, fields=line_fields),
                       "Test accuracy after each epoch, mean over seeds, one line per configuration.")]
 
-    if all(all(field in run for field in FLOW_FIELDS) for run in results):
+    measured = [c for c in configs if all(field in run for run in c.runs for field in FLOW_FIELDS)]
+    if measured:   # runs that did not measure it (older runs, PyTorch's) are left out of the panel
         blocks += [("heading", "Gradient flow after the last epoch"),
                    ("paragraph", "On a fixed probe batch of training images, means over seeds: the norm of each "
                                  "Linear layer's weight gradient (log scale), and the fraction of each hidden "
-                                 "layer's units that are 0 on every probe image (dead: they pass no gradient back)."),
+                                 "layer's units that are 0 on every probe image (dead: they pass no gradient back)."
+                                 + ("" if len(measured) == len(configs) else
+                                    f" {len(configs) - len(measured)} configuration(s) without these numbers "
+                                    f"are left out.")),
                    FigureBlock("report_gradient_flow.png", 2.9,
-                          functools.partial(draw_gradient_flow, configs=configs, fields=line_fields), "")]
+                               functools.partial(draw_gradient_flow, configs=measured, fields=line_fields), "")]
 
     per_seed = ", ".join(f"seed {s}" for s in seeds[:2]) + (", ..." if len(seeds) > 2 else "")
     blocks += [("heading", "Results per configuration"),
@@ -565,7 +569,7 @@ def write_markdown(blocks, path):
             block.draw(fig, (0, 0, 1, 1))
             atomic_savefig(fig, path.parent / block.file_name, dpi=110)
             pngs.append(path.parent / block.file_name)
-            out.append(f"![{block.caption or block.file_name}]({block.file_name})\n")
+            out.append(f"![{block.file_name}]({block.file_name})\n")
             if block.caption:
                 out.append(f"*{block.caption}*\n")
             continue
