@@ -209,7 +209,7 @@ def check_runs(results, group_by):
     if group_by not in known and not all(group_by in run for run in results):
         raise ValueError(f"write_report: group_by={group_by!r} is not a setting of every run; choose one "
                          f"of {', '.join(known)}")
-    fields = [group_by] + [f for f in known if f != group_by]
+    fields = [group_by] + [f for f in known if f != group_by]   # engine last: PyTorch's rows beside
     seen = {}
     for run in results:
         config = (*(setting(run, f) for f in fields), run["seed"])
@@ -223,7 +223,7 @@ def check_runs(results, group_by):
 def series_fields(results, group_by, varying):
     """The settings that split a group into lines of the accuracy figure: those that vary, less
     those that follow from the group and the others (hidden_units follows from layers and the
-    width); "engine" last, so PyTorch's line and row come beside tinygrad_edu's."""
+    width). In the order of ``varying``: "engine" last."""
     kept = [f for f in varying if f != group_by]
     for field in sorted(kept, key=lambda f: f != "hidden_units"):   # the most likely to follow, first
         others = [f for f in kept if f != field]
@@ -231,7 +231,7 @@ def series_fields(results, group_by, varying):
         if all(value_of.setdefault((setting(run, group_by), *(setting(run, f) for f in others)),
                                    setting(run, field)) == setting(run, field) for run in results):
             kept.remove(field)
-    return sorted(kept, key=lambda f: f == "engine")
+    return kept
 
 
 class Configuration:
@@ -269,20 +269,22 @@ def flatten(provenance_dict, prefix=""):
     return flat
 
 
-def compare_provenance(results):
-    """``(equal, differing)``: the provenance fields with one value in every run ({field: value}),
-    and the names of the others (also those some runs lack), in the order the runs give them."""
-    flats = [flatten(run["provenance"]) for run in results]
-    fields = list(dict.fromkeys(field for flat in flats for field in flat))
-    missing = object()
-    equal = {f: flats[0][f] for f in fields if all(flat.get(f, missing) == flats[0].get(f) and f in flat
-                                                   for flat in flats)}
-    return equal, [f for f in fields if f not in equal]
-
-
 PROVENANCE_NAMES = {"tinygrad_edu_version": "tinygrad_edu version", "git_commit": "git commit",
                     "python": "Python", "numpy": "NumPy", "backend": "backend", "isa": "ISA of the C kernels",
-                    "threads": "threads", "cpu": "CPU", "hostname": "hostname", "data_dir": "MNIST folder"}
+                    "threads": "threads", "cpu": "CPU", "hostname": "hostname", "data_dir": "MNIST folder",
+                    "data_md5": "MD5 of"}   # in the order provenance() gives them
+
+
+def compare_provenance(results):
+    """``(equal, differing)``: the provenance fields with one value in every run ({field: value}),
+    and the names of the others (also those some runs lack), in provenance()'s order."""
+    flats = [flatten(run["provenance"]) for run in results]
+    known = list(PROVENANCE_NAMES)
+    fields = sorted(dict.fromkeys(field for flat in flats for field in flat),   # fields of its own last
+                    key=lambda f: known.index(f.split()[0]) if f.split()[0] in known else len(known))
+    missing = object()
+    equal = {f: flats[0][f] for f in fields if all(flat.get(f, missing) == flats[0].get(f, missing) for flat in flats)}
+    return equal, [f for f in fields if f not in equal]
 
 
 def provenance_name(field):

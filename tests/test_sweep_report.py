@@ -209,16 +209,18 @@ def test_provenance_fields_that_differ_are_listed_per_run(runs, tmp_path):
     runs[1]["provenance"]["hostname"] = "lab-2"
     del runs[4]["provenance"]["git_commit"]
     runs[7]["provenance"]["data_md5"] = {"train-images-idx3-ubyte.gz": "0" * 32}
+    del runs[0]["provenance"]["isa"]   # missing in the first run: differing too
     equal, differing = sweep_report.compare_provenance(runs)
-    assert differing == ["git_commit", "hostname", "data_md5 train-images-idx3-ubyte.gz"]
+    assert differing == ["git_commit", "isa", "hostname", "data_md5 train-images-idx3-ubyte.gz"]
     assert "hostname" not in equal and "git_commit" not in equal and equal["python"] == "3.11.7"
     md = write(runs, tmp_path)["md"].read_text()
-    assert "below: git commit, hostname, MD5 of train-images-idx3-ubyte.gz" in md
+    assert "below: git commit, ISA of the C kernels, hostname, MD5 of train-images-idx3-ubyte.gz" in md
     assert "git commit" not in [row[0] for row in table_rows(md, "field")]
     by_key = {row[0]: row for row in table_rows(md, "run")}
-    assert by_key[runs[1]["key"]][4:] == ["a" * 40, "lab-2", "f" * 32]
-    assert by_key[runs[4]["key"]][4:] == ["(missing)", "lab-1", "f" * 32]
-    assert by_key[runs[7]["key"]][4:] == ["a" * 40, "lab-1", "0" * 32]
+    assert by_key[runs[0]["key"]][4:] == ["a" * 40, "(missing)", "lab-1", "f" * 32]
+    assert by_key[runs[1]["key"]][4:] == ["a" * 40, "avx2", "lab-2", "f" * 32]
+    assert by_key[runs[4]["key"]][4:] == ["(missing)", "avx2", "lab-1", "f" * 32]
+    assert by_key[runs[7]["key"]][4:] == ["a" * 40, "avx2", "lab-1", "0" * 32]
 
 
 # --- bad input -----------------------------------------------------------------------------------
