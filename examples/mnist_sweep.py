@@ -37,6 +37,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -785,6 +786,9 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
                     n_workers=min(args.jobs, len(todo)), threads_per_worker=1, processes=True,
                     dashboard_address=None))
             client = stack.enter_context(Client(cluster))
+            # Ctrl-C reaches every process of the terminal: the driver stops the workers, as the local
+            # executor's do; a worker restarted later gets the plugin too
+            client.register_plugin(ctrl_c_left_to_the_driver())
         for module in ("mnist_common.py", "mnist_sweep.py"):   # the driver's code, also on another machine
             client.upload_file(str(Path(__file__).with_name(module)))
         client.subscribe_topic(DASK_EVENTS, on_event)
@@ -801,13 +805,30 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
                                      f"(out of memory?)") from None
                 save_run(run_dir, result)
                 finished[config["key"]] = result
-        finally:   # Ctrl-C, SIGTERM, an error: cancel what is still queued or running
+        except BaseException:   # Ctrl-C, SIGTERM, an error: cancel what is still queued or running
+            # Dask's warnings from here on (tasks cancelled, workers stopped) tell of the stop asked for
+            logging.getLogger("distributed").setLevel(logging.ERROR)
             client.cancel(list(futures))
-            client.unsubscribe_topic(DASK_EVENTS)
+            raise
     retried = sorted(key for key, n in attempts.items() if n > 1)
     if retried:
         print(f"{len(retried)} run(s) were trained again after their worker was lost: {', '.join(retried)}",
               file=sys.stderr)
+
+
+def ctrl_c_left_to_the_driver():
+    """A Dask worker plugin for the sweep's own LocalCluster: its workers ignore Ctrl-C, which the
+    terminal sends to the driver and them alike, so that the driver cancels the runs and closes
+    the cluster in order instead of every worker dying with a traceback; nor do they warn of each
+    run that the stop cancels. (Defined here: Dask is imported only when it is used.)"""
+    from distributed import WorkerPlugin
+
+    class CtrlCLeftToTheDriver(WorkerPlugin):
+        def setup(self, worker):   # on the worker's event loop, in its main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+    return CtrlCLeftToTheDriver()
 
 
 def dask_task(config, data_dir, jit):
