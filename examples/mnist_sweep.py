@@ -128,8 +128,10 @@ def build_parser():
                              "(pip install -e \".[distributed]\")")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="with --executor dask: a running Dask scheduler (tcp://host:8786), whose "
-                             "workers each read MNIST from the same --data-dir path; default: a "
-                             "LocalCluster of --jobs single-threaded worker processes, for this sweep only")
+                             "workers each read MNIST from the same --data-dir path (start them with "
+                             "--nthreads 1 and TINYGRAD_EDU_NUM_THREADS=1, as the local workers run); "
+                             "default: a LocalCluster of --jobs single-threaded worker processes, for "
+                             "this sweep only")
     return parser
 
 
@@ -543,6 +545,11 @@ def summary_table(results, group_by="layers"):
 # --- the sweep --------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
+    if args.executor == "dask":
+        try:   # here, before the data is checked: a missing extra is found in a moment
+            import distributed  # noqa: F401
+        except ImportError:
+            raise SystemExit(DASK_MISSING) from None
     with one_sweep_at_a_time(args.out), sigterm_stops_like_ctrl_c():
         return sweep(args)
 
@@ -754,12 +761,10 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
     it happened, and it says so. Ctrl-C or SIGTERM cancels the futures and closes the cluster.
     Each worker reads MNIST from ``data_dir`` on its own machine, checked against the MD5s by the
     loader, so no task carries the data."""
-    try:
-        import dask
-        from dask.distributed import Client, LocalCluster, as_completed
-        from distributed.scheduler import KilledWorker
-    except ImportError:
-        raise SystemExit(DASK_MISSING) from None
+    import dask
+    from dask.distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
+
     attempts = {}
 
     def on_event(event):   # called on the client's own thread, as events arrive
