@@ -594,7 +594,7 @@ def test_sweep_without_dask_says_which_extra_to_install(tmp_path):
     fake = tmp_path / "no-dask"
     for package in ("dask", "distributed"):
         (fake / package).mkdir(parents=True)
-        (fake / package / "__init__.py").write_text(f"raise ImportError('No module named {package!r}')\n")
+        (fake / package / "__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")]))
     result = run_script("mnist_sweep.py", "--quick", "--executor", "dask", "--data-dir", str(tmp_path),
                         "--out", str(tmp_path / "out"), normal=10, env=env)
