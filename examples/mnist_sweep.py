@@ -780,7 +780,7 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
     with contextlib.ExitStack() as stack:
         if args.scheduler:
             try:
-                client = stack.enter_context(Client(args.scheduler, timeout="20s"))
+                client = stack.enter_context(Client(args.scheduler))   # waits distributed.comm.timeouts.connect
             except OSError as e:
                 raise SystemExit(f"error: cannot reach the Dask scheduler at {args.scheduler}: {e}") from None
         else:
