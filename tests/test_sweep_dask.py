@@ -105,3 +105,19 @@ def test_dask_sweep_says_when_the_scheduler_cannot_be_reached(tmp_path, mnist_ro
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+@needs_proc
+def test_dask_sweep_stops_on_ctrl_c_with_one_line_and_closes_its_cluster(tmp_path, mnist_root):
+    args = quick_sweep_args(tmp_path, mnist_root, "--layers", "2", "3", "4", "--epochs", "3", "--jobs", "2",
+                            "--executor", "dask")
+    sweep = Sweep(tmp_path, *args)
+    sweep.wait_for_output("epoch 1 test accuracy", normal=40)   # the workers are training
+    children = children_of(sweep.proc.pid)
+    sweep.proc.send_signal(signal.SIGINT)
+    returncode, _, err = sweep.finish(normal=10)
+    assert not still_running_soon_after(children), "the LocalCluster's workers outlived the stopped sweep"
+    saved = len(list((tmp_path / "runs").glob("*.json")))
+    assert returncode == 130 and err.strip().splitlines() == [
+        f"interrupted: {saved} finished run(s) are saved in {tmp_path / 'runs'}; run the same command again to "
+        f"continue"], err
