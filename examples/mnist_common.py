@@ -36,15 +36,25 @@ def load_engine(name):
     return torch, nn, optim
 
 
-def hidden_units_for(layers):
-    """Hidden sizes of an MLP with ``layers`` Linear layers: a prefix of 512, 256, 128, 64."""
-    if not 1 <= layers <= len(LECTURE_HIDDEN) + 1:
-        raise ValueError(f"layers must be between 1 and {len(LECTURE_HIDDEN) + 1}, got {layers}")
-    return LECTURE_HIDDEN[:layers - 1]
+def hidden_units_for(layers, widths=LECTURE_HIDDEN):
+    """Hidden sizes of an MLP with ``layers`` Linear layers: a prefix of ``widths`` (the lecture's
+    512, 256, 128, 64 unless given)."""
+    if not 1 <= layers <= len(widths) + 1:
+        raise ValueError(f"layers must be between 1 and {len(widths) + 1}, got {layers}")
+    return tuple(widths[:layers - 1])
 
 
-def make_mlp(nn, hidden_units, in_dim=28 * 28, out_dim=10):
-    """The lecture's MLP_h, with the fix the assignment hints at: layers in an nn.ModuleList."""
+ACTIVATIONS = ("relu", "tanh", "sigmoid")   # make_mlp's choices, the names of nn.ReLU, nn.Tanh, nn.Sigmoid
+
+
+def make_mlp(nn, hidden_units, in_dim=28 * 28, out_dim=10, activation="relu"):
+    """The lecture's MLP_h, with the fix the assignment hints at: layers in an nn.ModuleList.
+    ``activation`` (one of ACTIVATIONS) follows every hidden layer: the lecture's ReLU by default.
+    It is one module that forward calls once per hidden layer, so a forward hook on
+    ``model.activation`` sees every hidden layer's output, in order."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    activation_class = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
 
     class MLP(nn.Module):
         def __init__(self):
@@ -52,12 +62,12 @@ def make_mlp(nn, hidden_units, in_dim=28 * 28, out_dim=10):
             self.in_dim = in_dim
             sizes = [in_dim, *hidden_units, out_dim]
             self.l_layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
-            self.relu = nn.ReLU()
+            self.activation = activation_class()   # the lecture's self.relu
 
         def forward(self, x):
             a = x.view(-1, self.in_dim)
             for layer in self.l_layers[:-1]:
-                a = self.relu(layer(a))
+                a = self.activation(layer(a))
             return self.l_layers[-1](a)   # logits: CrossEntropyLoss applies log-softmax
 
     return MLP()

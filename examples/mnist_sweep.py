@@ -1,35 +1,48 @@
-"""Programming Assignment 3: MNIST test accuracy against the number of layers (2, 3, 4, 5).
+"""Programming Assignment 3: MNIST test accuracy against the number of layers (2, 3, 4, 5), and
+any other grid of settings.
 
     python examples/mnist_sweep.py                    # the lecture's settings, one seed
     python examples/mnist_sweep.py --seeds 3          # mean +- std over seeds 0, 1, 2
     python examples/mnist_sweep.py --quick            # a smoke run in well under a minute
+    python examples/mnist_sweep.py --layers 3 --lr 0.01 0.1 --optimizer sgd adam --group-by lr
+    python examples/mnist_sweep.py --grid grid.toml   # the same settings from a file
+    python examples/mnist_sweep.py --executor dask    # on a Dask LocalCluster (or --scheduler ADDRESS)
 
-Each (layers, seed) run trains the lecture's MLP with hidden sizes a prefix of 512, 256, 128, 64
-(batch 12, SGD lr 0.01, 10 epochs by default) in its own worker process. Every finished run is
-saved at once (out/runs/*.json, written atomically), so an interrupted sweep picks up where it
-stopped when started again with the same flags. At the end it writes sweep.png, results.csv and
-results.json to --out.
+Each run trains the lecture's MLP, hidden sizes a prefix of 512, 256, 128, 64 (batch 12, SGD lr
+0.01, ReLU, 10 epochs by default), in a worker process of its own. --layers, --hidden, --activation,
+--optimizer, --lr, --batch-size, --epochs and --seeds each take several values, and the sweep runs
+every combination; a run's file name and its stored settings carry all of them, so a changed
+setting never reuses another run's result. Every finished run is saved at once (out/runs/*.json,
+written atomically), so an interrupted sweep picks up where it stopped when started again with the
+same flags. At the end it writes sweep.png, results.csv and results.json to --out, and the times,
+hosts and process ids of the runs to timings.json: results.json holds only what the settings
+determine, so two sweeps with the same flags on the same backend and machine write it byte for
+byte alike, on either executor.
 
 Why does accuracy change with depth? After every epoch each run also measures, on a fixed probe
 batch (the first 1,000 training images), how the gradient flows through the layers: the norm of
 each Linear layer's weight gradient, and the mean output and the fraction of dead units (0 on
-every probe image) of each hidden layer's ReLU. They are in every run's JSON and in results.json,
-and sweep.png draws them below the accuracy.
+every probe image) of each hidden layer's activation. They are in every run's JSON and in
+results.json, and sweep.png draws them below the accuracy.
 
 Ctrl-C and SIGTERM stop the sweep at once, keeping the finished runs; the workers end with the
 sweep however it ends (kill -9 included), and a worker killed on its own (out of memory) ends the
-sweep with one line. A second sweep on the same --out refuses to start (on Linux and macOS).
+sweep with one line (Dask instead retries a run whose worker was lost, and says so). A second sweep
+on the same --out refuses to start (on Linux and macOS).
 """
 
 import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -47,56 +60,160 @@ except ImportError:   # Windows
 
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
 PROBE_IMAGES = 1000   # the first training images: the fixed batch gradient flow is measured on
+OPTIMIZERS = ("sgd", "adam")
+# --group-by's choices, each the flag's name and the run's field it groups by
+GROUP_BY = {"layers": "layers", "hidden": "hidden_units", "activation": "activation", "optimizer": "optimizer",
+            "lr": "lr", "batch-size": "batch_size", "epochs": "epochs"}
+GRID_FILE_SETTINGS = ("layers", "hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "seeds")
+DASK_MISSING = 'error: --executor dask needs Dask: pip install -e ".[distributed]"'
 
 
-def layer_count(text):
-    value = int(text)
-    if not 1 <= value <= len(common.LECTURE_HIDDEN) + 1:
-        raise argparse.ArgumentTypeError(f"layers must be between 1 and {len(common.LECTURE_HIDDEN) + 1}, got {value}")
-    return value
+def widths(text):
+    """``--hidden 512,256,128``: hidden widths, of which a run with n layers takes the first n - 1."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths are positive integers separated by commas, got {text!r}") from None
+    if not all(value >= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return values
 
 
-def parse_args(argv):
+def seed_range(text):
+    """``--seeds N`` is seeds 0 .. N-1 (as before); ``A:B`` is seeds A .. B-1, Python's range."""
+    first, colon, stop = text.partition(":")
+    try:
+        start, stop = (int(first), int(stop)) if colon else (0, int(first))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are N (seeds 0 .. N-1) or A:B (seeds A .. B-1), got {text!r}") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no seed: N must be positive, A:B needs 0 <= A < B")
+    return range(start, stop)
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser, out_default=None,
-                           out_help="where figures and results go (default: runs/sweep, and runs/sweep-quick "
-                                    "with --quick, so a smoke run never overwrites a real sweep's results)")
-    parser.add_argument("--layers", type=layer_count, nargs="+", default=[2, 3, 4, 5],
-                        help="numbers of Linear layers to compare (1-5)")
-    parser.add_argument("--seeds", type=common.positive_int, default=1,
-                        help="runs per depth, with seeds 0, 1, ..., n-1")
-    parser.add_argument("--jobs", type=common.positive_int, default=os.cpu_count() or 1,
-                        help="worker processes (default: one per core)")
+    grid = parser.add_argument_group("the grid: each setting takes one or more values, and the sweep runs "
+                                     "every combination")
+    grid.add_argument("--layers", type=int, nargs="+", default=[2, 3, 4, 5],
+                      help="numbers of Linear layers (1 to one more than the --hidden widths)")
+    grid.add_argument("--hidden", type=widths, nargs="+", default=[common.LECTURE_HIDDEN], metavar="W1,W2,...",
+                      help="hidden widths; a run with n layers takes the first n - 1 (default: 512,256,128,64)")
+    grid.add_argument("--activation", choices=common.ACTIVATIONS, nargs="+", default=["relu"])
+    grid.add_argument("--optimizer", choices=OPTIMIZERS, nargs="+", default=["sgd"])
+    grid.add_argument("--lr", type=common.positive_float, nargs="+", default=[0.01])
+    grid.add_argument("--batch-size", type=common.positive_int, nargs="+", default=[12])
+    grid.add_argument("--epochs", type=common.positive_int, nargs="+", default=None,
+                      help="default: 10, or 1 with --quick")
+    grid.add_argument("--seeds", type=seed_range, nargs="+", default=[range(1)], metavar="N|A:B",
+                      help="N: seeds 0 .. N-1 (default: 1, seed 0); A:B: seeds A .. B-1")
+    grid.add_argument("--grid", type=Path, metavar="FILE.toml",
+                      help="the settings above from a TOML file (layers = [2, 3], hidden = [[256, 128]], "
+                           "lr = [0.01, 0.1], seeds = 3, ...); flags given as well take precedence")
+    parser.add_argument("--group-by", choices=list(GROUP_BY), default="layers",
+                        help="the setting along the x axis of sweep.png and first in the table (default: layers)")
+    common.add_jit_arg(parser)
+    common.add_data_args(parser)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where figures and results go (default: runs/sweep, and runs/sweep-quick "
+                             "with --quick, so a smoke run never overwrites a real sweep's results)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_TRAIN} training and {QUICK_TEST} test images, one epoch "
                              f"unless --epochs says otherwise")
-    parser.set_defaults(epochs=None)
+    parser.add_argument("--jobs", type=common.positive_int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per core); with --executor dask, the "
+                             "LocalCluster's workers")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="local: worker processes on this machine (default); dask: a Dask cluster "
+                             "(pip install -e \".[distributed]\")")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="with --executor dask: a running Dask scheduler (tcp://host:8786), whose "
+                             "workers each read MNIST from the same --data-dir path (start them with "
+                             "--nthreads 1 and TINYGRAD_EDU_NUM_THREADS=1, as the local workers run); "
+                             "default: a LocalCluster of --jobs single-threaded worker processes, for "
+                             "this sweep only")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.grid is not None:   # the file's settings first, so that the flags given override them
+        args = parser.parse_args([*grid_file_flags(parser, args.grid), *(argv if argv is not None else sys.argv[1:])])
     if args.epochs is None:
-        args.epochs = 1 if args.quick else 10
+        args.epochs = [1 if args.quick else 10]
+    args.seeds = sorted(set().union(*args.seeds))
+    shortest = min(args.hidden, key=len)
+    bad = [layers for layers in args.layers if not 1 <= layers <= len(shortest) + 1]
+    if bad:
+        parser.error(f"argument --layers: layers must be between 1 and {len(shortest) + 1} (one more than the "
+                     f"{len(shortest)} widths of --hidden {','.join(map(str, shortest))}), got {bad[0]}")
+    if args.scheduler is not None and args.executor != "dask":
+        parser.error("argument --scheduler: needs --executor dask")
     if args.out is None:
         args.out = Path("runs/sweep-quick" if args.quick else "runs/sweep")
     common.check_data_args(parser, args)
     return args
 
 
+def grid_file_flags(parser, path):
+    """The settings of a TOML grid file as the flags that say the same, e.g. ``lr = [0.01, 0.1]``
+    -> ``--lr 0.01 0.1``, so that they are checked exactly as the flags are."""
+    try:
+        import tomllib   # Python 3.11+
+    except ImportError:
+        try:
+            import tomli as tomllib   # the same parser, for Python 3.10
+        except ImportError:
+            parser.error(f"argument --grid: reading {path} needs Python 3.11 or later, or tomli: pip install tomli")
+    try:
+        table = tomllib.loads(path.read_text())
+    except OSError as e:
+        parser.error(f"argument --grid: cannot read {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        parser.error(f"argument --grid: {path} is not valid TOML: {e}")
+    flags = []
+    for name, values in table.items():
+        if name.replace("-", "_") not in GRID_FILE_SETTINGS:
+            parser.error(f"argument --grid: {path} sets {name!r}, which is not a setting of the grid "
+                         f"({', '.join(GRID_FILE_SETTINGS)})")
+        values = values if isinstance(values, list) else [values]
+        if name == "hidden" and values and not isinstance(values[0], list):
+            values = [values]   # hidden = [256, 128]: one list of widths
+        if not values or any(isinstance(v, (dict, bool)) for v in values):
+            parser.error(f"argument --grid: {path}: {name} must be a value or a list of values, got {values!r}")
+        flags += [f"--{name.replace('_', '-')}",
+                  *(",".join(map(str, v)) if isinstance(v, list) else str(v) for v in values)]
+    return flags
+
+
+def ordered(values):
+    """``values`` without repeats: numbers sorted, names in the order given."""
+    unique = list(dict.fromkeys(values))
+    return unique if any(isinstance(v, str) for v in unique) else sorted(unique)
+
+
 def run_configs(args):
-    """One dict per (layers, seed) run; ``key`` names its result file and includes every setting,
-    so a sweep with other settings never reuses a result."""
-    runs = []
-    for layers in sorted(set(args.layers)):
-        for seed in range(args.seeds):
-            key = (f"layers{layers}_seed{seed}_epochs{args.epochs}_batch{args.batch_size}_lr{args.lr:g}"
-                   + ("_quick" if args.quick else ""))
-            runs.append(dict(key=key, layers=layers, hidden_units=list(common.hidden_units_for(layers)),
-                             seed=seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             quick=args.quick))
-    return runs
+    """One dict per run, for every combination of the grid's settings; ``key`` names its result
+    file and holds every setting, so a sweep with other settings never reuses a result."""
+    runs = {}
+    for layers, hidden, activation, optimizer, lr, batch_size, epochs, seed in itertools.product(
+            ordered(args.layers), args.hidden, ordered(args.activation), ordered(args.optimizer),
+            ordered(args.lr), ordered(args.batch_size), ordered(args.epochs), args.seeds):
+        hidden_units = list(common.hidden_units_for(layers, hidden))
+        key = (f"layers{layers}_hidden{'-'.join(map(str, hidden_units)) or 'none'}_{activation}_{optimizer}"
+               f"_lr{lr!r}_batch{batch_size}_epochs{epochs}_seed{seed}" + ("_quick" if args.quick else ""))
+        runs.setdefault(key, dict(key=key, layers=layers, hidden_units=hidden_units, activation=activation,
+                                  optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
+                                  quick=args.quick))   # fewer layers than widths: the same run again
+    return list(runs.values())
 
 
 # per epoch, one number per Linear layer (the first) or per hidden layer (the others); see gradient_flow
 FLOW_FIELDS = ("weight_grad_norm", "hidden_mean_activation", "dead_relu_fraction")
 RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend", *FLOW_FIELDS)
+# in a run's own file and in timings.json, never in results.json: they differ from one sweep to the next
+TIMING_FIELDS = ("seconds", "host", "pid")
 
 
 def read_run_file(path, config):
@@ -151,15 +268,16 @@ def load_finished(run_dir, config):
 def gradient_flow(model, criterion, images, labels):
     """How the gradient and the activations flow through ``model`` (``common.make_mlp``'s MLP) on
     one batch, computed eagerly: per Linear layer, the norm of dL/dweight; per hidden layer, the
-    mean of its ReLU's output and the fraction of its units that are 0 on every image (dead: they
-    pass no gradient back, whatever the image). The activations come from a forward hook on the
-    MLP's ReLU, one module that forward calls once per hidden layer, in order. No optimizer step,
+    mean of its activation's output and the fraction of its units that are 0 on every image (dead
+    ReLUs: they pass no gradient back, whatever the image; tanh and sigmoid units are never exactly
+    0). The activations come from a forward hook on the MLP's activation, one module that forward
+    calls once per hidden layer, in order. No optimizer step,
     and the parameters' ``.grad`` are put back as they were: training goes on exactly as without
     the probe."""
     activations = []
     kept_grads = [p.grad for p in model.parameters()]
     model.zero_grad()
-    with model.relu.register_forward_hook(lambda relu, args, out: activations.append(out.detach().numpy())):
+    with model.activation.register_forward_hook(lambda module, args, out: activations.append(out.detach().numpy())):
         criterion(model(images), labels).backward()
     norms = [float(np.linalg.norm(layer.weight.grad.numpy())) for layer in model.l_layers]
     for p, grad in zip(model.parameters(), kept_grads):
@@ -169,9 +287,9 @@ def gradient_flow(model, criterion, images, labels):
                 dead_relu_fraction=[float((a == 0).all(axis=0).mean()) for a in activations])
 
 
-def train_run(config, data_dir, run_dir, report, jit=True):
-    """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``), save the result
-    atomically and return it. ``jit``: the training step through tinygrad_edu.jit (the same
+def train_run(config, data_dir, report, jit=True):
+    """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``) and return the
+    result (``save_run`` writes it). ``jit``: the training step through tinygrad_edu.jit (the same
     numbers, so it is not part of the run's configuration)."""
     torch, nn, optim = common.load_engine("tinygrad_edu")
     from tinygrad_edu.utils.data import DataLoader
@@ -182,9 +300,9 @@ def train_run(config, data_dir, run_dir, report, jit=True):
     train_loader = DataLoader(train_data, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     test_loader = DataLoader(test_data, batch_size=1000)
     probe = next(iter(DataLoader(train_data, batch_size=PROBE_IMAGES)))   # the same images every epoch
-    model = common.make_mlp(nn, config["hidden_units"])
+    model = common.make_mlp(nn, config["hidden_units"], activation=config["activation"])
     criterion = nn.CrossEntropyLoss()
-    optimizer = optim.SGD(model.parameters(), lr=config["lr"])
+    optimizer = {"sgd": optim.SGD, "adam": optim.Adam}[config["optimizer"]](model.parameters(), lr=config["lr"])
 
     step = common.compiled_step(torch, model, criterion, optimizer) if jit else None
     start, accuracies, train_loss = time.perf_counter(), [], float("nan")
@@ -197,11 +315,30 @@ def train_run(config, data_dir, run_dir, report, jit=True):
         for field, values in gradient_flow(model, criterion, *probe).items():
             flow[field].append(values)
         report(config["key"], epoch + 1, accuracies[-1])
-    result = dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
-                  final_test_accuracy=accuracies[-1], seconds=common.seconds_since(start),
-                  backend=torch.backend.name(), **flow)
-    atomic_write_text(run_dir / f"{config['key']}.json", json.dumps(result, indent=2))
-    return result
+        _test_only_kill_worker(config["key"])
+    return dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
+                final_test_accuracy=accuracies[-1], backend=torch.backend.name(), **flow,
+                seconds=common.seconds_since(start), host=socket.gethostname(), pid=os.getpid())
+
+
+def save_run(run_dir, result):
+    atomic_write_text(run_dir / f"{result['key']}.json", json.dumps(result, indent=2))
+
+
+KILL_WORKER_ONCE = "TINYGRAD_EDU_SWEEP_TEST_KILL_WORKER"
+
+
+def _test_only_kill_worker(key):
+    """For the tests only: with $TINYGRAD_EDU_SWEEP_TEST_KILL_WORKER set to ``KEY:MARKER``, the
+    first attempt of run KEY kills its own process (as the OS does when memory runs out) after
+    its first epoch, and creates the file MARKER so that the next attempt trains on."""
+    run_key, _, marker = os.environ.get(KILL_WORKER_ONCE, "").partition(":")
+    if run_key == key:
+        try:
+            open(marker, "x").close()
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -217,7 +354,7 @@ class Progress:
 
     def epoch_done(self, key, epoch, accuracy):
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{key.split('_epochs')[0]} epoch {epoch}: {accuracy:.4f}")
+            self.bar.set_postfix_str(f"{key} epoch {epoch}: {accuracy:.4f}")
             self.bar.update(1)
         else:
             print(f"{key}: epoch {epoch} test accuracy {accuracy:.4f}", flush=True)
@@ -227,13 +364,18 @@ class Progress:
             self.bar.close()
 
 
-CSV_FIELDS = ["layers", "hidden_units", "seed", "epochs", "batch_size", "lr", "quick",
-              "final_train_loss", "final_test_accuracy", "test_accuracy", "seconds", "backend"]
+CSV_FIELDS = ["layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs", "seed", "quick",
+              "final_train_loss", "final_test_accuracy", "test_accuracy", "backend"]
 
 
-def write_results(results, out):
-    """results.json, results.csv and sweep.png, each written atomically."""
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+def write_results(results, out, group_by="layers"):
+    """results.json, results.csv, timings.json and sweep.png, each written atomically.
+    results.json and results.csv hold what the settings determine; timings.json what differs
+    from one sweep to the next (seconds, host, pid), keyed by run."""
+    atomic_write_text(out / "results.json", json.dumps(
+        [{field: value for field, value in r.items() if field not in TIMING_FIELDS} for r in results], indent=2))
+    atomic_write_text(out / "timings.json", json.dumps(
+        {r["key"]: {field: r.get(field) for field in TIMING_FIELDS} for r in results}, indent=2))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -241,94 +383,173 @@ def write_results(results, out):
         writer.writerow(dict(r, hidden_units="-".join(map(str, r["hidden_units"])),
                              test_accuracy=" ".join(f"{a:.4f}" for a in r["test_accuracy"])))
     atomic_write_text(out / "results.csv", buffer.getvalue())
-    plot(results, out / "sweep.png")
+    plot(results, out / "sweep.png", group_by)
 
 
-def plot(results, path):
+# --- grouping runs: what varies in a sweep, and how to name it --------------------------------------
+LABELLED = ("layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs")
+
+
+def varying_settings(results):
+    """The settings (of LABELLED) that differ between runs. Hidden units count only where they
+    differ between runs of one depth: a prefix of the widths always changes with the depth."""
+    def distinct(*fields):
+        return len({tuple(str(r[field]) for field in fields) for r in results})
+    return [field for field in LABELLED
+            if (distinct("layers", field) > distinct("layers") if field == "hidden_units" else distinct(field) > 1)]
+
+
+def describe(run, fields):
+    """A run's ``fields`` in a few words, for a legend: '3 layers, lr 0.1, adam'."""
+    words = {"layers": lambda v: f"{v} layers", "hidden_units": lambda v: "hidden " + ("-".join(map(str, v)) or "none"),
+             "lr": lambda v: f"lr {v:g}", "batch_size": lambda v: f"batch {v}", "epochs": lambda v: f"{v} epochs"}
+    return ", ".join(words.get(field, str)(run[field]) for field in fields)
+
+
+def sort_key(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def groups(results, fields):
+    """The runs grouped by their values of ``fields`` (seeds together), in sorted order."""
+    grouped = {}
+    for r in results:
+        grouped.setdefault(tuple(sort_key(r[field]) for field in fields), []).append(r)
+    return [grouped[values] for values in sorted(grouped)]
+
+
+def configurations(results, group_by="layers"):
+    """The runs by configuration (all settings but the seed): ``(fields, [runs of one
+    configuration, ...])``, where ``fields`` are the settings that name a configuration in a
+    legend or a table: the group-by setting, the depth, and what else varies."""
+    fields = list(dict.fromkeys([group_by, "layers", *varying_settings(results)]))
+    return fields, groups(results, fields)
+
+
+def plot(results, path, group_by="layers"):
     from tinygrad_edu.vision.utils import atomic_savefig
-    atomic_savefig(sweep_figure(results), path, dpi=120)
+    atomic_savefig(sweep_figure(results, group_by), path, dpi=120)
 
 
-def sweep_figure(results):
-    """Accuracy against depth, and per epoch (top); below, the gradient flow after the last
-    epoch: each Linear layer's weight-gradient norm and each hidden layer's dead-ReLU fraction,
-    one line per depth (means over seeds). A --quick run says so in its title. On a Figure of its
-    own (not pyplot's), so calling main() in a notebook leaves its backend and figures alone."""
+def sweep_figure(results, group_by="layers"):
+    """Accuracy against the ``group_by`` setting (depth by default: one line per combination of
+    the other settings that vary, mean ± std over seeds), and per epoch (top); below, the gradient
+    flow after the last epoch: each Linear layer's weight-gradient norm and each hidden layer's
+    dead-unit fraction, one line per configuration (means over seeds). A --quick run says so in its
+    title. On a Figure of its own (not pyplot's), so calling main() in a notebook leaves its backend
+    and figures alone."""
     from matplotlib.figure import Figure
 
-    depths = sorted({r["layers"] for r in results})
-    final = {d: np.array([r["final_test_accuracy"] for r in results if r["layers"] == d]) for d in depths}
+    field = GROUP_BY[group_by]
+    fields, configs = configurations(results, field)
+    x_values = ordered_values(results, field)
+    numeric_x = field in ("layers", "batch_size", "epochs")   # an axis of numbers; else one tick per value
+    position = {str(v): (v if numeric_x else i) for i, v in enumerate(x_values)}
     fig = Figure(figsize=(11, 8.4))
     (left, right), (grads, dead) = fig.subplots(2, 2)
-    means = [final[d].mean() for d in depths]
-    stds = [final[d].std(ddof=1) if len(final[d]) > 1 else 0.0 for d in depths]
-    n_seeds = max(len(v) for v in final.values())
-    left.errorbar(depths, means, yerr=stds if n_seeds > 1 else None, marker="o", capsize=4,
-                  label="tinygrad_edu" + (f" (mean ± std, {n_seeds} seeds)" if n_seeds > 1 else ""))
-    for d in depths:
-        left.scatter([d] * len(final[d]), final[d], s=10, color="gray", alpha=0.6, zorder=3)
+    n_seeds = max(len(runs) for runs in configs)
+    others = [f for f in fields if f != field and f in varying_settings(results)]   # one line per combination
+    for series in groups(results, others):
+        by_x = groups(series, [field])
+        finals = [np.array([r["final_test_accuracy"] for r in runs]) for runs in by_x]
+        xs = [position[str(runs[0][field])] for runs in by_x]
+        stds = [f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals]
+        label = describe(series[0], others) if others else "tinygrad_edu"
+        left.errorbar(xs, [f.mean() for f in finals], yerr=stds if n_seeds > 1 else None, marker="o", capsize=4,
+                      label=label + (f" (mean ± std, {n_seeds} seeds)" if n_seeds > 1 else ""))
+        for x, f in zip(xs, finals):
+            left.scatter([x] * len(f), f, s=10, color="gray", alpha=0.6, zorder=3)
     left.axhline(common.LECTURE_ACCURACY, color="red", linestyle="--",
                  label=f"lecture, 5 layers ({common.LECTURE_ACCURACY})")
-    left.set_xticks(depths)
-    left.set(xlabel="number of Linear layers", ylabel="test accuracy", title="MNIST: accuracy vs depth")
+    left.set_xticks([position[str(v)] for v in x_values])
+    if not numeric_x:
+        left.set_xticklabels([describe({field: v}, [field]) for v in x_values])
+    name = {"layers": "depth", "hidden_units": "hidden widths", "batch_size": "batch size"}.get(field, field)
+    left.set(xlabel="number of Linear layers" if field == "layers" else name, ylabel="test accuracy",
+             title=f"MNIST: accuracy vs {name}")
     left.legend(loc="lower right")
-    for d in depths:
-        curves = np.array([r["test_accuracy"] for r in results if r["layers"] == d])
+    for runs in configs:
+        curves = np.array([r["test_accuracy"] for r in runs])
         epochs = np.arange(1, curves.shape[1] + 1)
-        right.plot(epochs, curves.mean(axis=0), marker=".", label=f"{d} layers")
-    right.set_xticks(epochs)
+        right.plot(epochs, curves.mean(axis=0), marker=".", label=describe(runs[0], fields))
+    right.set_xticks(np.arange(1, max(r["epochs"] for r in results) + 1))
     right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
     right.legend(loc="lower right")
-    draw_gradient_flow(grads, dead, results, depths)
+    draw_gradient_flow(grads, dead, configs, fields)
     if any(r["quick"] for r in results):
+        epochs = "/".join(map(str, ordered_values(results, "epochs")))
         fig.suptitle(f"quick run (--quick): {QUICK_TRAIN} training and {QUICK_TEST} test images, "
-                     f"{results[0]['epochs']} epoch(s), not the lecture's settings", color="tab:red")
+                     f"{epochs} epoch(s), not the lecture's settings", color="tab:red")
     fig.tight_layout()
     return fig
 
 
-def draw_gradient_flow(grads, dead, results, depths):
-    """The bottom panels of ``sweep_figure``: per depth, the last epoch's weight-gradient norm of
-    each Linear layer (log scale: they span decades) and dead-ReLU fraction of each hidden layer,
-    averaged over seeds; one colour per depth, as in the accuracy-per-epoch panel."""
+def ordered_values(results, field):
+    """The distinct values of ``field`` among ``results``, sorted."""
+    return [value for _, value in sorted({sort_key(r[field]): r[field] for r in results}.items())]
+
+
+def draw_gradient_flow(grads, dead, configs, fields):
+    """The bottom panels of ``sweep_figure``: per configuration, the last epoch's weight-gradient
+    norm of each Linear layer (log scale: they span decades) and dead fraction of each hidden
+    layer, averaged over seeds; one colour per configuration, as in the accuracy-per-epoch panel."""
     from matplotlib.ticker import FormatStrFormatter, LogLocator
 
-    for d in depths:
-        runs = [r for r in results if r["layers"] == d]
+    for runs in configs:
+        d, label = runs[0]["layers"], describe(runs[0], fields)
         norms = np.mean([r["weight_grad_norm"][-1] for r in runs], axis=0)
-        line, = grads.plot(np.arange(1, d + 1), norms, marker="o", label=f"{d} layers")
+        line, = grads.plot(np.arange(1, d + 1), norms, marker="o", label=label)
         if d > 1:
             fractions = np.mean([r["dead_relu_fraction"][-1] for r in runs], axis=0)
-            dead.plot(np.arange(1, d), fractions, marker="o", color=line.get_color(), label=f"{d} layers")
+            dead.plot(np.arange(1, d), fractions, marker="o", color=line.get_color(), label=label)
+    depth = max(runs[0]["layers"] for runs in configs)
     grads.set_yscale("log")   # ticks labelled 0.1, 0.2, 0.3, 0.5, 1 (not 3 x 10^-1): a decade or two show
     grads.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
     for set_formatter in (grads.yaxis.set_major_formatter, grads.yaxis.set_minor_formatter):
         set_formatter(FormatStrFormatter("%g"))
-    grads.set_xticks(range(1, max(depths) + 1))
+    grads.set_xticks(range(1, depth + 1))
     grads.set(xlabel="Linear layer (1 = next to the input)", ylabel="‖dL/dW‖ on the probe batch",
               title="weight-gradient norm per layer, after the last epoch")
     grads.legend(loc="best")
-    dead.set_xticks(range(1, max(depths)))
+    dead.set_xticks(range(1, depth))
     dead.set_ylim(bottom=0)
     dead.set(xlabel="hidden layer", ylabel="fraction of units 0 on every probe image",
              title=f"dead ReLUs per hidden layer ({PROBE_IMAGES} training images)")
-    if max(depths) > 1:
+    if depth > 1:
         dead.legend(loc="best")
 
 
-def summary_table(results):
-    lines = ["layers  hidden units          seeds  test accuracy"]
-    for d in sorted({r["layers"] for r in results}):
-        accs = np.array([r["final_test_accuracy"] for r in results if r["layers"] == d])
-        hidden = "-".join(map(str, common.hidden_units_for(d))) or "(none)"
+def summary_table(results, group_by="layers"):
+    """One line per configuration, the ``group_by`` setting first: its settings, the number of
+    seeds and the final test accuracy (mean ± std over the seeds)."""
+    fields, configs = configurations(results, GROUP_BY[group_by])
+    if "hidden_units" not in fields:
+        fields.insert(fields.index("layers") + 1, "hidden_units")
+    titles = {"hidden_units": "hidden units", "batch_size": "batch"}
+    widths = {field: 20 if field == "hidden_units" else max(6, len(titles.get(field, field))) for field in fields}
+
+    def cell(field, value):   # names left-aligned, numbers right-aligned
+        if field == "hidden_units":
+            return f"{'-'.join(map(str, value)) or '(none)':<{widths[field]}}"
+        text = f"{value:g}" if field == "lr" else str(value)
+        return f"{text:<{widths[field]}}" if isinstance(value, str) else f"{text:>{widths[field]}}"
+
+    lines = ["  ".join(f"{titles.get(f, f):<{widths[f]}}" for f in fields) + "  seeds  test accuracy"]
+    for runs in configs:
+        accs = np.array([r["final_test_accuracy"] for r in runs])
         spread = f" ± {accs.std(ddof=1):.4f}" if len(accs) > 1 else ""
-        lines.append(f"{d:>6}  {hidden:<20}  {len(accs):>5}  {accs.mean():.4f}{spread}")
+        lines.append("  ".join(cell(f, runs[0][f]) for f in fields) + f"  {len(accs):>5}  {accs.mean():.4f}{spread}")
     return "\n".join(lines)
 
 
 # --- the sweep --------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
+    if args.executor == "dask":
+        try:   # here, before the data is checked: a missing extra is found in a moment
+            import distributed  # noqa: F401
+        except ImportError:
+            raise SystemExit(DASK_MISSING) from None
     with one_sweep_at_a_time(args.out), sigterm_stops_like_ctrl_c():
         return sweep(args)
 
@@ -343,12 +564,17 @@ def sweep(args):
     try:
         if todo:   # checked (or fetched) once, here: in the workers a problem would be a traceback each
             common.load_mnist(data_dir, download=args.download or args.data_dir is None)
-        print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train"
-              f" with {min(args.jobs, max(len(todo), 1))} worker(s)", flush=True)
+        where = (f"on Dask ({args.scheduler or f'a LocalCluster of {min(args.jobs, max(len(todo), 1))} worker(s)'})"
+                 if args.executor == "dask" else f"with {min(args.jobs, max(len(todo), 1))} worker(s)")
+        print(f"{len(configs)} runs: {done_count} already finished in {run_dir}, {len(todo)} to train {where}",
+              flush=True)
         with contextlib.closing(Progress(sum(c["epochs"] for c in todo))) as progress:
-            if args.jobs == 1 or len(todo) <= 1:
+            if args.executor == "dask" and todo:
+                run_dask(todo, args, data_dir, run_dir, progress, finished)
+            elif args.jobs == 1 or len(todo) <= 1:
                 for config in todo:
-                    finished[config["key"]] = train_run(config, data_dir, run_dir, progress.epoch_done, args.jit)
+                    finished[config["key"]] = train_run(config, data_dir, progress.epoch_done, args.jit)
+                    save_run(run_dir, finished[config["key"]])
             else:
                 run_parallel(todo, args.jobs, data_dir, run_dir, progress, finished, args.jit)
     except (KeyboardInterrupt, WorkerLost) as stop:
@@ -361,9 +587,10 @@ def sweep(args):
         return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
     results = [finished[c["key"]] for c in configs]
-    write_results(results, args.out)
-    print(summary_table(results))
-    print(f"wrote {args.out / 'sweep.png'}, {args.out / 'results.csv'} and {args.out / 'results.json'}")
+    write_results(results, args.out, args.group_by)
+    print(summary_table(results, args.group_by))
+    print(f"wrote {args.out / 'sweep.png'}, {args.out / 'results.csv'}, {args.out / 'results.json'} and "
+          f"{args.out / 'timings.json'}")
     return 0
 
 
@@ -506,7 +733,8 @@ def _worker(config, data_dir, run_dir, results, jit):
     traceback and ends the worker with exit code 1 (multiprocessing does that)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches every process: the parent stops us
     threading.Thread(target=_exit_with_parent, daemon=True).start()
-    result = train_run(config, data_dir, run_dir, lambda *message: results.send(("epoch", message)), jit)
+    result = train_run(config, data_dir, lambda *message: results.send(("epoch", message)), jit)
+    save_run(run_dir, result)
     results.send(("result", result))
 
 
@@ -517,6 +745,108 @@ def _exit_with_parent():
     the parent dies, without polling."""
     multiprocessing.parent_process().join()
     os._exit(1)
+
+
+# --- Dask ------------------------------------------------------------------------------------------
+DASK_EVENTS = "tinygrad_edu-sweep"   # the topic of the runs' events: started, an epoch done
+
+
+def run_dask(todo, args, data_dir, run_dir, progress, finished):
+    """Train ``todo`` on Dask: one task per run, on the scheduler at ``args.scheduler`` or on a
+    LocalCluster of ``args.jobs`` single-threaded worker processes started for this sweep.
+
+    The driver saves each run as its future completes. A run whose worker is lost (killed, out
+    of memory) is rescheduled by Dask itself, on another worker or a restarted one, up to the
+    scheduler's allowed-failures (3 by default) times; the task's "started" events tell the driver
+    it happened, and it says so. Ctrl-C or SIGTERM cancels the futures and closes the cluster.
+    Each worker reads MNIST from ``data_dir`` on its own machine, checked against the MD5s by the
+    loader, so no task carries the data."""
+    import dask
+    from dask.distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
+
+    attempts = {}
+
+    def on_event(event):   # called on the client's own thread, as events arrive
+        _, message = event
+        if message["kind"] == "started":
+            attempts[message["key"]] = attempts.get(message["key"], 0) + 1
+            if attempts[message["key"]] > 1:
+                print(f"{message['key']}: its worker was lost; Dask runs it again (attempt "
+                      f"{attempts[message['key']]}, on {message['host']})", file=sys.stderr, flush=True)
+        else:
+            progress.epoch_done(message["key"], message["epoch"], message["accuracy"])
+
+    with contextlib.ExitStack() as stack:
+        if args.scheduler:
+            try:
+                client = stack.enter_context(Client(args.scheduler))   # waits distributed.comm.timeouts.connect
+            except OSError as e:
+                raise SystemExit(f"error: cannot reach the Dask scheduler at {args.scheduler}: {e}") from None
+        else:
+            # one thread per worker: the limits are set before a worker starts, and so before NumPy
+            threads = {var: 1 for var in THREAD_LIMITS}
+            with stops_held_back(), dask.config.set({"distributed.nanny.pre-spawn-environ": threads}):
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=min(args.jobs, len(todo)), threads_per_worker=1, processes=True,
+                    dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+            # Ctrl-C reaches every process of the terminal: the driver stops the workers, as the local
+            # executor's do; a worker restarted later gets the plugin too
+            client.register_plugin(ctrl_c_left_to_the_driver())
+        for module in ("mnist_common.py", "mnist_sweep.py"):   # the driver's code, also on another machine
+            client.upload_file(str(Path(__file__).with_name(module)))
+        client.subscribe_topic(DASK_EVENTS, on_event)
+        futures = {client.submit(dask_task, config, str(data_dir), args.jit, key=config["key"], pure=False): config
+                   for config in todo}
+        try:
+            for future in as_completed(futures):
+                config = futures[future]
+                try:
+                    result = future.result()
+                except KilledWorker:
+                    raise WorkerLost(f"Dask lost the worker training {config['key']} on every attempt "
+                                     f"({attempts.get(config['key'], '?')}): the run itself may kill it "
+                                     f"(out of memory?)") from None
+                save_run(run_dir, result)
+                finished[config["key"]] = result
+        except BaseException:   # Ctrl-C, SIGTERM, an error: cancel what is still queued or running
+            # Dask's warnings from here on (tasks cancelled, workers stopped) tell of the stop asked for
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            client.cancel(list(futures))
+            raise
+    retried = sorted(key for key, n in attempts.items() if n > 1)
+    if retried:
+        print(f"{len(retried)} run(s) were trained again after their worker was lost: {', '.join(retried)}",
+              file=sys.stderr)
+
+
+def ctrl_c_left_to_the_driver():
+    """A Dask worker plugin for the sweep's own LocalCluster: its workers ignore Ctrl-C, which the
+    terminal sends to the driver and them alike, so that the driver cancels the runs and closes
+    the cluster in order instead of every worker dying with a traceback; nor do they warn of each
+    run that the stop cancels. (Defined here: Dask is imported only when it is used.)"""
+    from distributed import WorkerPlugin
+
+    class CtrlCLeftToTheDriver(WorkerPlugin):
+        def setup(self, worker):   # on the worker's event loop, in its main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+    return CtrlCLeftToTheDriver()
+
+
+def dask_task(config, data_dir, jit):
+    """One run, as a Dask task: ``train_run`` on the worker, its events sent to the driver."""
+    from distributed import get_worker
+    worker = get_worker()
+    worker.log_event(DASK_EVENTS, dict(kind="started", key=config["key"], host=socket.gethostname()))
+    report = lambda key, epoch, accuracy: worker.log_event(   # noqa: E731
+        DASK_EVENTS, dict(kind="epoch", key=key, epoch=epoch, accuracy=accuracy))
+    try:
+        return train_run(config, data_dir, report, jit)
+    except SystemExit as e:   # load_mnist's advice, as an error the driver sees (SystemExit would end the worker)
+        raise RuntimeError(f"on {socket.gethostname()}: {e}") from None
 
 
 if __name__ == "__main__":

@@ -281,6 +281,20 @@ BOTH_SCRIPTS_REJECT = [
 @pytest.mark.parametrize("script, flags, message", [
     ("mnist_sweep.py", ["--layers", "0"], "layers must be between 1 and 5"),
     ("mnist_sweep.py", ["--layers", "6"], "layers must be between 1 and 5"),
+    ("mnist_sweep.py", ["--layers", "4", "--hidden", "512,256,128,64", "256,128"],
+     "--layers: layers must be between 1 and 3 (one more than the 2 widths of --hidden 256,128), got 4"),
+    ("mnist_sweep.py", ["--hidden", "256,x"], "--hidden: widths are positive integers separated by commas"),
+    ("mnist_sweep.py", ["--hidden", "256,0"], "--hidden: widths must be positive, got '256,0'"),
+    ("mnist_sweep.py", ["--seeds", "0"], "--seeds: '0' holds no seed"),
+    ("mnist_sweep.py", ["--seeds", "3:1"], "--seeds: '3:1' holds no seed"),
+    ("mnist_sweep.py", ["--seeds", "a"], "--seeds: seeds are N (seeds 0 .. N-1) or A:B"),
+    ("mnist_sweep.py", ["--lr", "0.1", "0"], "--lr: must be a positive number, got 0.0"),
+    ("mnist_sweep.py", ["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
+    ("mnist_sweep.py", ["--optimizer", "rmsprop"], "--optimizer: invalid choice: 'rmsprop'"),
+    ("mnist_sweep.py", ["--activation", "gelu"], "--activation: invalid choice: 'gelu'"),
+    ("mnist_sweep.py", ["--group-by", "seed"], "--group-by: invalid choice: 'seed'"),
+    ("mnist_sweep.py", ["--executor", "spark"], "--executor: invalid choice: 'spark'"),
+    ("mnist_sweep.py", ["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler: needs --executor dask"),
     ("mnist_cnn.py", ["--log-every", "0"], "--log-every: must be a positive integer, got 0"),
     ("mnist_cnn.py", ["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
     ("mnist_cnn.py", ["--engine", "jax"], "--engine: invalid choice: 'jax'"),
@@ -346,14 +360,17 @@ def test_sweep_quick_writes_png_csv_json(tmp_path, mnist_root):
     assert [r["hidden_units"] for r in results] == [[512], [512, 256], [512, 256, 128], [512, 256, 128, 64]]
     for r in results:
         assert len(r["test_accuracy"]) == 1 and 0.1 < r["final_test_accuracy"] <= 1
-        assert r["backend"] in ("c", "numpy") and r["seconds"] > 0
+        assert r["backend"] in ("c", "numpy") and not set(mnist_sweep.TIMING_FIELDS) & set(r)
+    timings = json.loads((tmp_path / "timings.json").read_text())   # what differs from sweep to sweep
+    assert list(timings) == [r["key"] for r in results]
+    assert all(t["seconds"] > 0 and t["host"] and t["pid"] != os.getpid() for t in timings.values())
     assert results[0]["final_test_accuracy"] > 0.75   # 2 layers learn fast even on a fifth of the data
     for r in results:   # one epoch of gradient flow: a norm per Linear layer, two numbers per hidden one
         (norms,), (means,), (dead,) = (r[field] for field in mnist_sweep.FLOW_FIELDS)
         assert len(norms) == r["layers"] and len(means) == len(dead) == r["layers"] - 1
         assert all(n > 0 for n in norms) and all(m > 0 for m in means) and all(0 <= f < 1 for f in dead)
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("layers,hidden_units,seed") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("layers,hidden_units,activation,optimizer,lr") and len(csv_lines) == 5
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -464,7 +481,125 @@ def test_gradient_flow_measures_the_probe_and_leaves_the_weights_gradients_alone
     criterion(model(images), labels).backward()   # the same loss, without hooks: the same gradients
     np.testing.assert_allclose(flow["weight_grad_norm"],
                                [np.linalg.norm(layer.weight.grad.numpy()) for layer in model.l_layers], rtol=1e-6)
-    assert model.relu._forward_hooks == {}   # the probe's hook is gone
+    assert model.activation._forward_hooks == {}   # the probe's hook is gone
+
+
+# --- the grid ---------------------------------------------------------------------------------------
+def test_sweep_runs_the_product_of_its_settings_each_keyed_by_all_of_them(tmp_path):
+    configs = quick_configs(tmp_path, "--layers", "3", "2", "--lr", "0.1", "0.01", "--optimizer", "adam", "sgd")
+    assert [(c["layers"], c["optimizer"], c["lr"]) for c in configs] == [
+        (2, "adam", 0.01), (2, "adam", 0.1), (2, "sgd", 0.01), (2, "sgd", 0.1),
+        (3, "adam", 0.01), (3, "adam", 0.1), (3, "sgd", 0.01), (3, "sgd", 0.1)]   # numbers sorted, names as given
+    assert len({c["key"] for c in configs}) == 8
+    assert configs[0]["key"] == "layers2_hidden512_relu_adam_lr0.01_batch12_epochs1_seed0_quick"
+    assert configs[0]["activation"] == "relu" and configs[0]["batch_size"] == 12 and configs[0]["seed"] == 0
+    # any one setting changed: every run's key and stored configuration change with it
+    defaults = quick_configs(tmp_path, "--layers", "2", "3")
+    for flags in (["--activation", "tanh"], ["--batch-size", "13"], ["--epochs", "2"], ["--lr", "0.010000001"],
+                  ["--hidden", "511,256"], ["--seeds", "1:2"], ["--optimizer", "adam"]):
+        changed = quick_configs(tmp_path, "--layers", "2", "3", *flags)
+        assert not {c["key"] for c in changed} & {c["key"] for c in defaults}, flags
+        assert all(c != d for c, d in zip(changed, defaults))
+        result = fake_result(defaults[1])   # a stale run under the new run's name is not reused
+        (tmp_path / f"{changed[1]['key']}.json").write_text(json.dumps(dict(result, key=changed[1]["key"])))
+        assert mnist_sweep.load_finished(tmp_path, changed[1]) is None
+
+
+def test_sweep_hidden_widths_are_prefixed_per_depth_and_seeds_are_ranges(tmp_path):
+    configs = quick_configs(tmp_path, "--layers", "1", "3", "--hidden", "512,256,128,64", "32,16", "--seeds", "2", "5:7")
+    assert [(c["hidden_units"], c["seed"]) for c in configs] == [
+        ([], 0), ([], 1), ([], 5), ([], 6),   # one layer: no hidden width, so the two --hidden are one run
+        ([512, 256], 0), ([512, 256], 1), ([512, 256], 5), ([512, 256], 6),
+        ([32, 16], 0), ([32, 16], 1), ([32, 16], 5), ([32, 16], 6)]
+    assert mnist_sweep.parse_args(["--data-dir", str(tmp_path)]).epochs == [10]   # the lecture's defaults
+    lecture = mnist_sweep.run_configs(mnist_sweep.parse_args(["--data-dir", str(tmp_path)]))
+    assert [(c["layers"], c["hidden_units"], c["lr"], c["batch_size"], c["optimizer"], c["activation"], c["seed"])
+            for c in lecture] == [(n, list(common.LECTURE_HIDDEN[:n - 1]), 0.01, 12, "sgd", "relu", 0)
+                                  for n in (2, 3, 4, 5)]
+
+
+GRID_TOML = """
+layers = [2, 3]
+hidden = [[256, 128], [64, 32]]
+lr = [0.01, 0.1]
+optimizer = "adam"
+seeds = "3:5"
+batch_size = 20
+"""
+
+
+def test_sweep_grid_file_is_the_same_as_its_flags_and_flags_override_it(tmp_path):
+    (tmp_path / "grid.toml").write_text(GRID_TOML)
+    from_file = quick_configs(tmp_path, "--grid", str(tmp_path / "grid.toml"))
+    from_flags = quick_configs(tmp_path, "--layers", "2", "3", "--hidden", "256,128", "64,32", "--lr", "0.01", "0.1",
+                               "--optimizer", "adam", "--seeds", "3:5", "--batch-size", "20")
+    assert from_file == from_flags and len(from_file) == 16
+    overridden = quick_configs(tmp_path, "--lr", "0.5", "--grid", str(tmp_path / "grid.toml"))
+    assert {c["lr"] for c in overridden} == {0.5} and {c["batch_size"] for c in overridden} == {20}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr = [0.1, -1]\n", "argument --lr: must be a positive number, got -1.0"),
+    ("momentum = 0.9\n", "grid.toml sets 'momentum', which is not a setting of the grid"),
+    ("lr = [0.1\n", "grid.toml is not valid TOML"),
+    ("layers = []\n", "layers must be a value or a list of values, got []"),
+    ("activation = ['relu', 'swish']\n", "argument --activation: invalid choice: 'swish'"),
+    (None, "argument --grid: cannot read"),
+])
+def test_sweep_grid_file_errors_name_the_setting(tmp_path, capsys, text, message):
+    if text is not None:
+        (tmp_path / "grid.toml").write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        mnist_sweep.parse_args(["--data-dir", str(tmp_path), "--grid", str(tmp_path / "grid.toml")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sweep_groups_its_table_and_figure_by_the_chosen_setting(tmp_path):
+    configs = quick_configs(tmp_path, "--layers", "2", "--lr", "0.01", "0.1", "--optimizer", "sgd", "adam",
+                            "--seeds", "2")
+    results = [fake_result(c, accuracy=0.9 if c["optimizer"] == "adam" else 0.8 + c["lr"] + 0.01 * c["seed"])
+               for c in configs]
+    table = mnist_sweep.summary_table(results, "lr").splitlines()
+    assert table[0].split() == ["lr", "layers", "hidden", "units", "optimizer", "seeds", "test", "accuracy"]
+    assert [line.split() for line in table[1:]] == [
+        ["0.01", "2", "512", "adam", "2", "0.9000", "±", "0.0000"], ["0.01", "2", "512", "sgd", "2", "0.8150", "±", "0.0071"],
+        ["0.1", "2", "512", "adam", "2", "0.9000", "±", "0.0000"], ["0.1", "2", "512", "sgd", "2", "0.9050", "±", "0.0071"]]
+    fig = mnist_sweep.sweep_figure(results, "lr")
+    accuracy, per_epoch = fig.axes[:2]
+    assert accuracy.get_title() == "MNIST: accuracy vs lr"
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["lr 0.01", "lr 0.1"]
+    lines = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in accuracy.containers}
+    assert lines == {"adam (mean ± std, 2 seeds)": pytest.approx([0.9, 0.9]),   # one line per optimizer,
+                     "sgd (mean ± std, 2 seeds)": pytest.approx([0.815, 0.905])}   # lr along x
+    assert sorted(line.get_label() for line in per_epoch.get_lines()) == [
+        "lr 0.01, 2 layers, adam", "lr 0.01, 2 layers, sgd", "lr 0.1, 2 layers, adam", "lr 0.1, 2 layers, sgd"]
+    by_depth = mnist_sweep.summary_table(results).splitlines()[0].split()   # the default: layers first
+    assert by_depth[:4] == ["layers", "hidden", "units", "optimizer"]
+
+
+def test_sweep_trains_other_activations_and_adam(tmp_path, mnist_root):
+    out = run_example("mnist_sweep.py", *quick_sweep_args(tmp_path, mnist_root, "--layers", "2", "--activation",
+                      "tanh", "sigmoid", "--optimizer", "adam", "--lr", "0.001", "--jobs", "1",
+                      "--group-by", "activation"), normal=30)
+    assert out.splitlines()[-4].split()[:2] == ["activation", "layers"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["activation"], r["optimizer"]) for r in results] == [("tanh", "adam"), ("sigmoid", "adam")]
+    assert all(r["final_test_accuracy"] > 0.8 for r in results)   # adam learns fast with either
+    assert results[0]["final_train_loss"] != results[1]["final_train_loss"]
+    assert 0 < results[1]["hidden_mean_activation"][0][0] < 1   # sigmoid's outputs; tanh's may be negative
+    assert all(r["dead_relu_fraction"] == [[0.0]] for r in results)   # tanh, sigmoid: never exactly 0
+
+
+def test_sweep_without_dask_says_which_extra_to_install(tmp_path):
+    fake = tmp_path / "no-dask"
+    for package in ("dask", "distributed"):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    result = run_script("mnist_sweep.py", "--quick", "--executor", "dask", "--data-dir", str(tmp_path),
+                        "--out", str(tmp_path / "out"), normal=10, env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == 'error: --executor dask needs Dask: pip install -e ".[distributed]"'
 
 
 def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
