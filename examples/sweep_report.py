@@ -147,9 +147,10 @@ def model_source(make_model):
 
 # --- the runs: checked, grouped, summarised ------------------------------------------------------
 
-# a run's settings: the sweep writes these; the grid adds the optional ones (absent: today's choice)
-CONFIG_FIELDS = ("layers", "hidden_units", "epochs", "batch_size", "lr", "quick")
-OPTIONAL_CONFIG = {"optimizer": "sgd", "activation": "relu", "engine": "tinygrad_edu"}
+# a run's settings, in the order the sweep writes them; "engine" is optional (absent: tinygrad_edu),
+# for PyTorch's runs beside the sweep's
+CONFIG_FIELDS = ("layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs", "quick")
+OPTIONAL_CONFIG = {"engine": "tinygrad_edu"}
 RESULT_FIELDS = ("seed", "test_accuracy", "final_test_accuracy", "seconds", "provenance")
 FLOW_FIELDS = ("weight_grad_norm", "dead_relu_fraction")   # the gradient-flow panel's, where runs have them
 SETTING_NAMES = {"layers": "# layers", "hidden_units": "hidden units", "epochs": "epochs",
@@ -251,11 +252,25 @@ class Configuration:
 
 
 def configurations(results, varying):
+    """The runs grouped into Configurations by their values of ``varying`` (``check_runs``'s: all
+    settings but the seed), sorted by those values in that order."""
     grouped = {}
     for run in results:
         grouped.setdefault(tuple(setting(run, f) for f in varying), []).append(run)
     return [Configuration(dict(zip(varying, values)), runs)
             for values, runs in sorted(grouped.items(), key=lambda item: [order(v) for v in item[0]])]
+
+
+def configuration_table(configs, varying):
+    """``(header, rows)``: one row per configuration, its ``varying`` settings, the number of
+    seeds, the final accuracy's mean and sample sd, and each seed's number. The report's table and
+    the table the sweep prints."""
+    header = [SETTING_NAMES.get(f, f) for f in varying] + ["seeds", "mean", "sd", "per seed"]
+    rows = [[show(f, c.values[f]) for f in varying]
+            + [str(len(c.runs)), f"{c.mean:.4f}", "-" if c.sd is None else f"{c.sd:.4f}",
+               "  ".join(f"{run['seed']}: {run['final_test_accuracy']:.4f}" for run in c.runs)]
+            for c in configs]
+    return header, rows
 
 
 def flatten(provenance_dict, prefix=""):
@@ -349,11 +364,7 @@ def build_report(results, command_line, group_by, source):
     blocks += [("heading", "Results per configuration"),
                ("paragraph", f"Final test accuracy: mean and sample standard deviation (n - 1) over the seeds, "
                              f"and each seed's number ({per_seed})."),
-               ("table", [SETTING_NAMES.get(f, f) for f in varying] + ["seeds", "mean", "sd", "per seed"],
-                [[show(f, c.values[f]) for f in varying]
-                 + [str(len(c.runs)), f"{c.mean:.4f}", "-" if c.sd is None else f"{c.sd:.4f}",
-                    "  ".join(f"{run['seed']}: {run['final_test_accuracy']:.4f}" for run in c.runs)]
-                 for c in configs])]
+               ("table", *configuration_table(configs, varying))]
 
     blocks += [("heading", "Model source"),
                ("paragraph", "The class the runs trained, as it stands in the code that ran "
@@ -401,7 +412,7 @@ def draw_accuracy(fig, rect, configs, group_by, series):
         x = np.array([position[c.values[group_by]] for c in members]) + shift
         label = members[0].label(series) if series else "tinygrad_edu"
         line = ax.errorbar(x, [c.mean for c in members], yerr=[c.sd or 0.0 for c in members], marker="o",
-                           capsize=4, label=label + (" (mean ± sd)" if any(c.sd for c in members) else ""))
+                           capsize=4, label=label + (" (mean ± sd)" if any(c.sd is not None for c in members) else ""))
         for xi, c in zip(x, members):
             ax.scatter([xi] * len(c.final), c.final, s=10, color=line[0].get_color(), alpha=0.5, zorder=3)
     ax.axhline(common.LECTURE_ACCURACY, color="red", linestyle="--", label=f"lecture, 5 layers ({common.LECTURE_ACCURACY})")
@@ -412,17 +423,22 @@ def draw_accuracy(fig, rect, configs, group_by, series):
 
 
 def draw_epochs(fig, rect, configs, fields):
+    """Test accuracy after each epoch, one line per configuration (the mean over its seeds)."""
     ax, = axes_grid(fig, rect, 1)
     for c in configs:
         curves = np.array([run["test_accuracy"] for run in c.runs], dtype=float)
         epochs = np.arange(1, curves.shape[1] + 1)
         ax.plot(epochs, curves.mean(axis=0), marker="o", markersize=4, label=c.label(fields))
     ax.set_xticks(range(1, max(len(run["test_accuracy"]) for c in configs for run in c.runs) + 1))
-    ax.set(xlabel="epoch", ylabel="test accuracy")
+    ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
+    ax.title.set_fontsize(10)
     ax.legend(loc="best", fontsize=7, ncol=1 + len(configs) // 8)
 
 
 def draw_gradient_flow(fig, rect, configs, fields):
+    """Two panels side by side, per configuration (means over its seeds, one colour each): the
+    last epoch's weight-gradient norm of each Linear layer (log scale: they span decades), and
+    the fraction of dead units of each hidden layer (a 1-layer MLP has none: no line there)."""
     from matplotlib.ticker import FormatStrFormatter, LogLocator
 
     grads, dead = axes_grid(fig, rect, 2)
@@ -431,13 +447,16 @@ def draw_gradient_flow(fig, rect, configs, fields):
         line, = grads.plot(np.arange(1, len(norms) + 1), norms, marker="o", label=c.label(fields))
         fractions = np.mean([run["dead_relu_fraction"][-1] for run in c.runs], axis=0)
         if len(fractions):
-            dead.plot(np.arange(1, len(fractions) + 1), fractions, marker="o", color=line.get_color())
+            dead.plot(np.arange(1, len(fractions) + 1), fractions, marker="o", color=line.get_color(),
+                      label=line.get_label())
     grads.set_yscale("log")   # labelled 0.2, 0.3, 0.5 (not 2 x 10^-1): a decade or two show
     grads.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
     for set_formatter in (grads.yaxis.set_major_formatter, grads.yaxis.set_minor_formatter):
         set_formatter(FormatStrFormatter("%g"))
-    grads.set(xlabel="Linear layer (1 = next to the input)", ylabel="‖dL/dW‖", title="weight-gradient norm")
-    dead.set(xlabel="hidden layer", ylabel="fraction of units", title="dead units")
+    grads.set(xlabel="Linear layer (1 = next to the input)", ylabel="‖dL/dW‖",
+              title="weight-gradient norm per Linear layer")
+    dead.set(xlabel="hidden layer", ylabel="fraction of units",
+             title="dead units per hidden layer")
     dead.set_ylim(bottom=0)
     for ax in (grads, dead):
         ax.xaxis.get_major_locator().set_params(integer=True)

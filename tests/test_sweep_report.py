@@ -38,7 +38,8 @@ def make_run(rng, layers, seed, epochs=3, flow=True, provenance=None, **settings
     accuracies = [float(a) for a in np.sort(rng.uniform(0.80, 0.98, epochs))]
     run = dict(key=f"layers{layers}_seed{seed}" + "".join(f"_{k}{v}" for k, v in settings.items()),
                layers=layers, hidden_units=list(common.hidden_units_for(layers)), seed=seed, epochs=epochs,
-               batch_size=12, lr=0.01, quick=False, **settings, final_train_loss=0.1, test_accuracy=accuracies,
+               batch_size=12, lr=0.01, quick=False, **{"activation": "relu", "optimizer": "sgd", **settings},
+               final_train_loss=0.1, test_accuracy=accuracies,
                final_test_accuracy=accuracies[-1], seconds=float(rng.uniform(10, 20)), backend="c",
                provenance=dict(provenance or PROVENANCE))
     if flow:
