@@ -14,10 +14,13 @@ Each run trains the lecture's MLP, hidden sizes a prefix of 512, 256, 128, 64 (b
 every combination; a run's file name and its stored settings carry all of them, so a changed
 setting never reuses another run's result. Every finished run is saved at once (out/runs/*.json,
 written atomically), so an interrupted sweep picks up where it stopped when started again with the
-same flags. At the end it writes sweep.png, results.csv and results.json to --out, and the times,
-hosts and process ids of the runs to timings.json: results.json holds only what the settings
-determine, so two sweeps with the same flags on the same backend and machine write it byte for
-byte alike, on either executor.
+same flags. At the end it writes sweep.png, results.csv and results.json to --out, the times,
+hosts and process ids of the runs to timings.json, and their provenance (versions, commit, machine,
+MNIST MD5s: sweep_report.provenance, taken by each run where it ran) to provenance.json:
+results.json holds only what the settings determine, so two sweeps with the same flags on the same
+backend and machine write it byte for byte alike, on either executor. Unless --quick (or
+--no-report), it also writes the assignment's report, report.pdf and report.md (sweep_report.py),
+whose figures and table are sweep.png's and the printed table's: one grouping of the runs.
 
 Why does accuracy change with depth? After every epoch each run also measures, on a fixed probe
 batch (the first 1,000 training images), how the gradient flows through the layers: the norm of
@@ -51,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 import mnist_common as common
+import sweep_report
 from tinygrad_edu.utils.files import atomic_write_text
 
 try:
@@ -120,6 +124,10 @@ def build_parser():
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_TRAIN} training and {QUICK_TEST} test images, one epoch "
                              f"unless --epochs says otherwise")
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                        help="write report.pdf and report.md (the assignment's report: figures, table, the "
+                             "model's code, the runs' provenance) to --out at the end (default: on, off "
+                             "with --quick)")
     parser.add_argument("--jobs", type=common.positive_int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per core); with --executor dask, the "
                              "LocalCluster's workers")
@@ -140,8 +148,12 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.grid is not None:   # the file's settings first, so that the flags given override them
         args = parser.parse_args([*grid_file_flags(parser, args.grid), *(argv if argv is not None else sys.argv[1:])])
+    # the report's: the command as typed, or (main called with argv, e.g. in a notebook) the script's name and argv
+    args.command_line = sys.argv if argv is None else [parser.prog, *argv]
     if args.epochs is None:
         args.epochs = [1 if args.quick else 10]
+    if args.report is None:
+        args.report = not args.quick   # a smoke run makes no report unless asked
     args.seeds = sorted(set().union(*args.seeds))
     shortest = min(args.hidden, key=len)
     bad = [layers for layers in args.layers if not 1 <= layers <= len(shortest) + 1]
@@ -211,8 +223,10 @@ def run_configs(args):
 
 # per epoch, one number per Linear layer (the first) or per hidden layer (the others); see gradient_flow
 FLOW_FIELDS = ("weight_grad_norm", "hidden_mean_activation", "dead_relu_fraction")
-RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend", *FLOW_FIELDS)
-# in a run's own file and in timings.json, never in results.json: they differ from one sweep to the next
+RESULT_FIELDS = ("final_train_loss", "test_accuracy", "final_test_accuracy", "seconds", "backend", *FLOW_FIELDS,
+                 "provenance")
+# in a run's own file, never in results.json (they differ from one sweep to the next): the times,
+# hosts and pids go to timings.json, the provenance (sweep_report.provenance) to provenance.json
 TIMING_FIELDS = ("seconds", "host", "pid")
 
 
@@ -230,6 +244,8 @@ def read_run_file(path, config):
     missing = [field for field in (*config, *RESULT_FIELDS) if field not in result]
     if missing:
         return None, f"lacks the field(s) {', '.join(missing)}"
+    if not isinstance(result["provenance"], dict):
+        return None, f"has provenance {result['provenance']!r:.40}, not the dict sweep_report.provenance() makes"
     for field in sorted(config, key=lambda field: field == "key"):   # the settings first, then the name
         if result[field] != config[field]:
             return None, f"is another configuration's run ({field} {result[field]!r}, this run's is {config[field]!r})"
@@ -318,7 +334,8 @@ def train_run(config, data_dir, report, jit=True):
         _test_only_kill_worker(config["key"])
     return dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
                 final_test_accuracy=accuracies[-1], backend=torch.backend.name(), **flow,
-                seconds=common.seconds_since(start), host=socket.gethostname(), pid=os.getpid())
+                seconds=common.seconds_since(start), host=socket.gethostname(), pid=os.getpid(),
+                provenance=sweep_report.provenance(data_dir))   # where the run ran: this worker's
 
 
 def save_run(run_dir, result):
@@ -369,13 +386,16 @@ CSV_FIELDS = ["layers", "hidden_units", "activation", "optimizer", "lr", "batch_
 
 
 def write_results(results, out, group_by="layers"):
-    """results.json, results.csv, timings.json and sweep.png, each written atomically.
-    results.json and results.csv hold what the settings determine; timings.json what differs
-    from one sweep to the next (seconds, host, pid), keyed by run."""
+    """results.json, results.csv, timings.json, provenance.json and sweep.png, each written
+    atomically. results.json and results.csv hold what the settings determine; timings.json
+    (seconds, host, pid) and provenance.json (versions, machine, data MD5s) what differs from one
+    sweep to the next, keyed by run."""
     atomic_write_text(out / "results.json", json.dumps(
-        [{field: value for field, value in r.items() if field not in TIMING_FIELDS} for r in results], indent=2))
+        [{field: value for field, value in r.items() if field not in (*TIMING_FIELDS, "provenance")}
+         for r in results], indent=2))
     atomic_write_text(out / "timings.json", json.dumps(
         {r["key"]: {field: r.get(field) for field in TIMING_FIELDS} for r in results}, indent=2))
+    atomic_write_text(out / "provenance.json", json.dumps({r["key"]: r["provenance"] for r in results}, indent=2))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
@@ -386,160 +406,43 @@ def write_results(results, out, group_by="layers"):
     plot(results, out / "sweep.png", group_by)
 
 
-# --- grouping runs: what varies in a sweep, and how to name it --------------------------------------
-LABELLED = ("layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs")
-
-
-def varying_settings(results):
-    """The settings (of LABELLED) that differ between runs. Hidden units count only where they
-    differ between runs of one depth: a prefix of the widths always changes with the depth."""
-    def distinct(*fields):
-        return len({tuple(str(r[field]) for field in fields) for r in results})
-    return [field for field in LABELLED
-            if (distinct("layers", field) > distinct("layers") if field == "hidden_units" else distinct(field) > 1)]
-
-
-def describe(run, fields):
-    """A run's ``fields`` in a few words, for a legend: '3 layers, lr 0.1, adam'."""
-    words = {"layers": lambda v: f"{v} layers", "hidden_units": lambda v: "hidden " + ("-".join(map(str, v)) or "none"),
-             "lr": lambda v: f"lr {v:g}", "batch_size": lambda v: f"batch {v}", "epochs": lambda v: f"{v} epochs"}
-    return ", ".join(words.get(field, str)(run[field]) for field in fields)
-
-
-def sort_key(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
-def groups(results, fields):
-    """The runs grouped by their values of ``fields`` (seeds together), in sorted order."""
-    grouped = {}
-    for r in results:
-        grouped.setdefault(tuple(sort_key(r[field]) for field in fields), []).append(r)
-    return [grouped[values] for values in sorted(grouped)]
-
-
-def configurations(results, group_by="layers"):
-    """The runs by configuration (all settings but the seed): ``(fields, [runs of one
-    configuration, ...])``, where ``fields`` are the settings that name a configuration in a
-    legend or a table: the group-by setting, the depth, and what else varies."""
-    fields = list(dict.fromkeys([group_by, "layers", *varying_settings(results)]))
-    return fields, groups(results, fields)
-
-
+# --- the figure and the table: grouped into configurations as the report groups them --------------
 def plot(results, path, group_by="layers"):
     from tinygrad_edu.vision.utils import atomic_savefig
     atomic_savefig(sweep_figure(results, group_by), path, dpi=120)
 
 
 def sweep_figure(results, group_by="layers"):
-    """Accuracy against the ``group_by`` setting (depth by default: one line per combination of
-    the other settings that vary, mean ± std over seeds), and per epoch (top); below, the gradient
-    flow after the last epoch: each Linear layer's weight-gradient norm and each hidden layer's
-    dead-unit fraction, one line per configuration (means over seeds). A --quick run says so in its
-    title. On a Figure of its own (not pyplot's), so calling main() in a notebook leaves its backend
-    and figures alone."""
+    """The report's figures on one Figure: accuracy against the ``group_by`` setting (depth by
+    default: one line per combination of the other settings that vary, mean ± sd over seeds) and
+    per epoch (top); below, the gradient flow after the last epoch. A --quick run says so in its
+    title. On a Figure of its own (not pyplot's), so calling main() in a notebook leaves its
+    backend and figures alone."""
     from matplotlib.figure import Figure
 
     field = GROUP_BY[group_by]
-    fields, configs = configurations(results, field)
-    x_values = ordered_values(results, field)
-    numeric_x = field in ("layers", "batch_size", "epochs")   # an axis of numbers; else one tick per value
-    position = {str(v): (v if numeric_x else i) for i, v in enumerate(x_values)}
+    varying = sweep_report.check_runs(results, field)
+    configs = sweep_report.configurations(results, varying)
+    series = sweep_report.series_fields(results, field, varying)
     fig = Figure(figsize=(11, 8.4))
-    (left, right), (grads, dead) = fig.subplots(2, 2)
-    n_seeds = max(len(runs) for runs in configs)
-    others = [f for f in fields if f != field and f in varying_settings(results)]   # one line per combination
-    for series in groups(results, others):
-        by_x = groups(series, [field])
-        finals = [np.array([r["final_test_accuracy"] for r in runs]) for runs in by_x]
-        xs = [position[str(runs[0][field])] for runs in by_x]
-        stds = [f.std(ddof=1) if len(f) > 1 else 0.0 for f in finals]
-        label = describe(series[0], others) if others else "tinygrad_edu"
-        left.errorbar(xs, [f.mean() for f in finals], yerr=stds if n_seeds > 1 else None, marker="o", capsize=4,
-                      label=label + (f" (mean ± std, {n_seeds} seeds)" if n_seeds > 1 else ""))
-        for x, f in zip(xs, finals):
-            left.scatter([x] * len(f), f, s=10, color="gray", alpha=0.6, zorder=3)
-    left.axhline(common.LECTURE_ACCURACY, color="red", linestyle="--",
-                 label=f"lecture, 5 layers ({common.LECTURE_ACCURACY})")
-    left.set_xticks([position[str(v)] for v in x_values])
-    if not numeric_x:
-        left.set_xticklabels([describe({field: v}, [field]) for v in x_values])
-    name = {"layers": "depth", "hidden_units": "hidden widths", "batch_size": "batch size"}.get(field, field)
-    left.set(xlabel="number of Linear layers" if field == "layers" else name, ylabel="test accuracy",
-             title=f"MNIST: accuracy vs {name}")
-    left.legend(loc="lower right")
-    for runs in configs:
-        curves = np.array([r["test_accuracy"] for r in runs])
-        epochs = np.arange(1, curves.shape[1] + 1)
-        right.plot(epochs, curves.mean(axis=0), marker=".", label=describe(runs[0], fields))
-    right.set_xticks(np.arange(1, max(r["epochs"] for r in results) + 1))
-    right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy per epoch")
-    right.legend(loc="lower right")
-    draw_gradient_flow(grads, dead, configs, fields)
+    top = 0.95   # room for the --quick title
+    sweep_report.draw_accuracy(fig, (0, top / 2, 0.5, top / 2), configs, field, series)
+    sweep_report.draw_epochs(fig, (0.5, top / 2, 0.5, top / 2), configs, [field, *series])
+    sweep_report.draw_gradient_flow(fig, (0, 0, 1, top / 2), configs, [field, *series])
     if any(r["quick"] for r in results):
-        epochs = "/".join(map(str, ordered_values(results, "epochs")))
+        epochs = "/".join(map(str, sorted({r["epochs"] for r in results})))
         fig.suptitle(f"quick run (--quick): {QUICK_TRAIN} training and {QUICK_TEST} test images, "
                      f"{epochs} epoch(s), not the lecture's settings", color="tab:red")
-    fig.tight_layout()
     return fig
 
 
-def ordered_values(results, field):
-    """The distinct values of ``field`` among ``results``, sorted."""
-    return [value for _, value in sorted({sort_key(r[field]): r[field] for r in results}.items())]
-
-
-def draw_gradient_flow(grads, dead, configs, fields):
-    """The bottom panels of ``sweep_figure``: per configuration, the last epoch's weight-gradient
-    norm of each Linear layer (log scale: they span decades) and dead fraction of each hidden
-    layer, averaged over seeds; one colour per configuration, as in the accuracy-per-epoch panel."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator
-
-    for runs in configs:
-        d, label = runs[0]["layers"], describe(runs[0], fields)
-        norms = np.mean([r["weight_grad_norm"][-1] for r in runs], axis=0)
-        line, = grads.plot(np.arange(1, d + 1), norms, marker="o", label=label)
-        if d > 1:
-            fractions = np.mean([r["dead_relu_fraction"][-1] for r in runs], axis=0)
-            dead.plot(np.arange(1, d), fractions, marker="o", color=line.get_color(), label=label)
-    depth = max(runs[0]["layers"] for runs in configs)
-    grads.set_yscale("log")   # ticks labelled 0.1, 0.2, 0.3, 0.5, 1 (not 3 x 10^-1): a decade or two show
-    grads.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
-    for set_formatter in (grads.yaxis.set_major_formatter, grads.yaxis.set_minor_formatter):
-        set_formatter(FormatStrFormatter("%g"))
-    grads.set_xticks(range(1, depth + 1))
-    grads.set(xlabel="Linear layer (1 = next to the input)", ylabel="‖dL/dW‖ on the probe batch",
-              title="weight-gradient norm per layer, after the last epoch")
-    grads.legend(loc="best")
-    dead.set_xticks(range(1, depth))
-    dead.set_ylim(bottom=0)
-    dead.set(xlabel="hidden layer", ylabel="fraction of units 0 on every probe image",
-             title=f"dead ReLUs per hidden layer ({PROBE_IMAGES} training images)")
-    if depth > 1:
-        dead.legend(loc="best")
-
-
 def summary_table(results, group_by="layers"):
-    """One line per configuration, the ``group_by`` setting first: its settings, the number of
-    seeds and the final test accuracy (mean ± std over the seeds)."""
-    fields, configs = configurations(results, GROUP_BY[group_by])
-    if "hidden_units" not in fields:
-        fields.insert(fields.index("layers") + 1, "hidden_units")
-    titles = {"hidden_units": "hidden units", "batch_size": "batch"}
-    widths = {field: 20 if field == "hidden_units" else max(6, len(titles.get(field, field))) for field in fields}
-
-    def cell(field, value):   # names left-aligned, numbers right-aligned
-        if field == "hidden_units":
-            return f"{'-'.join(map(str, value)) or '(none)':<{widths[field]}}"
-        text = f"{value:g}" if field == "lr" else str(value)
-        return f"{text:<{widths[field]}}" if isinstance(value, str) else f"{text:>{widths[field]}}"
-
-    lines = ["  ".join(f"{titles.get(f, f):<{widths[f]}}" for f in fields) + "  seeds  test accuracy"]
-    for runs in configs:
-        accs = np.array([r["final_test_accuracy"] for r in runs])
-        spread = f" ± {accs.std(ddof=1):.4f}" if len(accs) > 1 else ""
-        lines.append("  ".join(cell(f, runs[0][f]) for f in fields) + f"  {len(accs):>5}  {accs.mean():.4f}{spread}")
-    return "\n".join(lines)
+    """The report's table as text: one line per configuration, the ``group_by`` setting first,
+    then the other settings that vary, the number of seeds and the final test accuracy (mean,
+    sample sd, each seed's)."""
+    varying = sweep_report.check_runs(results, GROUP_BY[group_by])
+    header, rows = sweep_report.configuration_table(sweep_report.configurations(results, varying), varying)
+    return "\n".join(sweep_report.table_lines(header, rows))
 
 
 # --- the sweep --------------------------------------------------------------------------------
@@ -589,8 +492,13 @@ def sweep(args):
     results = [finished[c["key"]] for c in configs]
     write_results(results, args.out, args.group_by)
     print(summary_table(results, args.group_by))
-    print(f"wrote {args.out / 'sweep.png'}, {args.out / 'results.csv'}, {args.out / 'results.json'} and "
-          f"{args.out / 'timings.json'}")
+    print(f"wrote {args.out / 'sweep.png'}, {args.out / 'results.csv'}, {args.out / 'results.json'}, "
+          f"{args.out / 'timings.json'} and {args.out / 'provenance.json'}")
+    if args.report:
+        paths = sweep_report.write_report(results, args.out, command_line=args.command_line,
+                                          group_by=GROUP_BY[args.group_by],
+                                          model_source=sweep_report.model_source(common.make_mlp))
+        print(f"wrote {paths['pdf']} and {paths['md']}")
     return 0
 
 
@@ -794,7 +702,8 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
             # Ctrl-C reaches every process of the terminal: the driver stops the workers, as the local
             # executor's do; a worker restarted later gets the plugin too
             client.register_plugin(ctrl_c_left_to_the_driver())
-        for module in ("mnist_common.py", "mnist_sweep.py"):   # the driver's code, also on another machine
+        # the driver's code, also on another machine; a module before those that import it
+        for module in ("mnist_common.py", "sweep_report.py", "mnist_sweep.py"):
             client.upload_file(str(Path(__file__).with_name(module)))
         client.subscribe_topic(DASK_EVENTS, on_event)
         futures = {client.submit(dask_task, config, str(data_dir), args.jit, key=config["key"], pure=False): config

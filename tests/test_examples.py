@@ -23,6 +23,8 @@ from test_data import write_idx
 sys.path.insert(0, str(REPO / "examples"))
 import mnist_common as common  # noqa: E402
 import mnist_sweep  # noqa: E402
+import sweep_report  # noqa: E402
+from test_sweep_report import PROVENANCE, SECTIONS, pdf_page_count, table_rows  # noqa: E402
 
 HANG_GUARD = 10
 
@@ -351,8 +353,8 @@ def test_shallow_gradients_says_when_it_falls_back_to_two_moons(tmp_path, folder
 
 
 # --- the sweep ------------------------------------------------------------------------------------
-def test_sweep_quick_writes_png_csv_json(tmp_path, mnist_root):
-    out = run_example("mnist_sweep.py", "--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path),
+def test_sweep_quick_writes_png_csv_json_and_the_report(tmp_path, mnist_root):
+    out = run_example("mnist_sweep.py", "--quick", "--report", "--data-dir", str(mnist_root), "--out", str(tmp_path),
                       "--jobs", "2", normal=30)
     assert "4 runs: 0 already finished" in out
     results = json.loads((tmp_path / "results.json").read_text())
@@ -360,10 +362,30 @@ def test_sweep_quick_writes_png_csv_json(tmp_path, mnist_root):
     assert [r["hidden_units"] for r in results] == [[512], [512, 256], [512, 256, 128], [512, 256, 128, 64]]
     for r in results:
         assert len(r["test_accuracy"]) == 1 and 0.1 < r["final_test_accuracy"] <= 1
-        assert r["backend"] in ("c", "numpy") and not set(mnist_sweep.TIMING_FIELDS) & set(r)
+        assert r["backend"] in ("c", "numpy") and not {*mnist_sweep.TIMING_FIELDS, "provenance"} & set(r)
     timings = json.loads((tmp_path / "timings.json").read_text())   # what differs from sweep to sweep
     assert list(timings) == [r["key"] for r in results]
     assert all(t["seconds"] > 0 and t["host"] and t["pid"] != os.getpid() for t in timings.values())
+    # each run's provenance, taken in its worker: in its own file, and in provenance.json by run
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    md5s = {str(path.relative_to(mnist_root)): sweep_report.file_md5(path) for path in sweep_report.mnist_files(mnist_root)}
+    for r in results:
+        saved = json.loads((tmp_path / "runs" / f"{r['key']}.json").read_text())
+        assert saved == dict(r, **timings[r["key"]], provenance=provenance[r["key"]])
+        assert saved["provenance"]["data_md5"] == md5s and saved["provenance"]["backend"] == r["backend"]
+        assert saved["provenance"]["hostname"] == saved["host"]
+    # the report: its table's numbers are results.json's, its wall times the runs' own
+    md = (tmp_path / "report.md").read_text()
+    assert [row[:4] for row in table_rows(md, "# layers")] == [
+        [str(r["layers"]), "-".join(map(str, r["hidden_units"])), "1", f"{r['final_test_accuracy']:.4f}"]
+        for r in results]
+    assert {(row[0], row[3]) for row in table_rows(md, "run")} == {
+        (key, f"{t['seconds']:.1f}") for key, t in timings.items()}
+    assert "mnist_sweep.py --quick --report --data-dir" in md
+    assert md.count("class MLP(nn.Module):") == 1 and all(f"\n## {section}\n" in md for section in SECTIONS)
+    for png in ("report_accuracy.png", "report_epochs.png", "report_gradient_flow.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert pdf_page_count(tmp_path / "report.pdf") >= 2 and "report.pdf" in out.splitlines()[-1]
     assert results[0]["final_test_accuracy"] > 0.75   # 2 layers learn fast even on a fifth of the data
     for r in results:   # one epoch of gradient flow: a norm per Linear layer, two numbers per hidden one
         (norms,), (means,), (dead,) = (r[field] for field in mnist_sweep.FLOW_FIELDS)
@@ -382,7 +404,7 @@ def fake_result(config, accuracy=0.5):
     """A finished run's file as the sweep writes it, with made-up numbers."""
     epochs, layers = config["epochs"], config["layers"]
     return dict(config, final_train_loss=0.4, test_accuracy=[accuracy] * epochs,
-                final_test_accuracy=accuracy, seconds=1.0, backend="numpy",
+                final_test_accuracy=accuracy, seconds=1.0, backend="numpy", provenance=PROVENANCE,
                 weight_grad_norm=[[0.1 * (i + 1) for i in range(layers)]] * epochs,
                 hidden_mean_activation=[[0.5] * (layers - 1)] * epochs,
                 dead_relu_fraction=[[0.01 * i for i in range(layers - 1)]] * epochs)
@@ -400,6 +422,9 @@ def fake_result(config, accuracy=0.5):
      "has 1 epoch(s) of 2 layer(s) but weight_grad_norm [[0.1]]"),
     (lambda own, other: json.dumps(dict(fake_result(own), dead_relu_fraction=[["none"]])),
      "has 1 epoch(s) of 1 layer(s) but dead_relu_fraction"),
+    (lambda own, other: json.dumps({k: v for k, v in fake_result(own).items() if k != "provenance"}),
+     "lacks the field(s) provenance"),   # a run file from before provenance was recorded: trained again
+    (lambda own, other: json.dumps(dict(fake_result(own), provenance="lab-1")), "has provenance 'lab-1', not the dict"),
 ])
 def test_sweep_moves_aside_a_run_file_that_is_not_the_runs_result(tmp_path, capsys, make_text, reason):
     own, other = quick_configs(tmp_path, "--layers", "2", "3")
@@ -423,6 +448,17 @@ def test_sweep_accepts_its_own_finished_run_file(tmp_path, capsys):
     assert path.exists() and capsys.readouterr().err == ""
 
 
+def test_sweep_writes_its_report_by_default_but_not_with_quick(tmp_path):
+    def report(*flags):
+        return mnist_sweep.parse_args(["--data-dir", str(tmp_path), *flags]).report
+    assert report() and not report("--no-report")
+    assert not report("--quick") and report("--quick", "--report")
+    # the report groups by the sweep's --group-by, under its own name of that setting
+    runs = [fake_result(config) for config in quick_configs(tmp_path, "--layers", "2", "3")]
+    for group_by, field in mnist_sweep.GROUP_BY.items():
+        assert sweep_report.check_runs(runs, field)[0] == field, group_by
+
+
 def test_quick_sweep_has_its_own_default_folder_and_says_quick_in_its_figure(tmp_path):
     """A smoke run once overwrote a real sweep's sweep.png, results.csv and results.json."""
     assert mnist_sweep.parse_args(["--data-dir", str(tmp_path)]).out == Path("runs/sweep")
@@ -441,12 +477,12 @@ def test_sweep_figure_draws_gradient_flow_per_layer_and_depth_below_the_accuracy
     results[-1] = dict(results[-1], weight_grad_norm=[[0.01, 0.02, 0.03, 0.04, 0.05]])   # seeds are averaged
     fig = mnist_sweep.sweep_figure(results)
     accuracy, per_epoch, grads, dead = fig.axes
-    assert "accuracy vs depth" in accuracy.get_title() and "per epoch" in per_epoch.get_title()
+    assert "accuracy vs # layers" in accuracy.get_title() and "per epoch" in per_epoch.get_title()
     assert grads.get_yscale() == "log" and "gradient norm" in grads.get_title()
     assert [line.get_label() for line in grads.get_lines()] == ["1 layers", "3 layers", "5 layers"]
     assert [list(line.get_xdata()) for line in grads.get_lines()] == [[1], [1, 2, 3], [1, 2, 3, 4, 5]]
     np.testing.assert_allclose(grads.get_lines()[2].get_ydata(), [0.055, 0.11, 0.165, 0.22, 0.275])
-    assert "dead ReLUs" in dead.get_title()
+    assert "dead units" in dead.get_title()
     assert [line.get_label() for line in dead.get_lines()] == ["3 layers", "5 layers"]   # 1 layer: no ReLU
     np.testing.assert_allclose(dead.get_lines()[1].get_ydata(), [0, 0.01, 0.02, 0.03])
     assert [line.get_color() for line in dead.get_lines()] == [line.get_color() for line in grads.get_lines()[1:]]
@@ -560,28 +596,34 @@ def test_sweep_groups_its_table_and_figure_by_the_chosen_setting(tmp_path):
     results = [fake_result(c, accuracy=0.9 if c["optimizer"] == "adam" else 0.8 + c["lr"] + 0.01 * c["seed"])
                for c in configs]
     table = mnist_sweep.summary_table(results, "lr").splitlines()
-    assert table[0].split() == ["lr", "layers", "hidden", "units", "optimizer", "seeds", "test", "accuracy"]
-    assert [line.split() for line in table[1:]] == [
-        ["0.01", "2", "512", "adam", "2", "0.9000", "±", "0.0000"], ["0.01", "2", "512", "sgd", "2", "0.8150", "±", "0.0071"],
-        ["0.1", "2", "512", "adam", "2", "0.9000", "±", "0.0000"], ["0.1", "2", "512", "sgd", "2", "0.9050", "±", "0.0071"]]
+    assert table[0].split() == ["learning", "rate", "optimizer", "seeds", "mean", "sd", "per", "seed"]
+    assert [line.split() for line in table[2:]] == [   # the settings that vary: lr first, then optimizer
+        ["0.01", "adam", "2", "0.9000", "0.0000", "0:", "0.9000", "1:", "0.9000"],
+        ["0.01", "sgd", "2", "0.8150", "0.0071", "0:", "0.8100", "1:", "0.8200"],
+        ["0.1", "adam", "2", "0.9000", "0.0000", "0:", "0.9000", "1:", "0.9000"],
+        ["0.1", "sgd", "2", "0.9050", "0.0071", "0:", "0.9000", "1:", "0.9100"]]
+    varying = sweep_report.check_runs(results, "lr")   # the report's table: the same lines
+    report_table = sweep_report.configuration_table(sweep_report.configurations(results, varying), varying)
+    assert table == sweep_report.table_lines(*report_table)
     fig = mnist_sweep.sweep_figure(results, "lr")
     accuracy, per_epoch = fig.axes[:2]
-    assert accuracy.get_title() == "MNIST: accuracy vs lr"
-    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["lr 0.01", "lr 0.1"]
+    assert accuracy.get_title() == "MNIST test accuracy vs learning rate"
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["0.01", "0.1"]
     lines = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in accuracy.containers}
-    assert lines == {"adam (mean ± std, 2 seeds)": pytest.approx([0.9, 0.9]),   # one line per optimizer,
-                     "sgd (mean ± std, 2 seeds)": pytest.approx([0.815, 0.905])}   # lr along x
+    assert lines == {"optimizer adam (mean ± sd)": pytest.approx([0.9, 0.9]),   # one line per optimizer,
+                     "optimizer sgd (mean ± sd)": pytest.approx([0.815, 0.905])}   # lr along x
     assert sorted(line.get_label() for line in per_epoch.get_lines()) == [
-        "lr 0.01, 2 layers, adam", "lr 0.01, 2 layers, sgd", "lr 0.1, 2 layers, adam", "lr 0.1, 2 layers, sgd"]
+        "learning rate 0.01, optimizer adam", "learning rate 0.01, optimizer sgd",
+        "learning rate 0.1, optimizer adam", "learning rate 0.1, optimizer sgd"]
     by_depth = mnist_sweep.summary_table(results).splitlines()[0].split()   # the default: layers first
-    assert by_depth[:4] == ["layers", "hidden", "units", "optimizer"]
+    assert by_depth[:3] == ["#", "layers", "optimizer"]
 
 
 def test_sweep_trains_other_activations_and_adam(tmp_path, mnist_root):
     out = run_example("mnist_sweep.py", *quick_sweep_args(tmp_path, mnist_root, "--layers", "2", "--activation",
                       "tanh", "sigmoid", "--optimizer", "adam", "--lr", "0.001", "--jobs", "1",
                       "--group-by", "activation"), normal=30)
-    assert out.splitlines()[-4].split()[:2] == ["activation", "layers"]
+    assert out.splitlines()[-5].split()[:2] == ["activation", "seeds"]   # the table, by activation
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["activation"], r["optimizer"]) for r in results] == [("tanh", "adam"), ("sigmoid", "adam")]
     assert all(r["final_test_accuracy"] > 0.8 for r in results)   # adam learns fast with either
@@ -603,19 +645,26 @@ def test_sweep_without_dask_says_which_extra_to_install(tmp_path):
 
 
 def test_sweep_retrains_runs_whose_files_are_wrong(tmp_path, mnist_root):
-    """The reported symptoms: a depth silently missing from the table, a KeyError on every restart."""
-    layers2, layers3 = quick_configs(tmp_path, "--layers", "2", "3")
+    """The reported symptoms: a depth silently missing from the table, a KeyError on every restart;
+    and a run saved before provenance was recorded (which the report needs)."""
+    layers2, layers3, layers4 = quick_configs(tmp_path, "--layers", "2", "3", "4")
     run_dir = tmp_path / "runs"
     run_dir.mkdir()
     (run_dir / f"{layers2['key']}.json").write_text("{}")
     (run_dir / f"{layers3['key']}.json").write_text(json.dumps(fake_result(dict(layers3, layers=4))))
+    older = {field: value for field, value in fake_result(layers4).items() if field != "provenance"}
+    (run_dir / f"{layers4['key']}.json").write_text(json.dumps(older))
     result = run_script("mnist_sweep.py", "--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path),
-                        "--jobs", "1", "--layers", "2", "3", normal=30)
+                        "--jobs", "2", "--layers", "2", "3", "4", normal=30)
     assert result.returncode == 0, result.stderr
-    assert "2 runs: 0 already finished" in result.stdout and result.stderr.count("moved to") == 2
+    assert "3 runs: 0 already finished" in result.stdout and result.stderr.count("moved to") == 3
+    assert "lacks the field(s) provenance" in result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [r["layers"] for r in results] == [2, 3] and all(r["final_test_accuracy"] > 0.7 for r in results)
+    assert [r["layers"] for r in results] == [2, 3, 4] and all(r["final_test_accuracy"] > 0.7 for r in results[:2])
+    assert results[2]["final_test_accuracy"] > 0.2   # 4 layers learn slowly in one quick epoch, but learn
     assert (run_dir / f"{layers2['key']}.json.rejected-1").read_text() == "{}"
+    assert json.loads((run_dir / f"{layers4['key']}.json").read_text())["provenance"]["data_md5"]
+    assert not list(tmp_path.glob("report*")), "--quick writes no report unless asked"
 
 
 # --- the sweep stopped: Ctrl-C, SIGTERM, kill -9, a killed worker, a second sweep ---------------------
@@ -803,7 +852,7 @@ mine = plt.figure()                    # the user's own figure, to show later
 before = dict(backend=plt.get_backend(), figures=plt.get_fignums())
 save_prediction_figure(np.zeros((3, 1, 28, 28), np.float32), [1, 2, 3], [1, 2, 4], out + "/pred.png")
 mnist_sweep.plot(runs, out + "/plot.png")
-mnist_sweep.main(["--quick", "--layers", "2", "3", "--data-dir", out, "--out", out, "--jobs", "1"])
+mnist_sweep.main(["--quick", "--report", "--layers", "2", "3", "--data-dir", out, "--out", out, "--jobs", "1"])
 shallow_gradients.save_figure(out + "/shallow.png", "t", np.ones(3), np.ones(3), None, np.ones((4, 3)), np.ones(4))
 benchmark_report.bar_chart([dict(group="g", case="c", impl="i", vs_torch=0.5, vs_numpy=None)], out + "/bench.png")
 after = dict(backend=plt.get_backend(), figures=plt.get_fignums())
@@ -828,7 +877,7 @@ def test_figures_leave_the_users_matplotlib_backend_and_figures_alone(tmp_path):
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout.splitlines()[-1])
     assert state["before"]["backend"] == "svg" and state["after"] == state["before"] and state["current_is_mine"]
-    for name in ("pred", "plot", "sweep", "shallow", "bench"):
+    for name in ("pred", "plot", "sweep", "shallow", "bench", "report_accuracy"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
