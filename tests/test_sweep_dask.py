@@ -32,9 +32,11 @@ def test_dask_results_equal_the_local_executors_byte_for_byte(tmp_path, mnist_ro
     local_times, dask_times = (json.loads((folder / "timings.json").read_text()) for folder in (local, dask))
     assert set(local_times) == set(dask_times) == {r["key"] for r in results}
     assert not {t["pid"] for t in local_times.values()} & {t["pid"] for t in dask_times.values()}
-    for r in results:   # each run's own file holds its time besides the results
-        saved = json.loads((dask / "runs" / f"{r['key']}.json").read_text())
-        assert saved == dict(r, **dask_times[r["key"]])
+    provenance = json.loads((dask / "provenance.json").read_text())
+    for r in results:   # each run's own file holds its time and provenance (taken on its worker) besides
+        saved = json.loads((dask / "runs" / f"{r['key']}.json").read_text())   # the results
+        assert saved == dict(r, **dask_times[r["key"]], provenance=provenance[r["key"]])
+        assert saved["provenance"]["hostname"] == saved["host"] and saved["provenance"]["data_md5"]
 
 
 @needs_proc
