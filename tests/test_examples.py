@@ -673,7 +673,7 @@ def test_sweep_trains_both_engines_alike_and_reports_pytorch_beside(tmp_path, mn
     assert results[0]["test_accuracy"] != results[1]["test_accuracy"]   # really two engines, not one twice
     provenance = json.loads((tmp_path / "workers" / "provenance.json").read_text())
     torch_run = provenance[results[1]["key"]]
-    assert torch_run["torch_threads"] == 1 and torch_run["torch_version"]   # one thread in its worker
+    assert torch_run["torch_threads"] == 1 and torch_run["torch_version"]   # what the run trained on
     assert "torch_version" not in provenance[results[0]["key"]]
     md = (tmp_path / "workers" / "report.md").read_text()
     assert [row[:4] for row in table_rows(md, "# layers")] == [
