@@ -69,8 +69,8 @@ except ImportError:   # Windows
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
 PROBE_IMAGES = 1000   # the first training images: the fixed batch gradient flow is measured on
 OPTIMIZERS = ("sgd", "adam")
-# --group-by's choices, each the flag's name and the run's field it groups by
 ENGINES = ("tinygrad_edu", "torch")   # common.load_engine's names
+# --group-by's choices, each the flag's name and the run's field it groups by
 GROUP_BY = {"layers": "layers", "hidden": "hidden_units", "activation": "activation", "optimizer": "optimizer",
             "lr": "lr", "batch-size": "batch_size", "epochs": "epochs", "engine": "engine"}
 GRID_FILE_SETTINGS = ("layers", "hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "engine",
@@ -330,6 +330,7 @@ def train_run(config, data_dir, report, jit=True):
     torch.manual_seed(config["seed"])
     train_loader = DataLoader(train_data, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     test_loader = DataLoader(test_data, batch_size=1000)
+    # the same images every epoch, as the engine's tensors
     probe = [common.to_engine(torch, t) for t in next(iter(DataLoader(train_data, batch_size=PROBE_IMAGES)))]
     model = common.make_mlp(nn, config["hidden_units"], activation=config["activation"])
     criterion = nn.CrossEntropyLoss()
