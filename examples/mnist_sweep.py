@@ -6,21 +6,25 @@ any other grid of settings.
     python examples/mnist_sweep.py --quick            # a smoke run in well under a minute
     python examples/mnist_sweep.py --layers 3 --lr 0.01 0.1 --optimizer sgd adam --group-by lr
     python examples/mnist_sweep.py --grid grid.toml   # the same settings from a file
+    python examples/mnist_sweep.py --engine tinygrad_edu torch   # PyTorch's numbers beside
     python examples/mnist_sweep.py --executor dask    # on a Dask LocalCluster (or --scheduler ADDRESS)
 
 Each run trains the lecture's MLP, hidden sizes a prefix of 512, 256, 128, 64 (batch 12, SGD lr
 0.01, ReLU, 10 epochs by default), in a worker process of its own. --layers, --hidden, --activation,
---optimizer, --lr, --batch-size, --epochs and --seeds each take several values, and the sweep runs
-every combination; a run's file name and its stored settings carry all of them, so a changed
-setting never reuses another run's result. Every finished run is saved at once (out/runs/*.json,
-written atomically), so an interrupted sweep picks up where it stopped when started again with the
-same flags. At the end it writes sweep.png, results.csv and results.json to --out, the times,
-hosts and process ids of the runs to timings.json, and their provenance (versions, commit, machine,
-MNIST MD5s: sweep_report.provenance, taken by each run where it ran) to provenance.json:
-results.json holds only what the settings determine, so two sweeps with the same flags on the same
-backend and machine write it byte for byte alike, on either executor. Unless --quick (or
---no-report), it also writes the assignment's report, report.pdf and report.md (sweep_report.py),
-whose figures and table are sweep.png's and the printed table's: one grouping of the runs.
+--optimizer, --lr, --batch-size, --epochs, --engine and --seeds each take several values, and the
+sweep runs every combination; a run's file name and its stored settings carry all of them, so a
+changed setting never reuses another run's result. --engine torch trains the same MLP on PyTorch
+(installed separately: pip install torch) with the same data order, one thread per worker, so the
+report shows PyTorch's numbers beside tinygrad_edu's; its runs' names end in _torch. Every finished
+run is saved at once (out/runs/*.json, written atomically), so an interrupted sweep picks up where
+it stopped when started again with the same flags. At the end it writes sweep.png, results.csv
+and results.json to --out, the times, hosts and process ids of the runs to timings.json, and their
+provenance (versions, commit, machine, MNIST MD5s: sweep_report.provenance, taken by each run where
+it ran) to provenance.json: results.json holds only what the settings determine, so two sweeps with
+the same flags on the same backend and machine write it byte for byte alike, on either executor.
+Unless --quick (or --no-report), it also writes the assignment's report, report.pdf and report.md
+(sweep_report.py), whose figures and table are sweep.png's and the printed table's: one grouping
+of the runs.
 
 Why does accuracy change with depth? After every epoch each run also measures, on a fixed probe
 batch (the first 1,000 training images), how the gradient flows through the layers: the norm of
@@ -65,11 +69,14 @@ except ImportError:   # Windows
 QUICK_TRAIN, QUICK_TEST = 12000, 2000   # --quick: a fifth of the training set, one epoch
 PROBE_IMAGES = 1000   # the first training images: the fixed batch gradient flow is measured on
 OPTIMIZERS = ("sgd", "adam")
+ENGINES = ("tinygrad_edu", "torch")   # common.load_engine's names
 # --group-by's choices, each the flag's name and the run's field it groups by
 GROUP_BY = {"layers": "layers", "hidden": "hidden_units", "activation": "activation", "optimizer": "optimizer",
-            "lr": "lr", "batch-size": "batch_size", "epochs": "epochs"}
-GRID_FILE_SETTINGS = ("layers", "hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "seeds")
+            "lr": "lr", "batch-size": "batch_size", "epochs": "epochs", "engine": "engine"}
+GRID_FILE_SETTINGS = ("layers", "hidden", "activation", "optimizer", "lr", "batch_size", "epochs", "engine",
+                      "seeds")
 DASK_MISSING = 'error: --executor dask needs Dask: pip install -e ".[distributed]"'
+TORCH_MISSING = "error: --engine torch needs PyTorch: pip install torch"
 
 
 def widths(text):
@@ -109,6 +116,9 @@ def build_parser():
     grid.add_argument("--batch-size", type=common.positive_int, nargs="+", default=[12])
     grid.add_argument("--epochs", type=common.positive_int, nargs="+", default=None,
                       help="default: 10, or 1 with --quick")
+    grid.add_argument("--engine", choices=ENGINES, nargs="+", default=["tinygrad_edu"],
+                      help="the engine that trains the MLP: tinygrad_edu (default), and torch for PyTorch's "
+                           "numbers beside (pip install torch)")
     grid.add_argument("--seeds", type=seed_range, nargs="+", default=[range(1)], metavar="N|A:B",
                       help="N: seeds 0 .. N-1 (default: 1, seed 0); A:B: seeds A .. B-1")
     grid.add_argument("--grid", type=Path, metavar="FILE.toml",
@@ -209,15 +219,17 @@ def run_configs(args):
     """One dict per run, for every combination of the grid's settings; ``key`` names its result
     file and holds every setting, so a sweep with other settings never reuses a result."""
     runs = {}
-    for layers, hidden, activation, optimizer, lr, batch_size, epochs, seed in itertools.product(
+    for layers, hidden, activation, optimizer, lr, batch_size, epochs, engine, seed in itertools.product(
             ordered(args.layers), args.hidden, ordered(args.activation), ordered(args.optimizer),
-            ordered(args.lr), ordered(args.batch_size), ordered(args.epochs), args.seeds):
+            ordered(args.lr), ordered(args.batch_size), ordered(args.epochs), ordered(args.engine), args.seeds):
         hidden_units = list(common.hidden_units_for(layers, hidden))
+        # tinygrad_edu's runs keep the names they had before --engine, so their files are still found
         key = (f"layers{layers}_hidden{'-'.join(map(str, hidden_units)) or 'none'}_{activation}_{optimizer}"
-               f"_lr{lr!r}_batch{batch_size}_epochs{epochs}_seed{seed}" + ("_quick" if args.quick else ""))
+               f"_lr{lr!r}_batch{batch_size}_epochs{epochs}_seed{seed}" + ("_torch" if engine == "torch" else "")
+               + ("_quick" if args.quick else ""))
         runs.setdefault(key, dict(key=key, layers=layers, hidden_units=hidden_units, activation=activation,
-                                  optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
-                                  quick=args.quick))   # fewer layers than widths: the same run again
+                                  optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, engine=engine,
+                                  seed=seed, quick=args.quick))   # fewer layers than widths: the same run again
     return list(runs.values())
 
 
@@ -241,6 +253,7 @@ def read_run_file(path, config):
         return None, f"is not valid JSON ({e})"
     if not isinstance(result, dict):
         return None, f"holds a JSON {type(result).__name__}, not a run's result"
+    result.setdefault("engine", "tinygrad_edu")   # a run saved before --engine was tinygrad_edu's
     missing = [field for field in (*config, *RESULT_FIELDS) if field not in result]
     if missing:
         return None, f"lacks the field(s) {', '.join(missing)}"
@@ -262,7 +275,7 @@ def read_run_file(path, config):
                         and all(isinstance(v, (int, float)) for v in epoch) for epoch in values)):
             return None, (f"has {config['epochs']} epoch(s) of {per_layer} layer(s) but {field} "
                           f"{values!r}")
-    return result, None
+    return {**config, **result}, None   # the settings in the order a new run's file has them
 
 
 def load_finished(run_dir, config):
@@ -289,7 +302,7 @@ def gradient_flow(model, criterion, images, labels):
     0). The activations come from a forward hook on the MLP's activation, one module that forward
     calls once per hidden layer, in order. No optimizer step,
     and the parameters' ``.grad`` are put back as they were: training goes on exactly as without
-    the probe."""
+    the probe. The same lines probe a PyTorch model: its hooks and ``.grad`` work alike."""
     activations = []
     kept_grads = [p.grad for p in model.parameters()]
     model.zero_grad()
@@ -304,10 +317,12 @@ def gradient_flow(model, criterion, images, labels):
 
 
 def train_run(config, data_dir, report, jit=True):
-    """Train one MLP, test after every epoch (``report(key, epoch, accuracy)``) and return the
-    result (``save_run`` writes it). ``jit``: the training step through tinygrad_edu.jit (the same
-    numbers, so it is not part of the run's configuration)."""
-    torch, nn, optim = common.load_engine("tinygrad_edu")
+    """Train one MLP on the run's engine, test after every epoch (``report(key, epoch, accuracy)``)
+    and return the result (``save_run`` writes it). tinygrad_edu's DataLoader feeds either engine
+    (``common.to_engine`` converts its batches), so both see the images in the same order. ``jit``:
+    tinygrad_edu's training step through tinygrad_edu.jit (the same numbers, so it is not part of
+    the run's configuration; PyTorch's runs always run the lecture's loop)."""
+    torch, nn, optim = common.load_engine(config["engine"])
     from tinygrad_edu.utils.data import DataLoader
 
     subset = (QUICK_TRAIN, QUICK_TEST) if config["quick"] else (None, None)
@@ -315,27 +330,48 @@ def train_run(config, data_dir, report, jit=True):
     torch.manual_seed(config["seed"])
     train_loader = DataLoader(train_data, batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
     test_loader = DataLoader(test_data, batch_size=1000)
-    probe = next(iter(DataLoader(train_data, batch_size=PROBE_IMAGES)))   # the same images every epoch
+    # the same images every epoch, as the engine's tensors
+    probe = [common.to_engine(torch, t) for t in next(iter(DataLoader(train_data, batch_size=PROBE_IMAGES)))]
     model = common.make_mlp(nn, config["hidden_units"], activation=config["activation"])
     criterion = nn.CrossEntropyLoss()
     optimizer = {"sgd": optim.SGD, "adam": optim.Adam}[config["optimizer"]](model.parameters(), lr=config["lr"])
 
-    step = common.compiled_step(torch, model, criterion, optimizer) if jit else None
+    tinygrad = config["engine"] == "tinygrad_edu"
+    step = common.compiled_step(torch, model, criterion, optimizer) if jit and tinygrad else None
     start, accuracies, train_loss = time.perf_counter(), [], float("nan")
     flow = {field: [] for field in FLOW_FIELDS}
-    for epoch in range(config["epochs"]):
-        train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0,
-                                        step=step)
-        correct, total = common.evaluate(torch, model, test_loader)
-        accuracies.append(correct / total)
-        for field, values in gradient_flow(model, criterion, *probe).items():
-            flow[field].append(values)
-        report(config["key"], epoch + 1, accuracies[-1])
-        _test_only_kill_worker(config["key"])
+    with contextlib.nullcontext() if tinygrad else one_torch_thread(torch):
+        for epoch in range(config["epochs"]):
+            train_loss = common.train_epoch(torch, model, train_loader, criterion, optimizer, epoch, log_every=0,
+                                            step=step)
+            correct, total = common.evaluate(torch, model, test_loader)
+            accuracies.append(correct / total)
+            for field, values in gradient_flow(model, criterion, *probe).items():
+                flow[field].append(values)
+            report(config["key"], epoch + 1, accuracies[-1])
+            _test_only_kill_worker(config["key"])
+        provenance = sweep_report.provenance(data_dir)   # where the run ran: this worker's
+        if not tinygrad:   # PyTorch's numbers depend on its version and threads too
+            provenance.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads())
     return dict(config, final_train_loss=train_loss, test_accuracy=accuracies,
-                final_test_accuracy=accuracies[-1], backend=torch.backend.name(), **flow,
+                final_test_accuracy=accuracies[-1],
+                backend=torch.backend.name() if tinygrad else "torch", **flow,
                 seconds=common.seconds_since(start), host=socket.gethostname(), pid=os.getpid(),
-                provenance=sweep_report.provenance(data_dir))   # where the run ran: this worker's
+                provenance=provenance)
+
+
+@contextlib.contextmanager
+def one_torch_thread(torch):
+    """PyTorch on one thread inside the block, as many as before after it. A worker's environment
+    already holds it to one (see THREAD_LIMITS); this holds a run trained in the sweep's own
+    process (--jobs 1, a single run) to one as well, since PyTorch's sums round differently on
+    more threads, and a run's numbers must not depend on where it ran."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def save_run(run_dir, result):
@@ -381,8 +417,8 @@ class Progress:
             self.bar.close()
 
 
-CSV_FIELDS = ["layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs", "seed", "quick",
-              "final_train_loss", "final_test_accuracy", "test_accuracy", "backend"]
+CSV_FIELDS = ["layers", "hidden_units", "activation", "optimizer", "lr", "batch_size", "epochs", "engine", "seed",
+              "quick", "final_train_loss", "final_test_accuracy", "test_accuracy", "backend"]
 
 
 def write_results(results, out, group_by="layers"):
@@ -448,11 +484,17 @@ def summary_table(results, group_by="layers"):
 # --- the sweep --------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
+    # here, before the data is checked: what is missing is found in a moment, not in every worker
     if args.executor == "dask":
-        try:   # here, before the data is checked: a missing extra is found in a moment
+        try:
             import distributed  # noqa: F401
         except ImportError:
             raise SystemExit(DASK_MISSING) from None
+    if "torch" in args.engine:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise SystemExit(TORCH_MISSING) from None
     with one_sweep_at_a_time(args.out), sigterm_stops_like_ctrl_c():
         return sweep(args)
 

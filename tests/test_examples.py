@@ -297,6 +297,7 @@ BOTH_SCRIPTS_REJECT = [
     ("mnist_sweep.py", ["--group-by", "seed"], "--group-by: invalid choice: 'seed'"),
     ("mnist_sweep.py", ["--executor", "spark"], "--executor: invalid choice: 'spark'"),
     ("mnist_sweep.py", ["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler: needs --executor dask"),
+    ("mnist_sweep.py", ["--engine", "jax"], "--engine: invalid choice: 'jax'"),
     ("mnist_cnn.py", ["--log-every", "0"], "--log-every: must be a positive integer, got 0"),
     ("mnist_cnn.py", ["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
     ("mnist_cnn.py", ["--engine", "jax"], "--engine: invalid choice: 'jax'"),
@@ -532,7 +533,7 @@ def test_sweep_runs_the_product_of_its_settings_each_keyed_by_all_of_them(tmp_pa
     # any one setting changed: every run's key and stored configuration change with it
     defaults = quick_configs(tmp_path, "--layers", "2", "3")
     for flags in (["--activation", "tanh"], ["--batch-size", "13"], ["--epochs", "2"], ["--lr", "0.010000001"],
-                  ["--hidden", "511,256"], ["--seeds", "1:2"], ["--optimizer", "adam"]):
+                  ["--hidden", "511,256"], ["--seeds", "1:2"], ["--optimizer", "adam"], ["--engine", "torch"]):
         changed = quick_configs(tmp_path, "--layers", "2", "3", *flags)
         assert not {c["key"] for c in changed} & {c["key"] for c in defaults}, flags
         assert all(c != d for c, d in zip(changed, defaults))
@@ -559,6 +560,7 @@ layers = [2, 3]
 hidden = [[256, 128], [64, 32]]
 lr = [0.01, 0.1]
 optimizer = "adam"
+engine = ["tinygrad_edu", "torch"]
 seeds = "3:5"
 batch_size = 20
 """
@@ -568,8 +570,9 @@ def test_sweep_grid_file_is_the_same_as_its_flags_and_flags_override_it(tmp_path
     (tmp_path / "grid.toml").write_text(GRID_TOML)
     from_file = quick_configs(tmp_path, "--grid", str(tmp_path / "grid.toml"))
     from_flags = quick_configs(tmp_path, "--layers", "2", "3", "--hidden", "256,128", "64,32", "--lr", "0.01", "0.1",
-                               "--optimizer", "adam", "--seeds", "3:5", "--batch-size", "20")
-    assert from_file == from_flags and len(from_file) == 16
+                               "--optimizer", "adam", "--engine", "tinygrad_edu", "torch", "--seeds", "3:5",
+                               "--batch-size", "20")
+    assert from_file == from_flags and len(from_file) == 32
     overridden = quick_configs(tmp_path, "--lr", "0.5", "--grid", str(tmp_path / "grid.toml"))
     assert {c["lr"] for c in overridden} == {0.5} and {c["batch_size"] for c in overridden} == {20}
 
@@ -617,6 +620,80 @@ def test_sweep_groups_its_table_and_figure_by_the_chosen_setting(tmp_path):
         "learning rate 0.1, optimizer adam", "learning rate 0.1, optimizer sgd"]
     by_depth = mnist_sweep.summary_table(results).splitlines()[0].split()   # the default: layers first
     assert by_depth[:3] == ["#", "layers", "optimizer"]
+
+
+def test_sweep_engine_is_a_setting_of_the_grid_and_tinygrad_edu_keys_are_unchanged(tmp_path, capsys):
+    configs = quick_configs(tmp_path, "--layers", "2", "--engine", "torch", "tinygrad_edu", "--seeds", "2")
+    assert [(c["engine"], c["seed"]) for c in configs] == [   # each seed's PyTorch run beside tinygrad_edu's
+        ("torch", 0), ("torch", 1), ("tinygrad_edu", 0), ("tinygrad_edu", 1)]
+    assert [c["key"] for c in configs[::2]] == ["layers2_hidden512_relu_sgd_lr0.01_batch12_epochs1_seed0_torch_quick",
+                                                "layers2_hidden512_relu_sgd_lr0.01_batch12_epochs1_seed0_quick"]
+    assert quick_configs(tmp_path, "--layers", "2", "--seeds", "2") == configs[2:]   # tinygrad_edu: the default
+    # a tinygrad_edu run saved before --engine existed (no engine field) is still that run's result
+    config = configs[2]
+    old = {field: value for field, value in fake_result(config).items() if field != "engine"}
+    (tmp_path / f"{config['key']}.json").write_text(json.dumps(old))
+    loaded = mnist_sweep.load_finished(tmp_path, config)
+    assert loaded == fake_result(config) and list(loaded) == list(fake_result(config))   # in a new file's order
+    assert capsys.readouterr().err == ""
+
+
+def test_sweep_groups_by_engine_and_puts_pytorch_beside(tmp_path):
+    configs = quick_configs(tmp_path, "--layers", "2", "3", "--engine", "tinygrad_edu", "torch", "--seeds", "2")
+    results = [fake_result(c, accuracy=0.9 + 0.01 * c["layers"] + 0.04 * (c["engine"] == "torch") + 0.001 * c["seed"])
+               for c in configs]
+    by_depth = [line.split() for line in mnist_sweep.summary_table(results).splitlines()]
+    assert by_depth[0][:6] == ["#", "layers", "hidden", "units", "engine", "seeds"]
+    assert [row[:5] for row in by_depth[2:]] == [
+        ["2", "512", "tinygrad_edu", "2", "0.9205"], ["2", "512", "PyTorch", "2", "0.9605"],
+        ["3", "512-256", "tinygrad_edu", "2", "0.9305"], ["3", "512-256", "PyTorch", "2", "0.9705"]]
+    by_engine = [line.split() for line in mnist_sweep.summary_table(results, "engine").splitlines()]
+    assert by_engine[0][:3] == ["engine", "#", "layers"]
+    assert [row[:2] for row in by_engine[2:]] == [["tinygrad_edu", "2"], ["tinygrad_edu", "3"],
+                                                  ["PyTorch", "2"], ["PyTorch", "3"]]
+    accuracy = mnist_sweep.sweep_figure(results, "engine").axes[0]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["tinygrad_edu", "PyTorch"]
+    assert sorted(bars.get_label() for bars in accuracy.containers) == ["2 layers (mean ± sd)", "3 layers (mean ± sd)"]
+
+
+def test_sweep_trains_both_engines_alike_and_reports_pytorch_beside(tmp_path, mnist_root):
+    pytest.importorskip("torch")
+    flags = ["--layers", "2", "--engine", "tinygrad_edu", "torch"]
+    out = run_example("mnist_sweep.py", *quick_sweep_args(tmp_path / "workers", mnist_root, *flags, "--jobs", "2",
+                                                          "--report"), normal=30)
+    assert "2 runs: 0 already finished" in out and "with 2 worker(s)" in out
+    results = json.loads((tmp_path / "workers" / "results.json").read_text())
+    assert [r["engine"] for r in results] == ["tinygrad_edu", "torch"]
+    assert results[0]["backend"] in ("c", "numpy") and results[1]["backend"] == "torch"
+    assert results[1]["key"] == results[0]["key"].replace("_quick", "_torch_quick")
+    for r in results:   # both learn, and the probe measured both (PyTorch's hooks work alike)
+        assert r["final_test_accuracy"] > 0.75
+        (norms,), (dead,) = r["weight_grad_norm"], r["dead_relu_fraction"]
+        assert len(norms) == 2 and all(n > 0 for n in norms) and len(dead) == 1 and 0 <= dead[0] < 1
+    assert results[0]["test_accuracy"] != results[1]["test_accuracy"]   # really two engines, not one twice
+    provenance = json.loads((tmp_path / "workers" / "provenance.json").read_text())
+    torch_run = provenance[results[1]["key"]]
+    assert torch_run["torch_threads"] == 1 and torch_run["torch_version"]   # what the run trained on
+    assert "torch_version" not in provenance[results[0]["key"]]
+    md = (tmp_path / "workers" / "report.md").read_text()
+    assert [row[:4] for row in table_rows(md, "# layers")] == [
+        ["2", "tinygrad_edu", "1", f"{results[0]['final_test_accuracy']:.4f}"],
+        ["2", "PyTorch", "1", f"{results[1]['final_test_accuracy']:.4f}"]]
+    # the same sweep in the driver's own process (--jobs 1): the same numbers, byte for byte
+    run_example("mnist_sweep.py", *quick_sweep_args(tmp_path / "driver", mnist_root, *flags, "--jobs", "1"), normal=30)
+    assert (tmp_path / "driver" / "results.json").read_bytes() == (tmp_path / "workers" / "results.json").read_bytes()
+
+
+def test_sweep_without_torch_says_to_install_it_before_anything_runs(tmp_path):
+    fake = tmp_path / "no-torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake.parent), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    result = run_script("mnist_sweep.py", "--quick", "--engine", "tinygrad_edu", "torch", "--data-dir", str(tmp_path),
+                        "--out", str(tmp_path / "out"), normal=10, env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "error: --engine torch needs PyTorch: pip install torch"
+    assert not (tmp_path / "out").exists()   # refused before the data, the lock, any run
 
 
 def test_sweep_trains_other_activations_and_adam(tmp_path, mnist_root):
