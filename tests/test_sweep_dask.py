@@ -13,6 +13,7 @@ import signal
 import pytest
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow   # clusters of worker processes: about 1.5 minutes in all
 
 from test_examples import (Sweep, children_of, mnist_sweep, needs_proc, quick_sweep_args,  # noqa: E402
                            run_example, run_script, still_running_soon_after, wait_until)
