@@ -251,7 +251,7 @@ def _fetch(url, out, timeout, deadline, chunk=1 << 16):
     with response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                  disable=not sys.stderr.isatty(), leave=False) as bar:
+                  disable=not (sys.stderr.isatty() or "ipykernel" in sys.modules), leave=False) as bar:
             received = 0
             while True:
                 try:   # read1: what has arrived, so a trickling server cannot hold one read for hours
