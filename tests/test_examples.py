@@ -877,8 +877,10 @@ def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_registered(stop,
     steps = []
     with pytest.raises(raised), mnist_sweep.sigterm_stops_like_ctrl_c():
         with mnist_sweep.stops_held_back():
-            os.kill(os.getpid(), stop)
-            time.sleep(0.05)   # Python runs signal handlers between bytecodes: this one only notes it
+            # raise_signal, not os.kill: kill may hand the signal to another thread (the kernels'
+            # pool), which under load can run its C handler after the block is over; raise_signal
+            # runs it in this thread at once, and Python's handler at the next bytecode
+            signal.raise_signal(stop)
             steps.append("worker registered")
     assert steps == ["worker registered"]
     assert {s: signal.getsignal(s) for s in handlers} == handlers
