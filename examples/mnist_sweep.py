@@ -744,9 +744,12 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
             # Ctrl-C reaches every process of the terminal: the driver stops the workers, as the local
             # executor's do; a worker restarted later gets the plugin too
             client.register_plugin(ctrl_c_left_to_the_driver())
-        # the driver's code, also on another machine; a module before those that import it
+        # the driver's code, also on another machine; a module before those that import it. Not
+        # imported on upload (load=False): a LocalCluster's scheduler runs in this process, and
+        # importing there would replace this process's own modules with copies in a temporary
+        # folder, deleted with the cluster (inspect.getsource, for the report, then fails)
         for module in ("mnist_common.py", "sweep_report.py", "mnist_sweep.py"):
-            client.upload_file(str(Path(__file__).with_name(module)))
+            client.upload_file(str(Path(__file__).with_name(module)), load=False)
         client.subscribe_topic(DASK_EVENTS, on_event)
         futures = {client.submit(dask_task, config, str(data_dir), args.jit, key=config["key"], pure=False): config
                    for config in todo}

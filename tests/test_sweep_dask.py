@@ -9,12 +9,15 @@ They need the ``distributed`` extra (``pip install -e ".[distributed]"``) and th
 import json
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow   # clusters of worker processes: about 1.5 minutes in all
 
+from conftest import REPO  # noqa: E402
 from test_examples import (Sweep, children_of, mnist_sweep, needs_proc, quick_sweep_args,  # noqa: E402
                            run_example, run_script, still_running_soon_after, wait_until)
 
@@ -25,8 +28,12 @@ GRID = ("--layers", "2", "3", "--optimizer", "sgd", "adam", "--lr", "0.005", "--
 def test_dask_results_equal_the_local_executors_byte_for_byte(tmp_path, mnist_root):
     local, dask = tmp_path / "local", tmp_path / "dask"
     run_example("mnist_sweep.py", *quick_sweep_args(local, mnist_root, *GRID), normal=30)
-    out = run_example("mnist_sweep.py", *quick_sweep_args(dask, mnist_root, *GRID, "--executor", "dask"), normal=40)
+    out = run_example("mnist_sweep.py", *quick_sweep_args(dask, mnist_root, *GRID, "--executor", "dask", "--report"),
+                      normal=40)
     assert "4 runs: 0 already finished" in out and "on Dask (a LocalCluster of 2 worker(s))" in out
+    # the report reads the model's source after the cluster is gone: the LocalCluster's scheduler,
+    # in the driver's process, must not have replaced the driver's modules with its temporary copies
+    assert (dask / "report.pdf").stat().st_size > 0 and "class MLP(nn.Module)" in (dask / "report.md").read_text()
     assert (dask / "results.json").read_bytes() == (local / "results.json").read_bytes()
     results = json.loads((dask / "results.json").read_text())
     assert len({r["final_train_loss"] for r in results}) == 4   # four different runs, not one four times
@@ -99,6 +106,8 @@ def test_dask_sweep_on_a_running_scheduler_matches_the_local_cluster(tmp_path, m
                                                           running_scheduler), normal=30)
     assert f"2 to train on Dask ({running_scheduler})" in out
     assert (scheduler / "results.json").read_bytes() == (local_cluster / "results.json").read_bytes()
+    # this test's process runs that scheduler: the upload left its own modules alone
+    assert Path(sys.modules["mnist_common"].__file__).parent == REPO / "examples"
 
 
 def test_dask_sweep_says_when_the_scheduler_cannot_be_reached(tmp_path, mnist_root):
