@@ -873,17 +873,20 @@ def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_runs(tmp_path, mnis
 def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_registered(stop, raised):
     """CI once sent SIGTERM while a worker was being spawned: the stop was raised halfway through
     writing the worker's start-up data, and the unregistered worker died with a traceback."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    steps = []
-    with pytest.raises(raised), mnist_sweep.sigterm_stops_like_ctrl_c():
-        with mnist_sweep.stops_held_back():
-            # raise_signal, not os.kill: kill may hand the signal to another thread (the kernels'
-            # pool), which under load can run its C handler after the block is over; raise_signal
-            # runs it in this thread at once, and Python's handler at the next bytecode
-            signal.raise_signal(stop)
-            steps.append("worker registered")
-    assert steps == ["worker registered"]
-    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    # Ctrl-C as in a terminal: a process started in the background of a script inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        steps = []
+        with pytest.raises(raised), mnist_sweep.sigterm_stops_like_ctrl_c():
+            with mnist_sweep.stops_held_back():
+                signal.raise_signal(stop)   # to this thread: Python's handler runs at the next bytecode
+                steps.append("worker registered")
+        assert steps == ["worker registered"]
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
+    finally:
+        signal.signal(signal.SIGINT, ignored)
 
 
 @needs_proc
