@@ -679,8 +679,12 @@ def test_sweep_trains_both_engines_alike_and_reports_pytorch_beside(tmp_path, mn
     assert [row[:4] for row in table_rows(md, "# layers")] == [
         ["2", "tinygrad_edu", "1", f"{results[0]['final_test_accuracy']:.4f}"],
         ["2", "PyTorch", "1", f"{results[1]['final_test_accuracy']:.4f}"]]
-    # the same sweep in the driver's own process (--jobs 1): the same numbers, byte for byte
-    run_example("mnist_sweep.py", *quick_sweep_args(tmp_path / "driver", mnist_root, *flags, "--jobs", "1"), normal=30)
+    # the same sweep in the driver's own process (--jobs 1): the same numbers, byte for byte. The
+    # driver keeps the threads it was started with (OpenBLAS reads its count once, at import: on the
+    # NumPy backend its sums depend on it), so it is started as the workers are, one thread each
+    one_thread = dict(os.environ, **{var: "1" for var in mnist_sweep.THREAD_LIMITS})
+    run_example("mnist_sweep.py", *quick_sweep_args(tmp_path / "driver", mnist_root, *flags, "--jobs", "1"), normal=30,
+                env=one_thread)
     assert (tmp_path / "driver" / "results.json").read_bytes() == (tmp_path / "workers" / "results.json").read_bytes()
 
 
