@@ -352,9 +352,11 @@ class RemovableHandle:
     # and what tells tinygrad_edu.jit that a hook came after it captured a step
     issued = 0
 
-    def __init__(self, hooks):
+    def __init__(self, hooks, hook):
+        """Register ``hook`` in ``hooks`` (id -> function, in registration order)."""
         RemovableHandle.issued += 1
         self.hooks_dict, self.id = hooks, RemovableHandle.issued
+        hooks[self.id] = hook
 
     def remove(self):
         self.hooks_dict.pop(self.id, None)
@@ -655,9 +657,7 @@ class Tensor:
             raise TypeError(f"hook must be callable, got {type(hook).__name__}")
         if self._hooks is None:
             self._hooks = _TensorHooks()
-        handle = RemovableHandle(self._hooks.functions)
-        self._hooks.functions[handle.id] = hook
-        return handle
+        return RemovableHandle(self._hooks.functions, hook)
 
     def retain_grad(self):
         """Keep dL/dself in ``.grad`` after backward though this tensor is not a leaf (inner

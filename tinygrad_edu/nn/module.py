@@ -90,10 +90,7 @@ class Module:
             raise TypeError(f"hook must be callable, got {type(hook).__name__}")
         if self.__dict__.get(kind) is None:
             object.__setattr__(self, kind, {})
-        hooks = self.__dict__[kind]
-        handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
-        return handle
+        return RemovableHandle(self.__dict__[kind], hook)
 
     def register_forward_pre_hook(self, hook):
         """Call ``hook(module, args)`` before every ``forward``, ``args`` the positional arguments
