@@ -54,3 +54,23 @@ void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const i
 {
     max_pool_backward_f64(w, g, argmax, dx);
 }
+void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, float *y,
+                      int nthreads)
+{
+    swap_leading_axes_f32(batch_major_channels_f32, O, N, P, rows, y, bias, NULL, nthreads);
+}
+void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, double *y,
+                      int nthreads)
+{
+    swap_leading_axes_f64(batch_major_channels_f64, O, N, P, rows, y, bias, NULL, nthreads);
+}
+void tge_schannel_major(long N, long O, long P, const float *g, float *rows, float *sums,
+                        int nthreads)
+{
+    swap_leading_axes_f32(channel_major_channels_f32, O, N, P, g, rows, NULL, sums, nthreads);
+}
+void tge_dchannel_major(long N, long O, long P, const double *g, double *rows, double *sums,
+                        int nthreads)
+{
+    swap_leading_axes_f64(channel_major_channels_f64, O, N, P, g, rows, NULL, sums, nthreads);
+}

@@ -168,6 +168,76 @@ static void FN(col2im)(const struct tge_window *w, const T *cols, T *dx, int nth
     tge_parallel(FN(col2im_channels), jobs, sizeof(FN(channels_job)), n);
 }
 
+/* The GEMM computes a convolution channel-major, rows[o][n][pixel] (one row per filter), and
+ * PyTorch's layout is batch-major, y[n][o][pixel]: swapping the two leading axes is one pass over
+ * the output each way, with the bias added in the forward pass and its gradient, each channel's
+ * sum, taken in the backward one (in double: the sum runs over every pixel of the batch). */
+typedef struct {
+    long O, N, P;      /* channels, images, pixels per plane */
+    const T *from;
+    T *to;
+    const T *bias;     /* batch_major: added to each channel, or NULL */
+    T *sums;           /* channel_major: each channel's sum, or NULL */
+    long o0, o1;       /* this job's channels */
+} FN(swap_job);
+
+static void FN(batch_major_channels)(void *arg)
+{
+    FN(swap_job) *job = arg;
+    const long O = job->O, N = job->N, P = job->P;
+    for (long o = job->o0; o < job->o1; o++) {
+        const T b = job->bias ? job->bias[o] : 0;
+        for (long n = 0; n < N; n++) {
+            const T *restrict from = job->from + (o * N + n) * P;
+            T *restrict to = job->to + (n * O + o) * P;
+            for (long i = 0; i < P; i++) to[i] = from[i] + b;
+        }
+    }
+}
+
+static void FN(channel_major_channels)(void *arg)
+{
+    FN(swap_job) *job = arg;
+    const long O = job->O, N = job->N, P = job->P;
+    for (long o = job->o0; o < job->o1; o++) {
+        double sum = 0;
+        for (long n = 0; n < N; n++) {
+            const T *restrict from = job->from + (n * O + o) * P;
+            T *restrict to = job->to + (o * N + n) * P;
+            /* one plane's sum in four vector accumulators (GCC keeps a scalar sum's order, so
+             * would not vectorise it), then the planes' sums added in double */
+            V acc[4] = {{0}};
+            long i = 0;
+            for (; i + 4 * VL <= P; i += 4 * VL)
+                for (int u = 0; u < 4; u++) {
+                    V v = *(const V *)(from + i + u * VL);
+                    *(V *)(to + i + u * VL) = v;
+                    acc[u] += v;
+                }
+            T run = 0;
+            for (; i < P; i++) {
+                to[i] = from[i];
+                run += from[i];
+            }
+            for (int u = 0; u < 4; u++)
+                for (long l = 0; l < VL; l++) run += acc[u][l];
+            sum += run;
+        }
+        if (job->sums) job->sums[o] = (T)sum;
+    }
+}
+
+static void FN(swap_leading_axes)(void (*fn)(void *), long O, long N, long P, const T *from, T *to,
+                                  const T *bias, T *sums, int nthreads)
+{
+    long chunk = tge_piece_length(O, nthreads, 1);
+    FN(swap_job) jobs[TGE_MAX_JOBS];
+    int n = 0;
+    for (long o0 = 0; o0 < O; o0 += chunk, n++)
+        jobs[n] = (FN(swap_job)){O, N, P, from, to, bias, sums, o0, o0 + chunk < O ? o0 + chunk : O};
+    tge_parallel(fn, jobs, sizeof(FN(swap_job)), n);
+}
+
 typedef struct {
     const struct tge_window *w;
     const T *x;
@@ -211,15 +281,22 @@ static int FN(max_pool_2x2_row)(const T *restrict x, long W, long OW, T *restric
 {
     const T *restrict below = x + W;
     int nan = 0;
-    for (long j = 0; j < OW; j++) {
-        T a = x[2 * j], b = x[2 * j + 1], c = below[2 * j], d = below[2 * j + 1];
-        T top = a > b ? a : b, bottom = c > d ? c : d, max = top > bottom ? top : bottom;
-        /* the first of the four equal to the maximum, in row-major order, by arithmetic */
-        int64_t is_a = a == max, is_b = (b == max) & !is_a, is_c = (c == max) & !(is_a | is_b),
-                is_d = !(is_a | is_b | is_c);
-        nan |= (a != a) | (b != b) | (c != c) | (d != d);
-        y[j] = max;
-        argmax[j] = first + 2 * j + is_b + is_c * W + is_d * (W + 1);
+    enum { BLOCK = 256 };
+    int32_t offset[BLOCK];   /* in 32 bits, widened after: with int64 flags GCC's code was 2x slower */
+    for (long j0 = 0; j0 < OW; j0 += BLOCK) {
+        const long n = OW - j0 < BLOCK ? OW - j0 : BLOCK;
+        for (long j = 0; j < n; j++) {
+            const long at = 2 * (j0 + j);
+            T a = x[at], b = x[at + 1], c = below[at], d = below[at + 1];
+            T top = a > b ? a : b, bottom = c > d ? c : d, max = top > bottom ? top : bottom;
+            /* the first of the four equal to the maximum, in row-major order, by arithmetic */
+            int32_t is_a = a == max, is_b = (b == max) & !is_a, is_c = (c == max) & !(is_a | is_b),
+                    is_d = !(is_a | is_b | is_c);
+            nan |= (a != a) | (b != b) | (c != c) | (d != d);
+            y[j0 + j] = max;
+            offset[j] = is_b + is_c * (int32_t)W + is_d * (int32_t)(W + 1);
+        }
+        for (long j = 0; j < n; j++) argmax[j0 + j] = first + 2 * (j0 + j) + offset[j];
     }
     return !nan;
 }
@@ -232,7 +309,8 @@ static void FN(max_pool_planes)(void *arg)
     const struct tge_window *w = job->w;
     const long H = w->H, W = w->W, OH = w->OH, OW = w->OW, kh = w->kh, kw = w->kw, sh = w->sh,
                sw = w->sw, pt = w->pt, pl = w->pl, in_plane = H * W, out_plane = OH * OW;
-    const int tiles_2x2 = kh == 2 && kw == 2 && sh == 2 && sw == 2 && pt == 0 && pl == 0;
+    const int tiles_2x2 = kh == 2 && kw == 2 && sh == 2 && sw == 2 && pt == 0 && pl == 0
+                          && W < (1L << 30);   /* its offsets within a window are 32-bit */
     for (long k = job->plane0; k < job->plane1; k++) {
         const T *restrict x = job->x + k * in_plane;
         T *restrict y = job->y + k * out_plane;

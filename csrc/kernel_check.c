@@ -195,6 +195,27 @@ static void check_windows(void)
     error = fmax(error, fabs(sum_g - sum_dx));
     report("smax_pool 2x2 and its backward", error, 1e-5);
     free(x), free(cols), free(dx), free(g), free(y), free(gy), free(dxp), free(arg);
+
+    /* a convolution's output: (O, N, P) -> (N, O, P) + bias, and back with each channel's sum */
+    long O = 5, N = 3, P = 19;
+    float *rows = floats(O * N * P), *bias = floats(O), *out = malloc(sizeof(float) * O * N * P);
+    float *back = malloc(sizeof(float) * O * N * P), *sums = malloc(sizeof(float) * O);
+    tge_sbatch_major(O, N, P, rows, bias, out, 2);
+    tge_schannel_major(N, O, P, out, back, sums, 2);
+    error = 0;
+    for (long o = 0; o < O; o++) {
+        double sum = 0;
+        for (long n = 0; n < N; n++)
+            for (long i = 0; i < P; i++) {
+                float want = rows[(o * N + n) * P + i] + bias[o];
+                error = fmax(error, fabs(out[(n * O + o) * P + i] - want));
+                error = fmax(error, fabs(back[(o * N + n) * P + i] - want));
+                sum += want;
+            }
+        error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
+    }
+    report("sbatch_major with a bias and schannel_major with sums", error, 1e-5);
+    free(rows), free(bias), free(out), free(back), free(sums);
 }
 
 static void check_program(void)

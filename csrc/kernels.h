@@ -95,6 +95,19 @@ void tge_smax_pool_backward(const struct tge_window *w, const float *g, const in
 void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
                             double *dx);
 
+/* A convolution's output between the GEMM's layout and PyTorch's: batch_major writes
+ * y[n][o][i] = rows[o][n][i] + bias[o] (bias may be NULL) for O channels, N images and P pixels a
+ * plane; channel_major is its adjoint, rows[o][n][i] = g[n][o][i], and sums[o] the sum of channel
+ * o over all images and pixels (the bias gradient; NULL: not wanted). */
+void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, float *y,
+                      int nthreads);
+void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, double *y,
+                      int nthreads);
+void tge_schannel_major(long N, long O, long P, const float *g, float *rows, float *sums,
+                        int nthreads);
+void tge_dchannel_major(long N, long O, long P, const double *g, double *rows, double *sums,
+                        int nthreads);
+
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);
@@ -113,7 +126,8 @@ enum tge_kernel {
     TGE_SAXPY_MANY, TGE_DAXPY_MANY, TGE_SRELU, TGE_DRELU, TGE_SRELU_BACKWARD, TGE_DRELU_BACKWARD,
     TGE_SCROSS_ENTROPY, TGE_DCROSS_ENTROPY, TGE_SIM2COL, TGE_DIM2COL, TGE_SCOL2IM, TGE_DCOL2IM,
     TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD,
-    TGE_STOTAL, TGE_DTOTAL, TGE_SSCALE_ROWS, TGE_DSCALE_ROWS
+    TGE_STOTAL, TGE_DTOTAL, TGE_SSCALE_ROWS, TGE_DSCALE_ROWS, TGE_SBATCH_MAJOR, TGE_DBATCH_MAJOR,
+    TGE_SCHANNEL_MAJOR, TGE_DCHANNEL_MAJOR
 };
 union tge_arg {
     void *p;

@@ -43,6 +43,20 @@ def test_on_a_cpu_without_a_tuned_gemm_every_product_goes_to_numpy(monkeypatch):
 
 
 @needs_c
+def test_products_thin_both_ways_go_to_numpy_once_they_are_more_than_tiny():
+    """A few rows and a short depth (conv1 of the lecture's CNN: 20x25 @ 25x(N 24 24)) go to
+    OpenBLAS, which is faster there; tiny ones (the last Linear's gradients) and thin products
+    with a long depth or many rows (the MLP at batch 12) stay ours."""
+    from tinygrad_edu.backend import c_kernels
+    if not c_kernels.TUNED:
+        pytest.skip("every product goes to NumPy on this CPU")
+    assert c_kernels.numpy_is_faster(20, 576, 25) and c_kernels.numpy_is_faster(20, 12 * 576, 25)
+    assert not c_kernels.numpy_is_faster(12, 64, 10)           # Linear(64, 10)'s dx at batch 12
+    assert not c_kernels.numpy_is_faster(12, 512, 784)         # the MLP's forward at batch 12
+    assert not c_kernels.numpy_is_faster(512, 784, 12)         # and its weight gradient
+
+
+@needs_c
 def test_products_that_are_not_thin_go_to_numpy_from_both_gemm_and_linear_backward():
     """One rule, c_kernels.numpy_is_faster, for every product the C backend makes: at batch 64
     nn.Linear's forward and both of its gradient products are OpenBLAS's, bit for bit (our GEMM
@@ -980,6 +994,7 @@ WINDOW_CASES = [  # (x shape, kernel, stride, padding, dilation)
     ((1, 2, 1, 1), (1, 1), (3, 3), ((0, 0), (0, 0)), (1, 1)),
     ((2, 3, 8, 7), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),         # pooling's usual 2x2 tiles
     ((2, 2, 5, 4), (2, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),         # rows of 3: shorter than a vector
+    ((1, 2, 5, 601), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),       # 2x2 tiles, rows past one block of 256
 ]
 
 
@@ -1042,6 +1057,48 @@ def test_max_pool_matches_the_loops_with_ties_nan_and_inf(each_backend, case, dt
     for plane, (at, grad) in enumerate(zip(argmax.reshape(len(expected), -1), g.reshape(len(expected), -1))):
         np.add.at(expected[plane], at, grad)
     np.testing.assert_allclose(dx, expected.reshape(shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(20, 3, 24, 24), (3, 2, 5), (4, 1), (2, 5, 0, 3), (1, 1, 7)])
+def test_batch_major_and_channel_major_swap_the_leading_axes(each_backend, shape, dtype):
+    """batch_major: y[n, o] = rows[o, n] + bias[o]; channel_major, its adjoint: rows[o, n] =
+    grad[n, o], and the sum of each channel (the bias gradient) in float64 accuracy."""
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal(shape).astype(dtype)
+    bias = rng.standard_normal(shape[:1]).astype(dtype)
+    expected = rows.swapaxes(0, 1) + bias.reshape((-1,) + (1,) * (len(shape) - 2))
+    y = backend.batch_major(rows, bias)
+    assert y.shape == expected.shape and y.dtype == dtype and y.flags.c_contiguous
+    assert np.array_equal(y, expected)                       # one addition per element: exact
+    assert np.array_equal(backend.batch_major(rows), rows.swapaxes(0, 1))
+    grad = (rng.standard_normal(shape) + 100).astype(dtype)  # large sums: rounding shows
+    back, sums = backend.channel_major(grad)
+    assert back.shape == rows.swapaxes(0, 1).shape and back.flags.c_contiguous
+    assert np.array_equal(back, grad.swapaxes(0, 1))
+    exact = grad.astype(np.float64).swapaxes(0, 1).reshape(shape[1], -1).sum(1)
+    assert sums.dtype == dtype
+    np.testing.assert_allclose(sums, exact, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    assert backend.channel_major(grad, need_sums=False)[1] is None
+    # strided inputs are read as the arrays they show
+    assert np.array_equal(backend.batch_major(rows[:, ::-1], bias), expected[::-1])
+    assert np.array_equal(backend.channel_major(grad[::-1])[0], grad[::-1].swapaxes(0, 1))
+
+
+def test_batch_major_and_channel_major_name_their_bad_arguments(each_backend):
+    rows = np.zeros((3, 2, 4))
+    with pytest.raises(ValueError, match="rows must have at least 2 dimensions"):
+        backend.batch_major(np.zeros(3))
+    with pytest.raises(TypeError, match="rows must be float32 or float64"):
+        backend.batch_major(rows.astype(np.int32))
+    with pytest.raises(ValueError, match=r"bias must be float64 of shape \(3,\)"):
+        backend.batch_major(rows, np.zeros(2))
+    with pytest.raises(ValueError, match=r"bias must be float64 of shape \(3,\)"):
+        backend.batch_major(rows, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="grad must have at least 2 dimensions"):
+        backend.channel_major(np.zeros(3))
+    with pytest.raises(TypeError, match="need_sums must be a bool"):
+        backend.channel_major(rows, need_sums=1)
 
 
 def test_window_kernels_read_inputs_of_every_layout(each_backend):

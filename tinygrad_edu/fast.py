@@ -143,10 +143,12 @@ class Conv2d(Function):
 
     and ``backend.col2im`` adds dL/dX's columns back onto the pixels they were read from (the full
     correlation of ops.Conv2d's docstring). With G groups, group g's filters and input channels
-    are row blocks of W and X: one product per group.
+    are row blocks of W and X: one product per group. Y comes out channel-major (O, N, OH, OW);
+    ``backend.batch_major`` lays it out as PyTorch's (N, O, OH, OW) and adds b in the same pass,
+    and ``backend.channel_major`` brings dL/dy back, summing dL/db on the way.
     """
 
-    kernel_only = True   # kernel calls, and NumPy's layout work through computed(): jit replays both
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls (and NumPy's products)
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
@@ -155,44 +157,31 @@ class Conv2d(Function):
         ctx.save_for_backward(weight)
         ctx.cols, ctx.x_shape, ctx.groups = cols, x.shape, groups
         ctx.window = (weight.shape[2:], stride, padding, dilation)
-        n, oh, ow = cols.shape[1:]
-        y_rows = np.empty((weight.shape[0], n, oh, ow), x.dtype)               # Y: (O, N, OH, OW)
+        y_rows = np.empty((weight.shape[0],) + cols.shape[1:], x.dtype)        # Y: (O, N, OH, OW)
         for w, X, Y in _group_blocks(weight.reshape(weight.shape[0], -1), cols, y_rows, groups):
             backend.gemm(w, X.reshape(len(X), -1), out=Y.reshape(len(Y), -1))
-        y = np.empty((n,) + y_rows.shape[:1] + (oh, ow), x.dtype)             # as (N, O, OH, OW)
-        return computed(_batch_major, y_rows, bias, y)
+        return backend.batch_major(y_rows, bias)                 # (N, O, OH, OW), + b in the pass
 
     @staticmethod
     def backward(ctx, grad):
         weight, = ctx.saved
         needs, cols = ctx.needs_input_grad, ctx.cols
-        dy = computed(np.ascontiguousarray, grad.transpose(1, 0, 2, 3))       # dL/dY: (O, N, OH, OW)
+        # dL/dY (O, N, OH, OW) in the GEMM's layout, and dL/db (its row sums) in the same pass
+        dy, db = backend.channel_major(grad, len(needs) > 2 and needs[2])
         dy_rows = dy.reshape(len(dy), -1)
         w_rows = weight.reshape(weight.shape[0], -1)
-        dx = dw = db = None
+        dx = dw = None
         if needs[1]:
             dw = np.empty(w_rows.shape, weight.dtype)
             for dW, X, dY in _group_blocks(dw, cols, dy_rows, ctx.groups):
                 backend.gemm(dY, X.reshape(len(X), -1), trans_b=True, out=dW)  # dL/dY X^T
             dw = dw.reshape(weight.shape)
-        if len(needs) > 2 and needs[2]:
-            db = computed(np.sum, dy_rows, 1)                                   # over the pixels
         if needs[0]:
             dcols = np.empty(cols.shape, cols.dtype)
             for w, dX, dY in _group_blocks(w_rows, dcols, dy_rows, ctx.groups):
                 backend.gemm(w, dY, trans_a=True, out=dX.reshape(len(dX), -1))  # W^T dL/dY
             dx = backend.col2im(dcols, ctx.x_shape, *ctx.window)
         return dx, dw, db
-
-
-def _batch_major(y_rows, bias, y):
-    """The convolution's output (O, N, OH, OW) laid out as PyTorch's (N, O, OH, OW) in ``y``, each
-    channel's bias added in the same pass."""
-    if bias is None:
-        np.copyto(y, y_rows.transpose(1, 0, 2, 3))
-    else:
-        np.add(y_rows.transpose(1, 0, 2, 3), bias[:, None, None], out=y)
-    return y
 
 
 def _group_blocks(filters, columns, outputs, groups):

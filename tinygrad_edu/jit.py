@@ -462,7 +462,15 @@ def _describe_kernel(name, a):
         return f"{dtype} total of {a[0]}" + (f", / {a[2]:g}" if a[2] != 1 else "")
     if kind == "scale_rows":
         return f"{dtype} scale_rows {a[0]}x{a[1]}" + (f", / {a[5]:g}" if a[5] != 1 else "")
+    if kind == "batch_major":
+        return f"{dtype} batch_major {a[0]}x{a[1]}x{a[2]} -> {a[1]}x{a[0]}x{a[2]}" + (
+            " + bias" if a[4] != backend.c_kernels.ffi.NULL else "")
+    if kind == "channel_major":
+        return f"{dtype} channel_major {a[0]}x{a[1]}x{a[2]} -> {a[1]}x{a[0]}x{a[2]}" + (
+            ", sums" if a[5] != backend.c_kernels.ffi.NULL else "")
     w = a[0]   # the windows of im2col, col2im and the pools
+    if kind == "max_pool_backward":
+        return f"{dtype} max_pool_backward {w.N}x{w.C}x{w.OH}x{w.OW} -> {w.H}x{w.W}"
     return f"{dtype} {kind} {w.N}x{w.C}x{w.H}x{w.W}, kernel {w.kh}x{w.kw} -> {w.OH}x{w.OW}"
 
 

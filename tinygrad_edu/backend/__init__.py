@@ -385,3 +385,33 @@ def max_pool_backward(grad, argmax, x_shape):
         raise IndexError(f"max_pool_backward: argmax holds positions outside the {x_shape[2:]} "
                          f"planes (0..{plane - 1})")
     return _selected.kernels.max_pool_backward(grad, argmax, tuple(int(v) for v in x_shape))
+
+
+# --- a convolution's output: the GEMM's layout and PyTorch's ------------------------------------------
+def batch_major(rows, bias=None):
+    """A convolution's output as PyTorch lays it out, from the GEMM's: ``rows`` (O, N, ...) holds
+    each filter's row of outputs for every image (``w @ cols``, see ``im2col``); returns a new
+    array y (N, O, ...) with ``y[n, o] = rows[o, n] + bias[o]`` (``bias``: O numbers, or None)."""
+    _check_float_arrays(None, ("rows", rows))
+    if rows.ndim < 2:
+        raise ValueError(f"batch_major: rows must have at least 2 dimensions (O, N, ...), got "
+                         f"shape {rows.shape}")
+    if bias is not None:
+        _check_float_arrays(1, ("bias", bias))
+        if bias.dtype != rows.dtype or bias.shape != rows.shape[:1]:
+            raise ValueError(f"batch_major: bias must be {rows.dtype} of shape {rows.shape[:1]}, "
+                             f"got {bias.dtype} {bias.shape}")
+    return _selected.kernels.batch_major(rows, bias)
+
+
+def channel_major(grad, need_sums=True):
+    """The adjoint of ``batch_major``: from ``grad`` (N, O, ...), dL/dy of a convolution's output,
+    returns ``(rows, sums)``: rows (O, N, ...) with ``rows[o, n] = grad[n, o]``, the gradient in
+    the GEMM's layout, and ``sums``, each channel's total over the images and pixels (dL/dbias:
+    the bias was added to every one of them), or None when ``need_sums`` is false."""
+    _check_float_arrays(None, ("grad", grad))
+    if grad.ndim < 2:
+        raise ValueError(f"channel_major: grad must have at least 2 dimensions (N, O, ...), got "
+                         f"shape {grad.shape}")
+    _check_flag("need_sums", need_sums)
+    return _selected.kernels.channel_major(grad, need_sums)

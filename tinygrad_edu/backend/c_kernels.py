@@ -6,6 +6,7 @@ matrix as rows with a leading dimension: a row-major view is passed as is, a col
 """
 
 import collections
+import math
 import os
 import threading
 
@@ -65,8 +66,13 @@ PARALLEL_MIN_ELEMENTS = 32_768
 # 1107 vs 780 and 620 vs 597; 64x784 @ 784x512, the MLP at batch 64, 857 vs 612; 128 rows 1.0-1.7x
 # slower), and so does every product of NUMPY_FROM_FMAS multiply-adds or more, thin or not, as its
 # blocks outgrow the caches (12x4096 @ 4096x4096: 25962 vs 8635 us; 512^3: 4102 vs 3038).
+# A product thin both ways (few rows and a short depth) is all stores and short k loops for ours,
+# and OpenBLAS does it faster once it is more than tiny: conv1 of the lecture's CNN, 20x25 @
+# 25x(N 24 24), took 1.48x OpenBLAS's time at batch 1, 1.16x at 12, 1.42x at 64 (one thread, AVX2
+# machine, in turns), as did 12x12 @ 12x784 (1.72x) and 12x32 @ 32x512 (1.64x).
 THIN = 32   # csrc/gemm_impl.h's SMALL_M
 NUMPY_FROM_FMAS = 1 << 25
+BOTH_THIN_NUMPY_FROM_FMAS = 1 << 16
 # Our GEMM is tuned for x86-64 only (AVX-512, AVX2+FMA, SSE2). Elsewhere (ARM64: an Apple-silicon
 # laptop) only portable C is built, and OpenBLAS, which has kernels for those CPUs, does every
 # product: the default is then never slower than NumPy's own GEMM.
@@ -75,7 +81,9 @@ TUNED = lib.tge_isa() > 0
 
 def numpy_is_faster(m, n, k):
     """Whether an m x k @ k x n product goes to NumPy's GEMM (OpenBLAS) rather than ours."""
-    return not TUNED or m * n * k >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
+    fmas = m * n * k
+    return (not TUNED or fmas >= NUMPY_FROM_FMAS or (m > THIN and k > THIN)
+            or (m <= THIN and k <= THIN and fmas >= BOTH_THIN_NUMPY_FROM_FMAS))
 
 
 # cross-entropy on this many logits or more: NumPy's vectorised exp beats our scalar loop
@@ -84,18 +92,21 @@ NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
 _Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many relu "
                                               "relu_backward cross_entropy total scale_rows im2col "
-                                              "col2im max_pool max_pool_backward")
+                                              "col2im max_pool max_pool_backward batch_major "
+                                              "channel_major")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
                                    lib.tge_sger, lib.tge_saxpy_many, lib.tge_srelu,
                                    lib.tge_srelu_backward, lib.tge_scross_entropy, lib.tge_stotal,
                                    lib.tge_sscale_rows, lib.tge_sim2col,
-                                   lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward),
+                                   lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward,
+                                   lib.tge_sbatch_major, lib.tge_schannel_major),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
                                    lib.tge_dger, lib.tge_daxpy_many, lib.tge_drelu,
                                    lib.tge_drelu_backward, lib.tge_dcross_entropy, lib.tge_dtotal,
                                    lib.tge_dscale_rows, lib.tge_dim2col,
-                                   lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward),
+                                   lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward,
+                                   lib.tge_dbatch_major, lib.tge_dchannel_major),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -426,3 +437,24 @@ def max_pool_backward(grad, argmax, x_shape):
                             ffi.from_buffer("int64_t[]", argmax if argmax.flags.c_contiguous else _copy(argmax)),
                             ffi.from_buffer(types.array, dx))
     return dx
+
+
+def batch_major(rows, bias):
+    types = _KERNELS[rows.dtype]
+    o, n = rows.shape[:2]
+    y = np.empty((n, o) + rows.shape[2:], rows.dtype)
+    _run(types.batch_major, o, n, math.prod(rows.shape[2:]), _contiguous(rows, types),
+         ffi.NULL if bias is None else _contiguous(bias, types), ffi.from_buffer(types.array, y),
+         _threads_for(y.size))
+    return y
+
+
+def channel_major(grad, need_sums):
+    types = _KERNELS[grad.dtype]
+    n, o = grad.shape[:2]
+    rows = np.empty((o, n) + grad.shape[2:], grad.dtype)
+    sums = np.empty(o, grad.dtype) if need_sums else None
+    _run(types.channel_major, n, o, math.prod(grad.shape[2:]), _contiguous(grad, types),
+         ffi.from_buffer(types.array, rows), ffi.NULL if sums is None else ffi.from_buffer(types.array, sums),
+         _threads_for(rows.size))
+    return rows, sums

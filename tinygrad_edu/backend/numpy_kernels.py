@@ -132,3 +132,18 @@ def max_pool_backward(grad, argmax, x_shape):
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)       # where each plane starts
     dx = np.bincount((planes + argmax).ravel(), weights=grad.ravel(), minlength=n * c * h * w)
     return dx.astype(grad.dtype).reshape(x_shape)
+
+
+def batch_major(rows, bias):
+    y = np.empty((rows.shape[1], rows.shape[0]) + rows.shape[2:], rows.dtype)
+    swapped = rows.swapaxes(0, 1)
+    if bias is None:
+        np.copyto(y, swapped)
+    else:
+        np.add(swapped, bias.reshape((-1,) + (1,) * (rows.ndim - 2)), out=y)
+    return y
+
+
+def channel_major(grad, need_sums):
+    rows = np.ascontiguousarray(grad.swapaxes(0, 1))
+    return rows, rows.reshape(len(rows), -1).sum(1) if need_sums else None
