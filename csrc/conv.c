@@ -44,15 +44,15 @@ void tge_dmax_pool(const struct tge_window *w, const double *x, double *y, int64
 {
     max_pool_f64(w, x, y, argmax, nthreads);
 }
-void tge_smax_pool_backward(const struct tge_window *w, const float *g, const int64_t *argmax,
+long tge_smax_pool_backward(const struct tge_window *w, const float *g, const int64_t *argmax,
                             float *dx)
 {
-    max_pool_backward_f32(w, g, argmax, dx);
+    return max_pool_backward_f32(w, g, argmax, dx);
 }
-void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
+long tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
                             double *dx)
 {
-    max_pool_backward_f64(w, g, argmax, dx);
+    return max_pool_backward_f64(w, g, argmax, dx);
 }
 void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, float *y,
                       int nthreads)

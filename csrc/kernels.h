@@ -86,13 +86,14 @@ void tge_dcol2im(const struct tge_window *w, const double *cols, double *dx, int
 
 /* Max pooling: y (N, C, OH, OW) holds each window's largest element and argmax where it is in
  * its plane (row * W + column; the first of equal ones, the first NaN over any number; never the
- * padding). The backward overwrites dx (N, C, H, W) with each g added at its argmax. */
+ * padding). The backward overwrites dx (N, C, H, W) with each g added at its argmax, and returns
+ * how many argmax positions lay outside their plane (those are skipped). */
 void tge_smax_pool(const struct tge_window *w, const float *x, float *y, int64_t *argmax, int nthreads);
 void tge_dmax_pool(const struct tge_window *w, const double *x, double *y, int64_t *argmax,
                    int nthreads);
-void tge_smax_pool_backward(const struct tge_window *w, const float *g, const int64_t *argmax,
+long tge_smax_pool_backward(const struct tge_window *w, const float *g, const int64_t *argmax,
                             float *dx);
-void tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
+long tge_dmax_pool_backward(const struct tge_window *w, const double *g, const int64_t *argmax,
                             double *dx);
 
 /* A convolution's output between the GEMM's layout and PyTorch's: batch_major writes

@@ -82,10 +82,12 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
             tge_dmax_pool(a[0].p, a[1].p, a[2].p, a[3].p, a[4].i);
             break;
         case TGE_SMAX_POOL_BACKWARD:
-            tge_smax_pool_backward(a[0].p, a[1].p, a[2].p, a[3].p);
+            result = tge_smax_pool_backward(a[0].p, a[1].p, a[2].p, a[3].p);
+            failed = result != 0;
             break;
         case TGE_DMAX_POOL_BACKWARD:
-            tge_dmax_pool_backward(a[0].p, a[1].p, a[2].p, a[3].p);
+            result = tge_dmax_pool_backward(a[0].p, a[1].p, a[2].p, a[3].p);
+            failed = result != 0;
             break;
         case TGE_STOTAL:
             tge_stotal(a[0].i, a[1].p, a[2].d, a[3].p);

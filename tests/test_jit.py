@@ -475,6 +475,22 @@ def test_a_label_out_of_range_at_replay_raises_before_the_weights_change(c_backe
     assert all(np.array_equal(w, p.data) for w, p in zip(weights, model.parameters()))
 
 
+def test_a_pooling_position_outside_its_plane_at_replay_raises_as_in_eager_mode(c_backend):
+    """The replay loop (csrc/program.c) stops at a max_pool_backward that found an arg-max outside
+    its plane, and the step raises the eager call's IndexError."""
+    from tinygrad_edu.backend import c_kernels as ck
+    from tinygrad_edu.jit import CStep, _CRun
+    grad, dx = np.ones((1, 1, 2, 2), np.float32), np.empty((1, 1, 3, 3), np.float32)
+    argmax = np.array([0, 1, 4, 9], np.int64).reshape(grad.shape)   # 9: past a 3x3 plane
+    args = (ck._window((1, 1, 3, 3) + (1,) * 8 + (2, 2)), ck.ffi.from_buffer("float[]", grad),
+            ck.ffi.from_buffer("int64_t[]", argmax), ck.ffi.from_buffer("float[]", dx))
+    with pytest.raises(IndexError, match=r"argmax holds positions outside the \(3, 3\) planes"):
+        _CRun([CStep(ck.lib.tge_smax_pool_backward, args)]).run()
+    argmax[-1, -1, -1, -1] = 8
+    _CRun([CStep(ck.lib.tge_smax_pool_backward, args)]).run()
+    assert dx.ravel().tolist() == [1, 1, 0, 0, 1, 0, 0, 0, 1]
+
+
 def test_gradients_that_the_capture_set_and_the_caller_did_not_clear_raise(c_backend, rng):
     """Captured with zero_grad() outside and before each call: forgetting it later would make
     eager mode add to .grad, which the replay (that sets .grad) cannot do."""

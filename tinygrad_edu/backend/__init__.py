@@ -380,11 +380,19 @@ def max_pool_backward(grad, argmax, x_shape):
             and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
         raise ValueError(f"x_shape must be 4 positive ints (N, C, H, W) with grad's N and C "
                          f"{grad.shape[:2]}, got {x_shape!r}")
-    plane = x_shape[2] * x_shape[3]
-    if argmax.size and not (argmax.min() >= 0 and argmax.max() < plane):   # C writes there
-        raise IndexError(f"max_pool_backward: argmax holds positions outside the {x_shape[2:]} "
-                         f"planes (0..{plane - 1})")
-    return _selected.kernels.max_pool_backward(grad, argmax, tuple(int(v) for v in x_shape))
+    # the kernel checks each position as it uses it (checking first, in NumPy, took two passes)
+    dx, outside = _selected.kernels.max_pool_backward(grad, argmax, tuple(int(v) for v in x_shape))
+    if outside:
+        raise argmax_outside_planes(x_shape[2:])
+    return dx
+
+
+def argmax_outside_planes(plane_shape):
+    """The IndexError for a ``max_pool_backward`` argmax holding positions outside the planes of
+    ``plane_shape`` (H, W) (here, and when a jitted step's replay finds one)."""
+    h, w = plane_shape
+    return IndexError(f"max_pool_backward: argmax holds positions outside the {(h, w)} planes "
+                      f"(0..{h * w - 1})")
 
 
 # --- a convolution's output: the GEMM's layout and PyTorch's ------------------------------------------

@@ -433,10 +433,10 @@ def max_pool_backward(grad, argmax, x_shape):
     types = _KERNELS[grad.dtype]
     window = x_shape + (1,) * 8 + grad.shape[2:]     # only the sizes matter to the scatter
     dx = np.empty(x_shape, grad.dtype)
-    _run(types.max_pool_backward, _window(window), _contiguous(grad, types),
-                            ffi.from_buffer("int64_t[]", argmax if argmax.flags.c_contiguous else _copy(argmax)),
-                            ffi.from_buffer(types.array, dx))
-    return dx
+    outside = _run(types.max_pool_backward, _window(window), _contiguous(grad, types),
+                   ffi.from_buffer("int64_t[]", argmax if argmax.flags.c_contiguous else _copy(argmax)),
+                   ffi.from_buffer(types.array, dx))
+    return dx, outside
 
 
 def batch_major(rows, bias):

@@ -129,9 +129,12 @@ def max_pool(x, window):
 
 def max_pool_backward(grad, argmax, x_shape):
     n, c, h, w = x_shape
+    outside = np.count_nonzero((argmax < 0) | (argmax >= h * w))
+    if outside:
+        return None, outside
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)       # where each plane starts
     dx = np.bincount((planes + argmax).ravel(), weights=grad.ravel(), minlength=n * c * h * w)
-    return dx.astype(grad.dtype).reshape(x_shape)
+    return dx.astype(grad.dtype).reshape(x_shape), 0
 
 
 def batch_major(rows, bias):
