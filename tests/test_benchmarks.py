@@ -536,36 +536,43 @@ def _cnn_twins():
     return ours, theirs
 
 
-def _cnn_step(lib, model, batch):
+def _cnn_step(lib, model, batch, jitted=False):
     """A training step of ``model`` on the engine ``lib`` (tinygrad_edu or torch) on rotating
-    MNIST-shaped batches, the same for both engines. The step returns its loss."""
+    MNIST-shaped batches, the same for both engines; ``jitted``: through tinygrad_edu.jit, as
+    examples/mnist_cnn.py runs it by default. The step returns its loss."""
     criterion, optimizer = lib.nn.CrossEntropyLoss(), lib.optim.SGD(model.parameters(), **CNN_SGD)
     rng = np.random.default_rng(batch)
     nxt = _rotating(lambda i: (rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)))
 
-    def step():
-        x, y = nxt()
+    def train(x, y):
         optimizer.zero_grad()
-        loss = criterion(model(lib.from_numpy(x)), lib.from_numpy(y))
+        loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
         return loss
+    train = tg.jit(train) if jitted else train
+
+    def step():
+        x, y = nxt()
+        return train(lib.from_numpy(x), lib.from_numpy(y))
     return step
 
 
 @pytest.mark.benchmark(group="train-step-cnn")
-@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-c-plain", "torch"])
+@pytest.mark.parametrize("impl", ["tinygrad_edu-c", "tinygrad_edu-jit", "tinygrad_edu-c-plain", "torch"])
 @pytest.mark.parametrize("batch", [1, 12, 128])
 def test_cnn_training_step(benchmark, batch, impl):
-    """tinygrad_edu-c runs the fast layer, tinygrad_edu-c-plain the plain ops on the same build
-    (set_fast(False)); the torch case checks against the fast layer."""
+    """tinygrad_edu-c runs the fast layer, tinygrad_edu-jit the same through tinygrad_edu.jit,
+    tinygrad_edu-c-plain the plain ops on the same build (set_fast(False)); the torch case checks
+    against the fast layer."""
     if "c" not in backend.available():
         pytest.skip("C kernels not built")
     torch = _torch()
     ours, theirs = _cnn_twins()
-    our_step, torch_step = _cnn_step(tg, ours, batch), _cnn_step(torch, theirs, batch)
+    our_step = _cnn_step(tg, ours, batch, jitted=impl == "tinygrad_edu-jit")
+    torch_step = _cnn_step(torch, theirs, batch)
     with backend.use("c"), tg.set_fast(impl != "tinygrad_edu-c-plain"):
-        for _ in range(2):   # correctness: two steps from the same weights on the same batches agree
+        for _ in range(3):   # correctness: three steps (the jit's warm-up and two capture calls)
             assert our_step().item() == pytest.approx(torch_step().item(), rel=1e-4)
         for ours_p, theirs_p in zip(ours.parameters(), theirs.parameters(), strict=True):
             assert np.allclose(ours_p.detach().numpy(), theirs_p.detach().numpy(), atol=1e-5)
@@ -573,25 +580,49 @@ def test_cnn_training_step(benchmark, batch, impl):
     _info(benchmark, batch=batch, model="conv-pool-conv-pool-linear", optimizer=f"SGD {CNN_SGD}")
 
 
+@pytest.mark.benchmark(group="train-step-cnn-interleaved")
+@pytest.mark.parametrize("batch", [12, CNN_BATCH_SIZE])
+def test_cnn_jitted_step_interleaved_with_torch(benchmark, batch):
+    """The CNN's step as examples/mnist_cnn.py runs it (tinygrad_edu.jit) and PyTorch's, in turns
+    of TURN steps within one process (as test_training_step_interleaved_with_torch pairs the
+    MLP's): a slow spell of this VM slows both. PyTorch's times go to extra_info."""
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    torch = _torch()
+    ours, theirs = _cnn_twins()
+    our_step, torch_step = _cnn_step(tg, ours, batch, jitted=True), _cnn_step(torch, theirs, batch)
+    torch_seconds = []
+    rounds = ROUNDS // 4   # a step here is 10-50x the MLP's
+    with backend.use("c"):
+        for _ in range(3):   # correctness, and the jit's warm-up and two capture calls
+            assert our_step().item() == pytest.approx(torch_step().item(), rel=1e-4)
+        benchmark.pedantic(our_step, setup=_turns(torch_step, our_step, torch_seconds), rounds=rounds,
+                           warmup_rounds=2)
+    timed = torch_seconds[-rounds:]
+    _info(benchmark, batch=batch, torch_min=min(timed), torch_median=float(np.median(timed)))
+
+
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch-cnn")
-@pytest.mark.parametrize("impl", ["tinygrad_edu", "torch"])
+@pytest.mark.parametrize("impl", ["tinygrad_edu", "tinygrad_edu-jit", "torch"])
 def test_cnn_mnist_epoch(benchmark, impl, mnist_root):
     """One pass over the first CNN_EPOCH_IMAGES MNIST training images in batches of
     CNN_BATCH_SIZE with the lecture's loop (mnist_common.train_epoch: loss.item() every step), both
-    engines from the same weights in the same order, ours on the backend in use; then the first
-    2,000 test images must be mostly right."""
+    engines from the same weights in the same order, ours on the backend in use (tinygrad_edu-jit:
+    each step through tinygrad_edu.jit, examples/mnist_cnn.py's default); then the first 2,000
+    test images must be mostly right."""
     sys.path.insert(0, str(REPO / "examples"))
     import mnist_common as common
     ours, theirs = _cnn_twins()
-    torch, nn_, optim_ = common.load_engine(impl)
+    torch, nn_, optim_ = common.load_engine(impl.partition("-")[0])
     model = theirs if impl == "torch" else ours
     train, test = common.load_mnist(str(mnist_root), train_subset=CNN_EPOCH_IMAGES, test_subset=2000)
     criterion, optimizer = nn_.CrossEntropyLoss(), optim_.SGD(model.parameters(), **CNN_SGD)
     loader = tg.utils.data.DataLoader(train, batch_size=CNN_BATCH_SIZE, shuffle=True, seed=0)
+    step = common.compiled_step(torch, model, criterion, optimizer) if impl.endswith("jit") else None
 
     def epoch():
-        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0)
+        common.train_epoch(torch, model, loader, criterion, optimizer, 0, log_every=0, step=step)
 
     benchmark.pedantic(epoch, rounds=1, iterations=1)
     correct, total = common.evaluate(torch, model, tg.utils.data.DataLoader(test, batch_size=1000))
