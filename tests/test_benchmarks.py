@@ -258,21 +258,25 @@ def _kernel_step(batch):
     return step, mlp
 
 
-def _engine_step(batch, jitted=False):
-    """tinygrad_edu's step; ``jitted``: through tinygrad_edu.jit (captured on the first calls,
-    which the correctness check below makes, then replayed)."""
-    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
-    model = mlp.module()
-    criterion, optimizer = nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01)
-    nxt = _batches(batch)
-
+def _lecture_step(model, criterion, optimizer, jitted=False):
+    """The lecture's four lines of a training step as a function of a batch (x, y), returning the
+    loss, on whichever engine ``model`` is; ``jitted``: through tinygrad_edu.jit (captured on the
+    first calls, which the benchmarks' correctness checks make, then replayed)."""
     def train(x, y):
         optimizer.zero_grad()
         loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
         return loss
-    train = tg.jit(train) if jitted else train
+    return tg.jit(train) if jitted else train
+
+
+def _engine_step(batch, jitted=False):
+    """tinygrad_edu's step; ``jitted``: through tinygrad_edu.jit."""
+    mlp = handgrad.DeepMLP(SIZES, seed=0, dtype=np.float32)
+    model = mlp.module()
+    train = _lecture_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01), jitted)
+    nxt = _batches(batch)
 
     def step():   # on the backend in use (the test chooses it around the benchmark)
         x, y = nxt()
@@ -540,17 +544,9 @@ def _cnn_step(lib, model, batch, jitted=False):
     """A training step of ``model`` on the engine ``lib`` (tinygrad_edu or torch) on rotating
     MNIST-shaped batches, the same for both engines; ``jitted``: through tinygrad_edu.jit, as
     examples/mnist_cnn.py runs it by default. The step returns its loss."""
-    criterion, optimizer = lib.nn.CrossEntropyLoss(), lib.optim.SGD(model.parameters(), **CNN_SGD)
+    train = _lecture_step(model, lib.nn.CrossEntropyLoss(), lib.optim.SGD(model.parameters(), **CNN_SGD), jitted)
     rng = np.random.default_rng(batch)
     nxt = _rotating(lambda i: (rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch)))
-
-    def train(x, y):
-        optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    train = tg.jit(train) if jitted else train
 
     def step():
         x, y = nxt()

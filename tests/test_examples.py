@@ -825,20 +825,29 @@ def quick_sweep_args(tmp_path, mnist_root, *flags):
     return ["--quick", "--data-dir", str(mnist_root), "--out", str(tmp_path), *flags]
 
 
-def test_sweep_resumes_after_kill_without_recomputing(tmp_path, mnist_root):
-    args = quick_sweep_args(tmp_path, mnist_root, "--jobs", "1", "--layers", "2", "3", "4")
+def kill_after_the_first_run_then_resume(tmp_path, args, normal, killed=lambda children: None):
+    """Start a sweep of three runs, SIGKILL it once its first run is saved (``killed`` gets its
+    children as they were just before), then run it again: the finished runs are reused as they
+    were, not retrained, and the rest completed."""
     sweep = Sweep(tmp_path, *args)
     run_dir = tmp_path / "runs"
-    wait_until(lambda: any(run_dir.glob("*.json")), "the sweep's first run", 30)
+    wait_until(lambda: any(run_dir.glob("*.json")), "the sweep's first run", normal)
+    children = children_of(sweep.proc.pid) if os.path.isdir("/proc") else {}
     sweep.proc.send_signal(signal.SIGKILL)
     sweep.finish(normal=5)
+    killed(children)
     finished = {p.name: p.read_text() for p in run_dir.glob("*.json")}
     assert 1 <= len(finished) < 3, "the sweep should have been killed part-way"
-    out = run_example("mnist_sweep.py", *args, normal=30)
+    out = run_example("mnist_sweep.py", *args, normal=normal)
     assert f"3 runs: {len(finished)} already finished" in out
-    for name, text in finished.items():   # finished runs were reused, not retrained
+    for name, text in finished.items():
         assert (run_dir / name).read_text() == text
     assert len(json.loads((tmp_path / "results.json").read_text())) == 3
+
+
+def test_sweep_resumes_after_kill_without_recomputing(tmp_path, mnist_root):
+    args = quick_sweep_args(tmp_path, mnist_root, "--jobs", "1", "--layers", "2", "3", "4")
+    kill_after_the_first_run_then_resume(tmp_path, args, normal=30)
 
 
 @needs_proc

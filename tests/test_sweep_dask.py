@@ -18,8 +18,9 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow   # clusters of worker processes: about 1.5 minutes in all
 
 from conftest import REPO  # noqa: E402
-from test_examples import (Sweep, children_of, mnist_sweep, needs_proc, quick_sweep_args,  # noqa: E402
-                           run_example, run_script, still_running_soon_after, wait_until)
+from test_examples import (Sweep, children_of, kill_after_the_first_run_then_resume, mnist_sweep,  # noqa: E402
+                           needs_proc, quick_sweep_args, run_example, run_script,
+                           still_running_soon_after)
 
 # two settings at once (depth x optimizer): four quick runs of a few seconds each
 GRID = ("--layers", "2", "3", "--optimizer", "sgd", "adam", "--lr", "0.005", "--jobs", "2")
@@ -51,20 +52,10 @@ def test_dask_results_equal_the_local_executors_byte_for_byte(tmp_path, mnist_ro
 def test_dask_sweep_resumes_after_the_driver_is_killed(tmp_path, mnist_root):
     args = quick_sweep_args(tmp_path, mnist_root, "--layers", "2", "3", "4", "--epochs", "2", "--jobs", "1",
                             "--executor", "dask")
-    sweep = Sweep(tmp_path, *args)
-    run_dir = tmp_path / "runs"
-    wait_until(lambda: any(run_dir.glob("*.json")), "the sweep's first run", 40)
-    children = children_of(sweep.proc.pid)
-    sweep.proc.send_signal(signal.SIGKILL)
-    sweep.finish(normal=5)
-    assert not still_running_soon_after(children), "the LocalCluster's processes outlived the killed driver"
-    finished = {p.name: p.read_text() for p in run_dir.glob("*.json")}
-    assert 1 <= len(finished) < 3, "the sweep should have been killed part-way"
-    out = run_example("mnist_sweep.py", *args, normal=40)
-    assert f"3 runs: {len(finished)} already finished" in out
-    for name, text in finished.items():   # finished runs were reused, not retrained
-        assert (run_dir / name).read_text() == text
-    assert len(json.loads((tmp_path / "results.json").read_text())) == 3
+
+    def killed(children):
+        assert not still_running_soon_after(children), "the LocalCluster's processes outlived the killed driver"
+    kill_after_the_first_run_then_resume(tmp_path, args, normal=40, killed=killed)
 
 
 def test_dask_runs_again_a_run_whose_worker_was_killed(tmp_path, mnist_root):
