@@ -99,11 +99,9 @@ def cpu_model():
 
 
 def mnist_files(folder):
-    """The four files ``datasets.MNIST(root=folder)`` reads, found by its own lookup (``_find``:
-    ``folder`` or ``folder/MNIST/raw``, gzipped or not) without loading them."""
-    lookup = datasets.MNIST.__new__(datasets.MNIST)   # __init__ not run: nothing is read
-    lookup.root = Path(folder)
-    paths = {name: lookup._find(name) for name in datasets.MNIST.resources}
+    """The four files ``datasets.MNIST(root=folder)`` reads (``folder`` or ``folder/MNIST/raw``,
+    gzipped or not), found without loading them."""
+    paths = datasets.MNIST.files_in(folder)
     missing = [name for name, path in paths.items() if path is None]
     if missing:
         raise FileNotFoundError(f"provenance: no MNIST file {', '.join(missing)} in {folder} (nor in its "

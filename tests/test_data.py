@@ -118,6 +118,18 @@ def test_decompressed_files_and_torchvision_layout(fake_mnist, tmp_path):
     assert len(MNIST(tmp_path / "tv", train=False)) == 20
 
 
+def test_files_in_says_where_each_file_is_without_reading_it(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not even IDX")   # found, not read
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"")
+    assert MNIST.files_in(tmp_path) == {
+        "train-images-idx3-ubyte": tmp_path / "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte": None,
+        "t10k-images-idx3-ubyte": None,
+        "t10k-labels-idx1-ubyte": raw / "t10k-labels-idx1-ubyte"}
+
+
 def test_files_other_than_the_real_ones_fail_the_real_checksums(tmp_path):
     for name in MNIST_FILES[2:]:   # well-formed IDX files, but not MNIST's
         write_idx(tmp_path / (name + ".gz"), FAKE[name])

@@ -86,6 +86,20 @@ def _read_idx(path, magic, dims):
     return data.reshape(shape), digest.hexdigest()
 
 
+def _mnist_folders(root):
+    """Where MNIST's files may be under ``root``: in it, or in torchvision's MNIST/raw."""
+    return [root, root / "MNIST" / "raw"]
+
+
+def _find_file(folders, name):
+    """The first of ``name``.gz and ``name`` in ``folders``, or None."""
+    for folder in folders:
+        for candidate in (folder / (name + ".gz"), folder / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 class MNIST(Dataset):
     """The MNIST digits: 60,000 training and 10,000 test images of 28 x 28 uint8 pixels.
 
@@ -140,15 +154,17 @@ class MNIST(Dataset):
         self.targets = Tensor._make(labels.astype(np.int64), False, None)
 
     # --- files --------------------------------------------------------------------------------
+    @classmethod
+    def files_in(cls, root):
+        """Where the four IDX files are that MNIST(root) reads, without reading them: {name: path,
+        or None for one that is not there} (for a record of the data a run used)."""
+        return {name: _find_file(_mnist_folders(Path(root)), name) for name in cls.resources}
+
     def _folders(self):
-        return [self.root, self.root / "MNIST" / "raw"]
+        return _mnist_folders(self.root)
 
     def _find(self, name):
-        for folder in self._folders():
-            for candidate in (folder / (name + ".gz"), folder / name):
-                if candidate.is_file():
-                    return candidate
-        return None
+        return _find_file(self._folders(), name)
 
     def _missing_message(self, names, advice):
         where = " or ".join(str(f) for f in self._folders())
