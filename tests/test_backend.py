@@ -676,6 +676,7 @@ def test_pool_wakes_sleeping_workers(c_threads):
 
 
 @needs_c
+@pytest.mark.slow
 def test_products_from_several_python_threads_at_once(c_threads):
     """cffi releases the GIL: one caller holds the pool, the others run alone, all correct."""
     import concurrent.futures

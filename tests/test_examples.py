@@ -89,6 +89,7 @@ def test_xor_example_learns_xor():
 
 
 # --- MNIST training -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_short_training_run_beats_90_percent(mnist_root):
     torch, nn, optim = common.load_engine("tinygrad_edu")
     torch.manual_seed(0)
@@ -113,6 +114,7 @@ def test_lecture_run_reaches_the_lectures_level(tmp_path, mnist_root):
     assert (tmp_path / "predictions_tinygrad_edu_seed0.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["tinygrad_edu", "torch"])
 def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, mnist_root, engine):
     """The same training lines on tinygrad_edu and on PyTorch: only the imports differ."""
@@ -133,6 +135,7 @@ def test_lecture_script_runs_unchanged_on_both_engines(tmp_path, mnist_root, eng
     assert summary["figure"] == str(figure) and figure.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_lecture_script_stops_on_ctrl_c_with_one_line(tmp_path, mnist_root):
     returncode, err = interrupt_at([sys.executable, str(REPO / "examples" / "mnist_mlp.py"), "--data-dir",
                                     str(mnist_root), "--out", str(tmp_path)],
@@ -354,6 +357,7 @@ def test_shallow_gradients_says_when_it_falls_back_to_two_moons(tmp_path, folder
 
 
 # --- the sweep ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sweep_quick_writes_png_csv_json_and_the_report(tmp_path, mnist_root):
     out = run_example("mnist_sweep.py", "--quick", "--report", "--data-dir", str(mnist_root), "--out", str(tmp_path),
                       "--jobs", "2", normal=30)
@@ -656,6 +660,7 @@ def test_sweep_groups_by_engine_and_puts_pytorch_beside(tmp_path):
     assert sorted(bars.get_label() for bars in accuracy.containers) == ["2 layers (mean ± sd)", "3 layers (mean ± sd)"]
 
 
+@pytest.mark.slow
 def test_sweep_trains_both_engines_alike_and_reports_pytorch_beside(tmp_path, mnist_root):
     pytest.importorskip("torch")
     flags = ["--layers", "2", "--engine", "tinygrad_edu", "torch"]
@@ -700,6 +705,7 @@ def test_sweep_without_torch_says_to_install_it_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()   # refused before the data, the lock, any run
 
 
+@pytest.mark.slow
 def test_sweep_trains_other_activations_and_adam(tmp_path, mnist_root):
     out = run_example("mnist_sweep.py", *quick_sweep_args(tmp_path, mnist_root, "--layers", "2", "--activation",
                       "tanh", "sigmoid", "--optimizer", "adam", "--lr", "0.001", "--jobs", "1",
@@ -845,6 +851,7 @@ def kill_after_the_first_run_then_resume(tmp_path, args, normal, killed=lambda c
     assert len(json.loads((tmp_path / "results.json").read_text())) == 3
 
 
+@pytest.mark.slow
 def test_sweep_resumes_after_kill_without_recomputing(tmp_path, mnist_root):
     args = quick_sweep_args(tmp_path, mnist_root, "--jobs", "1", "--layers", "2", "3", "4")
     kill_after_the_first_run_then_resume(tmp_path, args, normal=30)
@@ -863,6 +870,7 @@ def test_sweep_killed_with_sigkill_leaves_no_worker_running(tmp_path, mnist_root
 
 
 @needs_proc
+@pytest.mark.slow
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_runs(tmp_path, mnist_root, stop, code):
     args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "3", "--jobs", "2", "--layers", "2", "3", "4")
@@ -902,6 +910,7 @@ def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_registered(stop,
         signal.signal(signal.SIGINT, ignored)
 
 
+@pytest.mark.slow
 @needs_proc
 def test_sweep_with_a_worker_killed_by_the_os_ends_in_one_line_and_resumes(tmp_path, mnist_root):
     args = quick_sweep_args(tmp_path, mnist_root, "--epochs", "3", "--jobs", "2", "--layers", "2", "3")

@@ -552,6 +552,7 @@ def test_accuracy_cell_prints_what_pytorch_prints(capsys):
         assert printed[0] == printed[1]
 
 
+@pytest.mark.slow
 def test_test_cells_on_real_mnist(mnist_root, capsys, agg_pyplot):
     batch_size = 12
     train_data = datasets.MNIST(str(mnist_root), train=True, transform=transforms.ToTensor())

@@ -127,7 +127,7 @@ def fake_mnist_folder(tmp_path_factory):
     return folder, sums
 
 
-@pytest.fixture(params=["fake", "real"])
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])   # real: 5-20 s each
 def data(request):
     """(overrides, setup code, number of training images, number of test images) for a run."""
     if request.param == "fake":
