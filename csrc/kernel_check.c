@@ -69,7 +69,7 @@ static void check_linear_backward(long n, long in, long out)
     float *G = floats(n * out), *X = floats(n * in), *W = floats(out * in);
     float *DX = malloc(sizeof(float) * n * in), *DW = malloc(sizeof(float) * out * in);
     float *DB = malloc(sizeof(float) * out);
-    tge_slinear_backward(n, in, out, G, out, X, in, W, in, DX, DW, DB, 2);
+    tge_slinear_backward(n, in, out, G, out, X, in, W, in, DX, DW, DB, NULL, 0, 2);
     double error = 0;
     for (long i = 0; i < n; i++)
         for (long j = 0; j < in; j++) {
@@ -87,10 +87,22 @@ static void check_linear_backward(long n, long in, long out)
             error = fmax(error, fabs(DW[o * in + j] - want));
         }
     }
+    /* the fused SGD step: the same DX (from W before the step) and DW, and W stepped bit for bit
+     * as tge_saxpy_many steps it */
+    float *WS = malloc(sizeof(float) * out * in), *WA = malloc(sizeof(float) * out * in);
+    float *DX2 = malloc(sizeof(float) * n * in), *DW2 = malloc(sizeof(float) * out * in);
+    for (long i = 0; i < out * in; i++) WS[i] = WA[i] = W[i];
+    tge_slinear_backward(n, in, out, G, out, X, in, WS, in, DX2, DW2, NULL, WS, -0.1f, 2);
+    long size = out * in;
+    const float *dws[1] = {DW};
+    float *was[1] = {WA};
+    tge_saxpy_many(1, -0.1f, &size, dws, was, 1);
+    for (long i = 0; i < n * in; i++) error += DX2[i] != DX[i];
+    for (long i = 0; i < out * in; i++) error += (DW2[i] != DW[i]) + (WS[i] != WA[i]);
     char what[96];
-    snprintf(what, sizeof what, "slinear_backward batch %ld, %ld -> %ld", n, in, out);
+    snprintf(what, sizeof what, "slinear_backward batch %ld, %ld -> %ld, and with the SGD step", n, in, out);
     report(what, error, 1e-4 * (n + out));
-    free(G), free(X), free(W), free(DX), free(DW), free(DB);
+    free(G), free(X), free(W), free(DX), free(DW), free(DB), free(WS), free(WA), free(DX2), free(DW2);
 }
 
 static void check_elementwise(void)
@@ -252,7 +264,10 @@ int main(void)
                 check_gemm(shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t >> 1, s % 2, s == 3 ? 1.0f : 0.0f,
                            1 + (s % 2));
         check_linear_backward(12, 37, 10);
-        check_linear_backward(1, 64, 9);
+        check_linear_backward(1, 64, 9);       /* K = 1: the outer-product path */
+        check_linear_backward(12, 784, 512);   /* the MLP's first layer: the shallow direct path */
+        check_linear_backward(40, 30, 20);     /* the direct path with a deep K */
+        check_linear_backward(40, 50, 70);     /* the packed path */
         check_elementwise();
         check_cross_entropy(12, 10);
         check_cross_entropy(3, 1);

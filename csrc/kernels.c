@@ -139,16 +139,16 @@ int tge_dgemm(int ta, int tb, long M, long N, long K, double alpha, const double
 
 int tge_slinear_backward(long N, long IN, long OUT, const float *G, long ldg, const float *X,
                          long ldx, const float *W, long ldw, float *DX, float *DW, float *DB,
-                         int nthreads)
+                         float *WS, float step, int nthreads)
 {
-    DISPATCH(linear_backward, f32, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, nthreads)
+    DISPATCH(linear_backward, f32, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, WS, step, nthreads)
 }
 
 int tge_dlinear_backward(long N, long IN, long OUT, const double *G, long ldg, const double *X,
                          long ldx, const double *W, long ldw, double *DX, double *DW, double *DB,
-                         int nthreads)
+                         double *WS, double step, int nthreads)
 {
-    DISPATCH(linear_backward, f64, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, nthreads)
+    DISPATCH(linear_backward, f64, N, IN, OUT, G, ldg, X, ldx, W, ldw, DX, DW, DB, WS, step, nthreads)
 }
 
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda)

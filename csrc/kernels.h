@@ -19,13 +19,16 @@ int tge_dgemm(int trans_a, int trans_b, long M, long N, long K, double alpha,
 
 /* nn.Linear's backward: for dL/dy G (N x OUT), input X (N x IN) and weight W (OUT x IN), all
  * row-major, DX = G W (N x IN), DW = G^T X (OUT x IN) and DB = sum over rows of G (OUT), each
- * written whole (NULL: not wanted). Returns 0, or -1 when scratch memory could not be allocated. */
+ * written whole (NULL: not wanted). With WS (not NULL, laid out as W: tinygrad_edu.jit passes W
+ * itself) SGD's step WS += step * DW is taken too, each block of DW while it is in cache, after DX
+ * has read W; the numbers are those of DW then tge_saxpy_many. Returns 0, or -1 when scratch
+ * memory could not be allocated. */
 int tge_slinear_backward(long N, long IN, long OUT, const float *G, long ldg, const float *X,
                          long ldx, const float *W, long ldw, float *DX, float *DW, float *DB,
-                         int nthreads);
+                         float *WS, float step, int nthreads);
 int tge_dlinear_backward(long N, long IN, long OUT, const double *G, long ldg, const double *X,
                          long ldx, const double *W, long ldw, double *DX, double *DW, double *DB,
-                         int nthreads);
+                         double *WS, double step, int nthreads);
 
 /* Rank-1 update A += alpha * x y^T, A is M x N. */
 void tge_sger(long M, long N, float alpha, const float *x, const float *y, float *A, long lda);

@@ -23,12 +23,14 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
             break;
         case TGE_SLINEAR_BACKWARD:
             result = tge_slinear_backward(a[0].i, a[1].i, a[2].i, a[3].p, a[4].i, a[5].p, a[6].i,
-                                          a[7].p, a[8].i, a[9].p, a[10].p, a[11].p, a[12].i);
+                                          a[7].p, a[8].i, a[9].p, a[10].p, a[11].p, a[12].p,
+                                          (float)a[13].d, a[14].i);
             failed = result != 0;
             break;
         case TGE_DLINEAR_BACKWARD:
             result = tge_dlinear_backward(a[0].i, a[1].i, a[2].i, a[3].p, a[4].i, a[5].p, a[6].i,
-                                          a[7].p, a[8].i, a[9].p, a[10].p, a[11].p, a[12].i);
+                                          a[7].p, a[8].i, a[9].p, a[10].p, a[11].p, a[12].p,
+                                          a[13].d, a[14].i);
             failed = result != 0;
             break;
         case TGE_SGER:

@@ -110,7 +110,13 @@ def test_the_lecture_mlp_replayed_equals_eager_bit_for_bit(c_backend, rng, batch
     # batch 12, 12, 12, 12 then the last partial batch (a new capture), and back
     step = run_both(rng, LectureMLP, lambda p: optim.SGD(p, lr=0.01), (1, 28, 28), [batch, max(1, batch // 3), batch])
     assert len(step._captures) == (1 if batch == 1 else 2)
-    assert "gemm" in str(step) and "axpy_many 10 arrays while unchanged" in str(step)   # SGD.step in C
+    listing = str(step)
+    assert "gemm" in listing
+    if batch <= 32:   # the weights' SGD step taken in their linear_backward (C), the biases' after
+        assert listing.count("+ SGD step of the weight") == 5
+        assert "5 weight(s) stepped with their gradients above, then float32 axpy_many 5 arrays" in listing
+    else:             # at 128 the gradient products are OpenBLAS's (NumPy steps): nothing fused
+        assert "axpy_many 10 arrays while unchanged" in listing   # SGD.step in C
 
 
 def test_a_hundred_replayed_steps_stay_bit_identical(c_backend, rng):
@@ -356,6 +362,79 @@ def test_a_parameter_replaced_or_frozen_after_the_capture_is_noticed_and_capture
         runs.append((loss.item(), model))
     assert runs[0][0] == runs[1][0]
     assert_same_state(runs[0][1], runs[1][1])
+
+
+# --- SGD's step fused into the weight gradients ----------------------------------------------------
+def fused_weights(step):
+    return str(step).count("+ SGD step of the weight")
+
+
+def test_a_learning_rate_schedule_reaches_the_fused_step_without_a_new_capture(c_backend, rng):
+    """The fused calls take the learning rate the optimizer has when a replay starts: a schedule
+    that changes it at every call is followed, bit for bit as eager, with the one capture."""
+    (m1, o1), (m2, o2) = twins(LectureMLP, lambda p: optim.SGD(p, lr=0.01))
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    for i, (x, y) in enumerate(batches(rng, (784,), [12] * 8)):
+        for opt in (o1, o2):
+            opt.param_groups[0]["lr"] = 0.01 / (1 + i)
+        assert jitted(x, y).item() == eager(x, y).item()
+        assert_same_state(m1, m2)
+    assert len(jitted._captures) == 1 and fused_weights(jitted) == 5
+
+
+class TiedMLP(nn.Module):
+    """One Linear used twice: its gradient is the sum of two products, a NumPy step."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(F.relu(self.mid(F.relu(self.mid(F.relu(self.inp(x)))))))
+
+
+def test_a_weight_read_or_summed_between_its_gradient_and_the_step_is_not_fused(c_backend, rng):
+    """A weight used twice (its gradient a sum), or read by the function after backward() and
+    before the optimizer's step, keeps its update in the optimizer's axpy_many."""
+    run_step = run_both(rng, TiedMLP, lambda p: optim.SGD(p, lr=0.1), (16,), [5], classes=3)
+    # inp only: mid's gradient is a sum (NumPy), and out's update would have to move past that sum
+    assert fused_weights(run_step) == 1 and "add to .grad" in str(run_step)
+
+    def reads_a_weight(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(model(x), y).backward()
+            seen = F.relu(model.layers[0].weight)   # a kernel reading W after its gradient, before the step
+            opt.step()
+            return seen
+        return step
+    (m1, o1), (m2, o2) = twins(lambda: LectureMLP((20, 12, 3)), lambda p: optim.SGD(p, lr=0.1))
+    eager, jitted = reads_a_weight(m1, o1), tg.jit(reads_a_weight(m2, o2))
+    for x, y in batches(rng, (20,), [4] * 5, classes=3):
+        assert np.array_equal(jitted(x, y).data, eager(x, y).data)
+    assert_same_state(m1, m2)
+    assert fused_weights(jitted) == 1   # layers[1]'s weight only
+
+
+@pytest.mark.parametrize("change", ["momentum", "a second group"])
+def test_an_sgd_step_that_is_no_longer_plain_sgd_is_captured_again(c_backend, rng, change):
+    (m1, o1), (m2, o2) = twins(lambda: LectureMLP((20, 12, 3)), lambda p: optim.SGD(p, lr=0.1))
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    data = batches(rng, (20,), [4] * 8, classes=3)
+    for x, y in data[:4]:
+        jitted(x, y), eager(x, y)
+    assert fused_weights(jitted) == 2
+    for opt, model in ((o1, m1), (o2, m2)):
+        if change == "momentum":
+            opt.param_groups[0]["momentum"] = 0.9
+        else:   # the last layer's parameters in a group of their own
+            last = list(model.layers[1].parameters())
+            opt.param_groups[0]["params"] = [p for p in opt.param_groups[0]["params"] if all(p is not q for q in last)]
+            opt.param_groups.append(dict(opt.param_groups[0], params=last, lr=0.05))
+    for x, y in data[4:]:
+        assert jitted(x, y).item() == eager(x, y).item()
+        assert_same_state(m1, m2)
+    assert fused_weights(jitted) == 0
 
 
 # --- the program ------------------------------------------------------------------------------------

@@ -265,7 +265,8 @@ def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
                              _contiguous(x, types), n_in, _contiguous(weight, types), n_in,
                              ffi.NULL if dx is None else ffi.from_buffer(array, dx),
                              ffi.NULL if dw is None else ffi.from_buffer(array, dw),
-                             ffi.NULL if db is None else ffi.from_buffer(array, db), threads) != 0:
+                             ffi.NULL if db is None else ffi.from_buffer(array, db),
+                             ffi.NULL, 0.0, threads) != 0:   # no SGD step (the jit's fusion sets one)
         raise MemoryError(f"linear_backward: could not allocate scratch memory ({n} x {n_in} -> {n_out})")
     return dx, dw, db
 
