@@ -244,6 +244,34 @@ def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_product_gemm_at_every_alignment_of_b(each_backend, dtype):
+    """x @ W.T at a small batch: the C kernel starts its vector loop where W's rows reach a vector
+    boundary, with one masked vector before it and one after the last whole vector. For every
+    start of W within a 64-byte line (rows 64 bytes apart, so all alike), every depth from 1 to 20
+    and a few longer ones: each k counted once (beta, bias too); an inf in W meets a finite x in
+    the head or tail (masked on one side only, it would meet a 0 there and give NaN)."""
+    rng = np.random.default_rng(9)
+    per_line = 64 // np.dtype(dtype).itemsize
+    for k in list(range(1, 21)) + [37, 64, 130]:
+        width = -(-(k + per_line) // per_line) * per_line   # W's rows a whole number of lines apart
+        for offset in range(per_line):
+            memory = rng.standard_normal((7, width)).astype(dtype)
+            w, bias = memory[:, offset:offset + k], rng.standard_normal(7).astype(dtype)
+            for m in (1, 5, 12):
+                x, start = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, 7)).astype(dtype)
+                out = start.copy()
+                backend.gemm(x, w, trans_b=True, beta=0.5, out=out, bias=bias)
+                _assert_matches(out, _reference(x, w, False, True) + 0.5 * start + bias, k, dtype)
+            x = np.abs(rng.standard_normal((5, k))).astype(dtype) + 1
+            for p in range(k):
+                w_inf = w.copy()
+                w_inf[3, p] = np.inf
+                memory[:, offset:offset + k] = w_inf
+                got = backend.gemm(x, w, trans_b=True)
+                assert np.isposinf(got[:, 3]).all() and np.isfinite(np.delete(got, 3, axis=1)).all(), (k, offset, p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_axpy_at_every_alignment_of_y(each_backend, dtype):
     rng = np.random.default_rng(8)
     for offset in range(64 // np.dtype(dtype).itemsize):
