@@ -20,6 +20,7 @@
 #define EXP(x) (sizeof(T) == sizeof(float) ? expf(x) : exp(x))
 #define LOG(x) (sizeof(T) == sizeof(float) ? logf(x) : log(x))
 #define SMALL_M 32                    /* up to this many rows (or depth), skip packing */
+#define AHEAD 16                      /* rows of B fetched ahead by the deep direct tiles */
 
 typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));
 #define V FN(vec)
@@ -166,15 +167,17 @@ static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, l
  * constant `rows`, so each row count gets its own unrolled copy with the accumulators in
  * registers from the first multiply to the store (a one-row product, batch 1, does one row's
  * work, not MR rows'). Storing here, not after the caller's switch, matters: where the cases
- * met again GCC parked all accumulators on the stack, 24 extra moves per 12-deep tile. */
+ * met again GCC parked all accumulators on the stack, 24 extra moves per 12-deep tile.
+ * `ahead` > 0 asks for B's row that many rows on to be fetched into cache (see gemm_direct). */
 static inline __attribute__((always_inline)) void FN(direct_tile)(const int rows, long kc,
         const T *const *arow, long a_cs, const T *b, long ldb, T *restrict c, long ldc, T alpha,
-        T beta, const T *bias, int m, int n)
+        T beta, const T *bias, int m, int n, long ahead)
 {
     V acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (V){0};
     for (long p = 0; p < kc; p++) {
         V b0 = FN(load)(b + p * ldb), b1 = FN(load)(b + p * ldb + VL);
+        if (ahead) __builtin_prefetch(b + (p + ahead) * ldb);
 #pragma GCC unroll 16
         for (int i = 0; i < rows; i++) {
             T ai = arow[i][p * a_cs];
@@ -186,7 +189,8 @@ static inline __attribute__((always_inline)) void FN(direct_tile)(const int rows
 }
 
 static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T *b, long ldb,
-                             T *restrict c, long ldc, T alpha, T beta, const T *bias, int m, int n)
+                             T *restrict c, long ldc, T alpha, T beta, const T *bias, int m, int n,
+                             long ahead)
 {
     /* An edge tile with n < NR columns reads a zero-padded copy of its strip of B, so the
      * vector loads never run past the matrix. */
@@ -198,14 +202,15 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
             for (int j = 0; j < NR; j++) bpad[p * NR + j] = j < n ? b[p * ldb + j] : 0;
         b = bpad;
         ldb = NR;
+        ahead = 0;
     }
     switch (m) {
-    case 1: FN(direct_tile)(1, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
-    case 2: FN(direct_tile)(2, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
-    case 3: FN(direct_tile)(3, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
-    case 4: FN(direct_tile)(4, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
-    case 5: FN(direct_tile)(5, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
-    default: FN(direct_tile)(MR, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n); break;
+    case 1: FN(direct_tile)(1, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
+    case 2: FN(direct_tile)(2, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
+    case 3: FN(direct_tile)(3, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
+    case 4: FN(direct_tile)(4, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
+    case 5: FN(direct_tile)(5, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
+    default: FN(direct_tile)(MR, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead); break;
     }
 }
 
@@ -214,14 +219,14 @@ static void FN(micro_direct)(long kc, const T *a, long a_rs, long a_cs, const T 
  * through micro_direct. */
 static inline __attribute__((always_inline)) void FN(tile_direct)(long kc, const T *a, long a_rs,
         long a_cs, const T *b, long ldb, T *restrict c, long ldc, T alpha, T beta, const T *bias,
-        int m, int n)
+        int m, int n, long ahead)
 {
     if (m == MR && n == NR) {
         const T *arow[MR];
         for (int i = 0; i < MR; i++) arow[i] = a + i * a_rs;
-        FN(direct_tile)(MR, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, MR, NR);
+        FN(direct_tile)(MR, kc, arow, a_cs, b, ldb, c, ldc, alpha, beta, bias, MR, NR, ahead);
     } else {
-        FN(micro_direct)(kc, a, a_rs, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n);
+        FN(micro_direct)(kc, a, a_rs, a_cs, b, ldb, c, ldc, alpha, beta, bias, m, n, ahead);
     }
 }
 
@@ -246,21 +251,33 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
                 long j = overlap && jr + NR > j_end ? j_end - NR : jr;
                 int n = j_end - j < NR ? (int)(j_end - j) : NR;
                 FN(tile_direct)(K, A + ir * a_rs, a_rs, a_cs, B + j, ldb, C + ir * ldc + j, ldc,
-                                alpha, beta, bias ? bias + j : NULL, m, n);
+                                alpha, beta, bias ? bias + j : NULL, m, n, 0);
             }
         }
         return;
     }
-    for (long jr = j_begin; jr < j_end; jr += NR) {
-        int n = j_end - jr < NR ? (int)(j_end - jr) : NR;
+    /* Deep K (the input's gradient g W at a small batch): strip by strip of B, whose loads are
+     * now most of the traffic. The same overlapping full tiles, the second one starting at B's
+     * 64-byte boundary, so that no load of B straddles two lines. A strip finishes all of K
+     * before the next begins, so an overlapped column's partial sums are overwritten by the next
+     * strip's first block and then completed. The first row block of a strip meets B's rows for
+     * the first time, one line each, thousands of bytes apart: the hardware prefetchers do not
+     * follow that across pages, so it asks for the row AHEAD rows on itself. */
+    int overlap = beta == 0 && j_end - j_begin >= NR;
+    int align = overlap && j_end - j_begin >= 8 * NR && ldb * sizeof(T) % 64 == 0;
+    long head = align ? FN(to_line)(B + j_begin, NR) : 0;
+    for (long jr = j_begin; jr < j_end; jr = jr == j_begin && head ? jr + head : jr + NR) {
+        long j = overlap && jr + NR > j_end ? j_end - NR : jr;
+        int n = j_end - j < NR ? (int)(j_end - j) : NR;
         for (long pc = 0; pc < K; pc += KC) {  /* a KC x NR strip of B stays in L1 for all rows */
             long kc = K - pc < KC ? K - pc : KC;
             T beta_block = pc == 0 ? beta : 1;
-            const T *bias_block = pc == 0 && bias ? bias + jr : NULL;
+            const T *bias_block = pc == 0 && bias ? bias + j : NULL;
             for (long ir = 0; ir < M; ir += MR) {
                 int m = M - ir < MR ? (int)(M - ir) : MR;
-                FN(tile_direct)(kc, A + ir * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + jr, ldb,
-                                 C + ir * ldc + jr, ldc, alpha, beta_block, bias_block, m, n);
+                FN(tile_direct)(kc, A + ir * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + j, ldb,
+                                C + ir * ldc + j, ldc, alpha, beta_block, bias_block, m, n,
+                                ir == 0 ? AHEAD : 0);
             }
         }
     }
@@ -600,6 +617,7 @@ static long FN(cross_entropy)(long N, long C, const T *restrict Z, const int64_t
 #undef KC
 #undef NC
 #undef SMALL_M
+#undef AHEAD
 #undef EXP
 #undef LOG
 #undef FN

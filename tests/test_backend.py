@@ -244,6 +244,29 @@ def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_deep_small_batch_product_at_every_alignment_of_b(each_backend, dtype, beta):
+    """An input's gradient g W (a batch of 12, K = 300 > the shallow path's 32, long rows) with
+    W starting at each element of a 64-byte line: with beta = 0 the C kernel lets full tiles
+    overlap so its loads of W line up; every column must come out right (beta = 1 would
+    double-add an overlap, also across K blocks) and nothing outside C may be touched."""
+    rng = np.random.default_rng(10)
+    per_line = 64 // np.dtype(dtype).itemsize
+    g, bias = rng.standard_normal((12, 300)).astype(dtype), rng.standard_normal(290).astype(dtype)
+    for m in (12, 5):
+        for offset in range(per_line):
+            memory = rng.standard_normal((300, 2 * per_line + 320)).astype(dtype)   # rows 64-byte multiples apart
+            w = memory[:, offset:offset + 290]
+            start = rng.standard_normal((m, 290)).astype(dtype)
+            out_memory = np.full((m, 300), np.nan, dtype)
+            out = out_memory[:, 3:293]
+            out[...] = start
+            backend.gemm(g[:m], w, beta=beta, out=out, bias=bias)
+            _assert_matches(out, _reference(g[:m], w, False, False) + beta * start + bias, 300, dtype)
+            assert np.isnan(out_memory[:, :3]).all() and np.isnan(out_memory[:, 293:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dot_product_gemm_at_every_alignment_of_b(each_backend, dtype):
     """x @ W.T at a small batch: the C kernel starts its vector loop where W's rows reach a vector
     boundary, with one masked vector before it and one after the last whole vector. For every
