@@ -230,30 +230,45 @@ static inline __attribute__((always_inline)) void FN(tile_direct)(long kc, const
     }
 }
 
+/* Shallow K (weight gradients at a small batch): B is a few rows, and the work is writing C, so
+ * sweep C row block by row block, in the order memory runs. When C is overwritten (beta == 0)
+ * tiles may overlap, which keeps every tile full width: the first at j_begin, the next from C's
+ * 64-byte boundary on (so no store straddles two cache lines), the last one ending at j_end. An
+ * overlapped column is computed twice, identically. Aligning costs a tile per row block, so only
+ * long rows are aligned (512x12 @ 12x784 into a NumPy array, which is 16-byte aligned: 58 -> 47
+ * us; 96x12 @ 12x128 would lose 25%). Inlined twice: see gemm_direct. */
+static inline __attribute__((always_inline)) void FN(gemm_shallow)(long M, long K, T alpha,
+        const T *A, long a_rs, long a_cs, const T *B, long ldb, T beta, T *C, long ldc,
+        const T *bias, long j_begin, long j_end)
+{
+    int overlap = beta == 0 && j_end - j_begin >= NR;
+    int align = overlap && j_end - j_begin >= 8 * NR && ldc * sizeof(T) % 64 == 0;
+    long head = align ? FN(to_line)(C + j_begin, NR) : 0;
+    for (long ir = 0; ir < M; ir += MR) {
+        int m = M - ir < MR ? (int)(M - ir) : MR;
+        for (long jr = j_begin; jr < j_end; jr = jr == j_begin && head ? jr + head : jr + NR) {
+            long j = overlap && jr + NR > j_end ? j_end - NR : jr;
+            int n = j_end - j < NR ? (int)(j_end - j) : NR;
+            FN(tile_direct)(K, A + ir * a_rs, a_rs, a_cs, B + j, ldb, C + ir * ldc + j, ldc,
+                            alpha, beta, bias ? bias + j : NULL, m, n, 0);
+        }
+    }
+}
+
 static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long lda, const T *B,
                             long ldb, T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
     long a_rs = ta ? 1 : lda, a_cs = ta ? lda : 1;
     if (K <= SMALL_M) {
-        /* Shallow K (weight gradients at a small batch): B is a few rows, and the work is writing
-         * C, so sweep C row block by row block, in the order memory runs. When C is overwritten
-         * (beta == 0) tiles may overlap, which keeps every tile full width: the first at j_begin,
-         * the next from C's 64-byte boundary on (so no store straddles two cache lines), the last
-         * one ending at j_end. An overlapped column is computed twice, identically. Aligning costs
-         * a tile per row block, so only long rows are aligned (512x12 @ 12x784 into a NumPy array,
-         * which is 16-byte aligned: 58 -> 47 us; 96x12 @ 12x128 would lose 25%). */
-        int overlap = beta == 0 && j_end - j_begin >= NR;
-        int align = overlap && j_end - j_begin >= 8 * NR && ldc * sizeof(T) % 64 == 0;
-        long head = align ? FN(to_line)(C + j_begin, NR) : 0;
-        for (long ir = 0; ir < M; ir += MR) {
-            int m = M - ir < MR ? (int)(M - ir) : MR;
-            for (long jr = j_begin; jr < j_end; jr = jr == j_begin && head ? jr + head : jr + NR) {
-                long j = overlap && jr + NR > j_end ? j_end - NR : jr;
-                int n = j_end - j < NR ? (int)(j_end - j) : NR;
-                FN(tile_direct)(K, A + ir * a_rs, a_rs, a_cs, B + j, ldb, C + ir * ldc + j, ldc,
-                                alpha, beta, bias ? bias + j : NULL, m, n, 0);
-            }
-        }
+        /* The weight gradient G^T X gets a copy of the sweep with constants: the rows of
+         * op(A) = G^T one element apart, so the broadcasts of a tile's six rows are six offsets
+         * from one pointer, and alpha 1, beta 0 and no bias, so its stores are only stores (in
+         * the general copy, at K = 12, GCC kept row offsets on the stack and tested and applied
+         * alpha, beta and bias row by row: 512x12 @ 12x784 1.03x faster, 128x12 @ 12x256 1.1x). */
+        if (ta && alpha == 1 && beta == 0 && !bias)
+            FN(gemm_shallow)(M, K, 1, A, 1, lda, B, ldb, 0, C, ldc, NULL, j_begin, j_end);
+        else
+            FN(gemm_shallow)(M, K, alpha, A, a_rs, a_cs, B, ldb, beta, C, ldc, bias, j_begin, j_end);
         return;
     }
     /* Deep K (the input's gradient g W at a small batch): strip by strip of B, whose loads are

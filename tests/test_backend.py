@@ -224,22 +224,23 @@ def test_ger_on_a_row_sliced_matrix_leaves_the_rest_alone(each_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("beta", [0.0, 1.0])
-def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta):
+@pytest.mark.parametrize("beta, with_bias", [(0.0, True), (1.0, True), (0.0, False)])
+def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta, with_bias):
     """Weight gradients (K = 12, long rows) at each start of C within a 64-byte line: with beta = 0
     the C kernel lets full tiles overlap so that stores line up; every column must come out right
-    (beta = 1 would double-add an overlap) and nothing outside C may be touched."""
+    (beta = 1 would double-add an overlap) and nothing outside C may be touched. Without a bias
+    (and with beta 0) the C kernel takes its copy of the sweep for the plain weight gradient."""
     rng = np.random.default_rng(7)
     per_line = 64 // np.dtype(dtype).itemsize
     dz, x = rng.standard_normal((12, 29)).astype(dtype), rng.standard_normal((12, 300)).astype(dtype)
-    bias = rng.standard_normal(300).astype(dtype)
+    bias = rng.standard_normal(300).astype(dtype) if with_bias else None
     for offset in range(per_line):
         memory = np.full((29, 2 * per_line + 320), np.nan, dtype)   # rows 64-byte multiples apart
         out = memory[:, offset:offset + 300]
         start = rng.standard_normal(out.shape).astype(dtype)
         out[...] = start
         backend.gemm(dz, x, trans_a=True, beta=beta, out=out, bias=bias)
-        _assert_matches(out, _reference(dz, x, True, False) + beta * start + bias, 12, dtype)
+        _assert_matches(out, _reference(dz, x, True, False) + beta * start + (0 if bias is None else bias), 12, dtype)
         assert np.isnan(memory[:, :offset]).all() and np.isnan(memory[:, offset + 300:]).all()
 
 
