@@ -428,10 +428,11 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
      * (a 4x1024 @ (3x1024)^T block in L1 ran at 55 GFLOP/s from a 16-byte boundary, 85 from a
      * 64-byte one). What comes before, and after the last whole vector, is one masked vector
      * each; K below a vector is summed one by one. The masked head costs a call per block, which
-     * short rows do not win back (K = 128: 5-10% slower), so only from 32 vectors on. */
+     * short rows do not win back (K = 128 ran 5-10% slower, 256 1.07x slower than without the
+     * head), so only from 64 vectors on. */
     long head = 0, kv = 0;
     if (K >= VL) {
-        if (K >= 32 * VL && ldb * sizeof(T) % VB == 0) head = (long)((-(uintptr_t)B) % VB / sizeof(T));
+        if (K >= 64 * VL && ldb * sizeof(T) % VB == 0) head = (long)((-(uintptr_t)B) % VB / sizeof(T));
         kv = K;
     }
     long end = K - (K - head) % VL;

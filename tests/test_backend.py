@@ -277,7 +277,7 @@ def test_dot_product_gemm_at_every_alignment_of_b(each_backend, dtype):
     it would meet a 0 there and give NaN)."""
     rng = np.random.default_rng(9)
     per_line = 64 // np.dtype(dtype).itemsize
-    for k in list(range(1, 21)) + [37, 64, 130, 300]:   # from 32 vectors (256 floats on AVX2) aligned
+    for k in list(range(1, 21)) + [37, 64, 130, 600]:   # from 64 vectors (512 floats on AVX2) aligned
         width = -(-(k + per_line) // per_line) * per_line   # W's rows a whole number of lines apart
         for offset in range(per_line):
             memory = rng.standard_normal((7, width)).astype(dtype)
