@@ -24,7 +24,7 @@
 
 typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));
 #define V FN(vec)
-/* The integer vector of the same lanes: masks, and the lanes' numbers to build them from. */
+/* The integer vector of the same lanes, for masks. */
 #if VB / LANES == 4
 typedef int32_t FN(ivec) __attribute__((vector_size(VB)));
 #else
@@ -303,8 +303,9 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
  * dot products shares its loads; a block of B rows stays in L1 while all rows of A pass by.
  * On AVX-512, 6 x 4 of the 32 registers hold accumulators (the best of 4x4, 4x6, 6x4, 6x3, 8x3,
  * 3x8, 12x2 measured at a batch of 12). AVX2 and SSE2 have 16 registers: 4 x 3 fills them all
- * (12 + 3 of B + 1 of A), and on AVX2 GCC then folded loads of B into the multiply-adds (10 loads
- * per 12); 3 x 4 it compiles to 9, and ran 1.1x faster at the lecture's shapes. */
+ * (12 + 3 of B + 1 of A). On AVX2, next to the masked parts of gemm_dot, GCC compiled 4 x 3 to 15
+ * loads per 12 multiply-adds and 3 x 4 to 11; without them the two ran even (4x3, 3x3, 6x2, 2x6,
+ * 5x2, 2x5 measured with the aligned loop: 3 x 4 was the fastest). */
 #define DM (VB == 64 ? 6 : VB == 32 ? 3 : 4)
 #define DN (VB == 64 ? 4 : VB == 32 ? 4 : 3)
 
