@@ -64,6 +64,30 @@ static void check_gemm(long M, long N, long K, int ta, int tb, int with_bias, fl
     free(A), free(B), free(C), free(C0), free(bias);
 }
 
+/* x @ W.T (the dot-product kernel) with W's rows a whole number of 64-byte lines apart and W
+ * starting at every float of a line: its vector loop starts at W's first vector boundary, with
+ * a masked vector before and after. The worst error over all starts. */
+static void check_gemm_dot_alignment(long M, long N, long K)
+{
+    long ldb = (K + 16) / 16 * 16;
+    float *A = floats(M * K), *memory = floats(N * ldb + 16), *C = malloc(sizeof(float) * M * N);
+    double error = 0;
+    for (int offset = 0; offset < 16; offset++) {
+        const float *B = memory + offset;
+        tge_sgemm(0, 1, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, NULL, 1);
+        for (long i = 0; i < M; i++)
+            for (long j = 0; j < N; j++) {
+                double want = 0;
+                for (long k = 0; k < K; k++) want += (double)A[i * K + k] * B[j * ldb + k];
+                error = fmax(error, fabs(C[i * N + j] - want));
+            }
+    }
+    char what[96];
+    snprintf(what, sizeof what, "sgemm %ldx%ld @ (%ldx%ld)^T, B at every float of a line", M, K, N, K);
+    report(what, error, 1e-4 * (K + 1));
+    free(A), free(memory), free(C);
+}
+
 static void check_linear_backward(long n, long in, long out)
 {
     float *G = floats(n * out), *X = floats(n * in), *W = floats(out * in);
@@ -263,6 +287,9 @@ int main(void)
             for (int t = 0; t < 4; t++)
                 check_gemm(shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t >> 1, s % 2, s == 3 ? 1.0f : 0.0f,
                            1 + (s % 2));
+        check_gemm_dot_alignment(12, 7, 784);
+        check_gemm_dot_alignment(5, 3, 13);
+        check_gemm_dot_alignment(1, 2, 3);
         check_linear_backward(12, 37, 10);
         check_linear_backward(1, 64, 9);       /* K = 1: the outer-product path */
         check_linear_backward(12, 784, 512);   /* the MLP's first layer: the shallow direct path */

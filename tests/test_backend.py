@@ -238,23 +238,76 @@ def test_ger_on_a_row_sliced_matrix_leaves_the_rest_alone(each_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("beta", [0.0, 1.0])
-def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta):
+@pytest.mark.parametrize("beta, with_bias", [(0.0, True), (1.0, True), (0.0, False)])
+def test_shallow_product_at_every_alignment_of_c(each_backend, dtype, beta, with_bias):
     """Weight gradients (K = 12, long rows) at each start of C within a 64-byte line: with beta = 0
     the C kernel lets full tiles overlap so that stores line up; every column must come out right
-    (beta = 1 would double-add an overlap) and nothing outside C may be touched."""
+    (beta = 1 would double-add an overlap) and nothing outside C may be touched. Without a bias
+    (and with beta 0) the C kernel takes its copy of the sweep for the plain weight gradient."""
     rng = np.random.default_rng(7)
     per_line = 64 // np.dtype(dtype).itemsize
     dz, x = rng.standard_normal((12, 29)).astype(dtype), rng.standard_normal((12, 300)).astype(dtype)
-    bias = rng.standard_normal(300).astype(dtype)
+    bias = rng.standard_normal(300).astype(dtype) if with_bias else None
     for offset in range(per_line):
         memory = np.full((29, 2 * per_line + 320), np.nan, dtype)   # rows 64-byte multiples apart
         out = memory[:, offset:offset + 300]
         start = rng.standard_normal(out.shape).astype(dtype)
         out[...] = start
         backend.gemm(dz, x, trans_a=True, beta=beta, out=out, bias=bias)
-        _assert_matches(out, _reference(dz, x, True, False) + beta * start + bias, 12, dtype)
+        _assert_matches(out, _reference(dz, x, True, False) + beta * start + (0 if bias is None else bias), 12, dtype)
         assert np.isnan(memory[:, :offset]).all() and np.isnan(memory[:, offset + 300:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_deep_small_batch_product_at_every_alignment_of_b(each_backend, dtype, beta):
+    """An input's gradient g W (a batch of 12, K = 300 > the shallow path's 32, long rows) with
+    W starting at each element of a 64-byte line: with beta = 0 the C kernel lets full tiles
+    overlap so its loads of W line up; every column must come out right (beta = 1 would
+    double-add an overlap, also across K blocks) and nothing outside C may be touched."""
+    rng = np.random.default_rng(10)
+    per_line = 64 // np.dtype(dtype).itemsize
+    g, bias = rng.standard_normal((12, 300)).astype(dtype), rng.standard_normal(290).astype(dtype)
+    for m in (12, 5):
+        for offset in range(per_line):
+            memory = rng.standard_normal((300, 2 * per_line + 320)).astype(dtype)   # rows 64-byte multiples apart
+            w = memory[:, offset:offset + 290]
+            start = rng.standard_normal((m, 290)).astype(dtype)
+            out_memory = np.full((m, 300), np.nan, dtype)
+            out = out_memory[:, 3:293]
+            out[...] = start
+            backend.gemm(g[:m], w, beta=beta, out=out, bias=bias)
+            _assert_matches(out, _reference(g[:m], w, False, False) + beta * start + bias, 300, dtype)
+            assert np.isnan(out_memory[:, :3]).all() and np.isnan(out_memory[:, 293:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_product_gemm_at_every_alignment_of_b(each_backend, dtype):
+    """x @ W.T at a small batch: on long rows the C kernel starts its vector loop where W's rows
+    reach a vector boundary, with one masked vector before it and one after the last whole vector
+    (short rows: a masked tail only). For every start of W within a 64-byte line (rows 64 bytes
+    apart, so all alike), every depth from 1 to 20 and a few longer ones: each k counted once
+    (beta, bias too); an inf in W meets a finite x in the head or tail (masked on one side only,
+    it would meet a 0 there and give NaN)."""
+    rng = np.random.default_rng(9)
+    per_line = 64 // np.dtype(dtype).itemsize
+    for k in list(range(1, 21)) + [37, 64, 130, 600]:   # from 64 vectors (512 floats on AVX2) aligned
+        width = -(-(k + per_line) // per_line) * per_line   # W's rows a whole number of lines apart
+        for offset in range(per_line):
+            memory = rng.standard_normal((7, width)).astype(dtype)
+            w, bias = memory[:, offset:offset + k], rng.standard_normal(7).astype(dtype)
+            for m in (1, 5, 12):
+                x, start = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, 7)).astype(dtype)
+                out = start.copy()
+                backend.gemm(x, w, trans_b=True, beta=0.5, out=out, bias=bias)
+                _assert_matches(out, _reference(x, w, False, True) + 0.5 * start + bias, k, dtype)
+            x = np.abs(rng.standard_normal((5, k))).astype(dtype) + 1
+            for p in range(k) if k < 200 else list(range(20)) + list(range(k - 20, k)):
+                w_inf = w.copy()
+                w_inf[3, p] = np.inf
+                memory[:, offset:offset + k] = w_inf
+                got = backend.gemm(x, w, trans_b=True)
+                assert np.isposinf(got[:, 3]).all() and np.isfinite(np.delete(got, 3, axis=1)).all(), (k, offset, p)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
