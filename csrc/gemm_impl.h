@@ -373,9 +373,9 @@ static inline __attribute__((always_inline)) void FN(dot_rows)(const int rows, l
     }
 }
 
-/* One vector at p of which only the lanes set in `keep` count: the part of a row before the
- * aligned loop starts, or after it ends. Both A and B are masked, so that a value outside the
- * part (an inf, say) never meets a zero. Not inlined: inlined, it changed how GCC allocated the
+/* One vector at p of which only the lanes set in `keep` count: the part of a row after the last
+ * whole vector. Both A and B are masked, so that a value outside the part (an inf, say) never
+ * meets a zero. Not inlined: inlined, it changed how GCC allocated the
  * registers of the main loop, which then loaded each row of A three times (15 loads per 12
  * multiply-adds instead of 7). */
 static __attribute__((noinline)) void FN(dot_part)(int rows, long p, IV keep,
@@ -390,20 +390,17 @@ static __attribute__((noinline)) void FN(dot_part)(int rows, long p, IV keep,
 }
 
 /* A block's dot products over the first kv of k (all of it, or none when K is below a vector):
- * the aligned loop from head to end, then (with `parts`) the masked vectors for the head (at
- * p = 0) and the tail (at p = kv - VL). */
-static inline __attribute__((always_inline)) void FN(dot_block)(const int parts, const int rows,
-        long kv, long head, long end, IV first, IV last, const T *const *arow,
-        const T *const *brow, V acc[DM][DN])
+ * the whole vectors up to end, then (with `tail`) the masked vector at p = kv - VL. */
+static inline __attribute__((always_inline)) void FN(dot_block)(const int tail, const int rows,
+        long kv, long end, IV last, const T *const *arow, const T *const *brow, V acc[DM][DN])
 {
-    FN(dot_rows)(rows, head, end, arow, brow, acc);
-    if (parts && head) FN(dot_part)(rows, 0, first, arow, brow, acc);
-    if (parts && end < kv) FN(dot_part)(rows, kv - VL, last, arow, brow, acc);
+    FN(dot_rows)(rows, 0, end, arow, brow, acc);
+    if (tail) FN(dot_part)(rows, kv - VL, last, arow, brow, acc);
 }
 
 /* All DM x DN blocks of columns [j_begin, j_end); inlined twice by gemm_dot (see there). */
-static inline __attribute__((always_inline)) void FN(dot_sweep)(const int parts, long M, long K,
-        long kv, long head, long end, IV first, IV last, T alpha, const T *A, long lda,
+static inline __attribute__((always_inline)) void FN(dot_sweep)(const int tail, long M, long K,
+        long kv, long end, IV last, T alpha, const T *A, long lda,
         const T *B, long ldb, T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
     for (long j0 = j_begin; j0 < j_end; j0 += DN) {
@@ -418,16 +415,16 @@ static inline __attribute__((always_inline)) void FN(dot_sweep)(const int parts,
             for (int i = 0; i < DM; i++)
                 for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
             switch (m) {  /* (no test of kv here: GCC then zeroed the accumulators in memory) */
-            case 1: FN(dot_block)(parts, 1, kv, head, end, first, last, arow, brow, acc); break;
-            case 2: FN(dot_block)(parts, 2, kv, head, end, first, last, arow, brow, acc); break;
+            case 1: FN(dot_block)(tail, 1, kv, end, last, arow, brow, acc); break;
+            case 2: FN(dot_block)(tail, 2, kv, end, last, arow, brow, acc); break;
 #if DM > 3
-            case 3: FN(dot_block)(parts, 3, kv, head, end, first, last, arow, brow, acc); break;
+            case 3: FN(dot_block)(tail, 3, kv, end, last, arow, brow, acc); break;
 #endif
 #if DM > 4
-            case 4: FN(dot_block)(parts, 4, kv, head, end, first, last, arow, brow, acc); break;
-            case 5: FN(dot_block)(parts, 5, kv, head, end, first, last, arow, brow, acc); break;
+            case 4: FN(dot_block)(tail, 4, kv, end, last, arow, brow, acc); break;
+            case 5: FN(dot_block)(tail, 5, kv, end, last, arow, brow, acc); break;
 #endif
-            default: FN(dot_block)(parts, DM, kv, head, end, first, last, arow, brow, acc); break;
+            default: FN(dot_block)(tail, DM, kv, end, last, arow, brow, acc); break;
             }
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) {
@@ -444,33 +441,21 @@ static inline __attribute__((always_inline)) void FN(dot_sweep)(const int parts,
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
                          T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
-    /* The vector loop starts where B's rows are aligned to a vector, when they all are alike:
-     * NumPy aligns to 16 bytes only, and then every other 32-byte load straddles two cache lines
-     * (a 4x1024 @ (3x1024)^T block in L1 ran at 55 GFLOP/s from a 16-byte boundary, 85 from a
-     * 64-byte one). What comes before, and after the last whole vector, is one masked vector
-     * each; K below a vector is summed one by one. The masked head costs a call per block, which
-     * short rows do not win back (K = 128 ran 5-10% slower, 256 1.07x slower than without the
-     * head), so only from 64 vectors on. */
-    long head = 0, kv = 0;
-    if (K >= VL) {
-        if (K >= 64 * VL && ldb * sizeof(T) % VB == 0) head = (long)((-(uintptr_t)B) % VB / sizeof(T));
-        kv = K;
-    }
-    long end = K - (K - head) % VL;
-    IV first, last;  /* the lanes of the head (at p = 0) and of the tail (at p = K - VL) */
-    for (int l = 0; l < VL; l++) {
-        first[l] = l < head ? -1 : 0;
-        last[l] = l >= VL - (K - end) ? -1 : 0;
-    }
-    /* Rows that need no masked part get a copy of the sweep without the calls, whose
+    /* Whole vectors from each row's start, then one masked vector for what is left; K below a
+     * vector is summed one by one. (Starting the vectors at B's 64-byte boundary instead ran up
+     * to 1.5x faster, as NumPy aligns rows to 16 bytes only and every other 32-byte load then
+     * straddles two cache lines; but it made the order of each sum depend on where W sits in
+     * memory, so the same model gave different last bits in two processes.) */
+    long kv = K >= VL ? K : 0, end = kv - kv % VL;
+    IV last;  /* the lanes of the tail vector (at p = K - VL) that are past end */
+    for (int l = 0; l < VL; l++) last[l] = l >= VL - (kv - end) ? -1 : 0;
+    /* Rows that need no masked part get a copy of the sweep without the call, whose
      * accumulators never leave registers (12x128 @ (64x128)^T, against the kernel before the
      * masked parts: 1.12-1.14x faster, 1.05-1.08x with one copy for both). */
-    if (head || end < kv)
-        FN(dot_sweep)(1, M, K, kv, head, end, first, last, alpha, A, lda, B, ldb, beta, C, ldc,
-                      bias, j_begin, j_end);
+    if (end < kv)
+        FN(dot_sweep)(1, M, K, kv, end, last, alpha, A, lda, B, ldb, beta, C, ldc, bias, j_begin, j_end);
     else
-        FN(dot_sweep)(0, M, K, kv, head, end, first, last, alpha, A, lda, B, ldb, beta, C, ldc,
-                      bias, j_begin, j_end);
+        FN(dot_sweep)(0, M, K, kv, end, last, alpha, A, lda, B, ldb, beta, C, ldc, bias, j_begin, j_end);
 }
 #undef DM
 #undef DN

@@ -283,27 +283,33 @@ def test_deep_small_batch_product_at_every_alignment_of_b(each_backend, dtype, b
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dot_product_gemm_at_every_alignment_of_b(each_backend, dtype):
-    """x @ W.T at a small batch: on long rows the C kernel starts its vector loop where W's rows
-    reach a vector boundary, with one masked vector before it and one after the last whole vector
-    (short rows: a masked tail only). For every start of W within a 64-byte line (rows 64 bytes
-    apart, so all alike), every depth from 1 to 20 and a few longer ones: each k counted once
-    (beta, bias too); an inf in W meets a finite x in the head or tail (masked on one side only,
-    it would meet a 0 there and give NaN)."""
+    """x @ W.T at a small batch: the C kernel runs whole vectors from each row's start, then one
+    masked vector for the rest. For every start of W within a 64-byte line (rows 64 bytes apart,
+    so all alike), every depth from 1 to 20 and a few longer ones: each k counted once (beta,
+    bias too), the same bits wherever W sits (the order of the sums must not depend on the
+    address: the same model in another process would round differently), and an inf in W meets
+    a finite x in the tail (masked on one side only, it would meet a 0 there and give NaN)."""
     rng = np.random.default_rng(9)
     per_line = 64 // np.dtype(dtype).itemsize
-    for k in list(range(1, 21)) + [37, 64, 130, 600]:   # from 64 vectors (512 floats on AVX2) aligned
+    for k in list(range(1, 21)) + [37, 64, 130, 600]:
         width = -(-(k + per_line) // per_line) * per_line   # W's rows a whole number of lines apart
+        values, bias = rng.standard_normal((7, k)).astype(dtype), rng.standard_normal(7).astype(dtype)
+        xs = {m: (rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, 7)).astype(dtype))
+              for m in (1, 5, 12)}
+        first = {}
         for offset in range(per_line):
-            memory = rng.standard_normal((7, width)).astype(dtype)
-            w, bias = memory[:, offset:offset + k], rng.standard_normal(7).astype(dtype)
-            for m in (1, 5, 12):
-                x, start = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, 7)).astype(dtype)
+            memory = np.full((7, width), np.nan, dtype)
+            memory[:, offset:offset + k] = values
+            w = memory[:, offset:offset + k]
+            for m, (x, start) in xs.items():
                 out = start.copy()
                 backend.gemm(x, w, trans_b=True, beta=0.5, out=out, bias=bias)
                 _assert_matches(out, _reference(x, w, False, True) + 0.5 * start + bias, k, dtype)
+                if each_backend == "c":
+                    assert np.array_equal(out, first.setdefault(m, out)), (k, offset, m)
             x = np.abs(rng.standard_normal((5, k))).astype(dtype) + 1
             for p in range(k) if k < 200 else list(range(20)) + list(range(k - 20, k)):
-                w_inf = w.copy()
+                w_inf = values.copy()
                 w_inf[3, p] = np.inf
                 memory[:, offset:offset + k] = w_inf
                 got = backend.gemm(x, w, trans_b=True)
