@@ -152,13 +152,16 @@ class KernelsIfUnchanged(PythonStep):
 
     def run(self):
         if _same_key(self.key_of(), self.key):
-            if self._run is None:
-                self._run = _CRun(self.kernels)
-            self._run.run()
-            for tensor in self.bumped:
-                tensor._counter().value += 1   # as the call itself does
+            self._run_kernels()
         else:
             self.work()
+
+    def _run_kernels(self):
+        if self._run is None:
+            self._run = _CRun(self.kernels)
+        self._run.run()
+        for tensor in self.bumped:
+            tensor._counter().value += 1   # as the call itself does
 
     def describe(self):
         kernels = ", ".join(k.describe() for k in self.kernels)
@@ -196,12 +199,8 @@ class FusedSGDStep(KernelsIfUnchanged):
                 step.args = (step.args[0], -self.lr) + step.args[2:]
             self._run = None            # its table is made again, with the new alpha
 
-    def run(self):
-        if self._run is None:
-            self._run = _CRun(self.kernels)
-        self._run.run()
-        for tensor in self.bumped:
-            tensor._counter().value += 1
+    def run(self):   # prepare() made the key hold
+        self._run_kernels()
 
     def describe(self):
         kernels = ", ".join(k.describe() for k in self.kernels) or "nothing"
