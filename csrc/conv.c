@@ -54,23 +54,27 @@ long tge_dmax_pool_backward(const struct tge_window *w, const double *g, const i
 {
     return max_pool_backward_f64(w, g, argmax, dx);
 }
-void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, float *y,
-                      int nthreads)
+void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, int relu,
+                      float *y, int nthreads)
 {
-    swap_leading_axes_f32(batch_major_channels_f32, O, N, P, rows, y, bias, NULL, nthreads);
+    swap_leading_axes_f32(batch_major_channels_f32, O, N, P, rows, y, bias, relu, NULL, NULL,
+                          nthreads);
 }
-void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, double *y,
-                      int nthreads)
+void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, int relu,
+                      double *y, int nthreads)
 {
-    swap_leading_axes_f64(batch_major_channels_f64, O, N, P, rows, y, bias, NULL, nthreads);
+    swap_leading_axes_f64(batch_major_channels_f64, O, N, P, rows, y, bias, relu, NULL, NULL,
+                          nthreads);
 }
-void tge_schannel_major(long N, long O, long P, const float *g, float *rows, float *sums,
-                        int nthreads)
+void tge_schannel_major(long N, long O, long P, const float *g, const float *relu_y, float *rows,
+                        float *sums, int nthreads)
 {
-    swap_leading_axes_f32(channel_major_channels_f32, O, N, P, g, rows, NULL, sums, nthreads);
+    swap_leading_axes_f32(channel_major_channels_f32, O, N, P, g, rows, NULL, 0, relu_y, sums,
+                          nthreads);
 }
-void tge_dchannel_major(long N, long O, long P, const double *g, double *rows, double *sums,
-                        int nthreads)
+void tge_dchannel_major(long N, long O, long P, const double *g, const double *relu_y, double *rows,
+                        double *sums, int nthreads)
 {
-    swap_leading_axes_f64(channel_major_channels_f64, O, N, P, g, rows, NULL, sums, nthreads);
+    swap_leading_axes_f64(channel_major_channels_f64, O, N, P, g, rows, NULL, 0, relu_y, sums,
+                          nthreads);
 }

@@ -171,12 +171,19 @@ static void FN(col2im)(const struct tge_window *w, const T *cols, T *dx, int nth
 /* The GEMM computes a convolution channel-major, rows[o][n][pixel] (one row per filter), and
  * PyTorch's layout is batch-major, y[n][o][pixel]: swapping the two leading axes is one pass over
  * the output each way, with the bias added in the forward pass and its gradient, each channel's
- * sum, taken in the backward one (in double: the sum runs over every pixel of the batch). */
+ * sum, taken in the backward one (in double: the sum runs over every pixel of the batch).
+ * A ReLU right after the convolution can ride along (tinygrad_edu.jit asks for it when nothing
+ * else reads the convolution's own output): forward, y = max(rows + bias, 0) written as relu
+ * writes it; backward, g masked by the ReLU's output as relu_backward masks it, before the swap.
+ * Both save a pass over the activations, and every number is the one the two passes give. */
 typedef struct {
     long O, N, P;      /* channels, images, pixels per plane */
     const T *from;
     T *to;
     const T *bias;     /* batch_major: added to each channel, or NULL */
+    int relu;          /* batch_major: then the ReLU */
+    const T *mask;     /* channel_major: a ReLU's output y (laid out as from): from is zeroed
+                          where y <= 0, or NULL */
     T *sums;           /* channel_major: each channel's sum, or NULL */
     long o0, o1;       /* this job's channels */
 } FN(swap_job);
@@ -190,7 +197,13 @@ static void FN(batch_major_channels)(void *arg)
         for (long n = 0; n < N; n++) {
             const T *restrict from = job->from + (o * N + n) * P;
             T *restrict to = job->to + (n * O + o) * P;
-            for (long i = 0; i < P; i++) to[i] = from[i] + b;
+            if (job->relu)   /* relu's own test: NaN < 0 is false, so NaN stays */
+                for (long i = 0; i < P; i++) {
+                    T v = from[i] + b;
+                    to[i] = v < 0 ? 0 : v;
+                }
+            else
+                for (long i = 0; i < P; i++) to[i] = from[i] + b;
         }
     }
 }
@@ -203,6 +216,7 @@ static void FN(channel_major_channels)(void *arg)
         double sum = 0;
         for (long n = 0; n < N; n++) {
             const T *restrict from = job->from + (n * O + o) * P;
+            const T *restrict mask = job->mask ? job->mask + (n * O + o) * P : NULL;
             T *restrict to = job->to + (o * N + n) * P;
             /* one plane's sum in four vector accumulators (GCC keeps a scalar sum's order, so
              * would not vectorise it), then the planes' sums added in double */
@@ -211,13 +225,18 @@ static void FN(channel_major_channels)(void *arg)
             for (; i + 4 * VL <= P; i += 4 * VL)
                 for (int u = 0; u < 4; u++) {
                     V v = *(const V *)(from + i + u * VL);
+                    if (mask) {   /* relu_backward's rule, 0 where y <= 0: keep v's bits where not */
+                        V y = *(const V *)(mask + i + u * VL);
+                        v = (V)((__typeof__(y <= y))v & ~(y <= (V){0}));
+                    }
                     *(V *)(to + i + u * VL) = v;
                     acc[u] += v;
                 }
             T run = 0;
             for (; i < P; i++) {
-                to[i] = from[i];
-                run += from[i];
+                T v = mask && mask[i] <= 0 ? 0 : from[i];
+                to[i] = v;
+                run += v;
             }
             for (int u = 0; u < 4; u++)
                 for (long l = 0; l < VL; l++) run += acc[u][l];
@@ -228,13 +247,14 @@ static void FN(channel_major_channels)(void *arg)
 }
 
 static void FN(swap_leading_axes)(void (*fn)(void *), long O, long N, long P, const T *from, T *to,
-                                  const T *bias, T *sums, int nthreads)
+                                  const T *bias, int relu, const T *mask, T *sums, int nthreads)
 {
     long chunk = tge_piece_length(O, nthreads, 1);
     FN(swap_job) jobs[TGE_MAX_JOBS];
     int n = 0;
     for (long o0 = 0; o0 < O; o0 += chunk, n++)
-        jobs[n] = (FN(swap_job)){O, N, P, from, to, bias, sums, o0, o0 + chunk < O ? o0 + chunk : O};
+        jobs[n] = (FN(swap_job)){O, N, P, from, to, bias, relu, mask, sums, o0,
+                                 o0 + chunk < O ? o0 + chunk : O};
     tge_parallel(fn, jobs, sizeof(FN(swap_job)), n);
 }
 

@@ -236,8 +236,8 @@ static void check_windows(void)
     long O = 5, N = 3, P = 19;
     float *rows = floats(O * N * P), *bias = floats(O), *out = malloc(sizeof(float) * O * N * P);
     float *back = malloc(sizeof(float) * O * N * P), *sums = malloc(sizeof(float) * O);
-    tge_sbatch_major(O, N, P, rows, bias, out, 2);
-    tge_schannel_major(N, O, P, out, back, sums, 2);
+    tge_sbatch_major(O, N, P, rows, bias, 0, out, 2);
+    tge_schannel_major(N, O, P, out, NULL, back, sums, 2);
     error = 0;
     for (long o = 0; o < O; o++) {
         double sum = 0;
@@ -251,7 +251,27 @@ static void check_windows(void)
         error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
     }
     report("sbatch_major with a bias and schannel_major with sums", error, 1e-5);
-    free(rows), free(bias), free(out), free(back), free(sums);
+
+    /* with the ReLU fused in: forward max(rows + bias, 0); backward g where that is > 0, else 0
+     * (g = rows read as (N, O, P): any numbers will do) */
+    float *relu_out = malloc(sizeof(float) * O * N * P);
+    tge_sbatch_major(O, N, P, rows, bias, 1, relu_out, 2);
+    tge_schannel_major(N, O, P, rows, relu_out, back, sums, 2);
+    error = 0;
+    for (long o = 0; o < O; o++) {
+        double sum = 0;
+        for (long n = 0; n < N; n++)
+            for (long i = 0; i < P; i++) {
+                float z = rows[(o * N + n) * P + i] + bias[o], y = z < 0 ? 0 : z;
+                float g = y > 0 ? rows[(n * O + o) * P + i] : 0;
+                error = fmax(error, fabs(relu_out[(n * O + o) * P + i] - y));
+                error = fmax(error, fabs(back[(o * N + n) * P + i] - g));
+                sum += g;
+            }
+        error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
+    }
+    report("sbatch_major then ReLU, schannel_major after relu_backward", error, 1e-5);
+    free(rows), free(bias), free(out), free(back), free(sums), free(relu_out);
 }
 
 static void check_program(void)

@@ -101,16 +101,18 @@ long tge_dmax_pool_backward(const struct tge_window *w, const double *g, const i
 
 /* A convolution's output between the GEMM's layout and PyTorch's: batch_major writes
  * y[n][o][i] = rows[o][n][i] + bias[o] (bias may be NULL) for O channels, N images and P pixels a
- * plane; channel_major is its adjoint, rows[o][n][i] = g[n][o][i], and sums[o] the sum of channel
- * o over all images and pixels (the bias gradient; NULL: not wanted). */
-void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, float *y,
-                      int nthreads);
-void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, double *y,
-                      int nthreads);
-void tge_schannel_major(long N, long O, long P, const float *g, float *rows, float *sums,
-                        int nthreads);
-void tge_dchannel_major(long N, long O, long P, const double *g, double *rows, double *sums,
-                        int nthreads);
+ * plane, and with relu != 0 the ReLU of that (as relu writes it); channel_major is its adjoint,
+ * rows[o][n][i] = g[n][o][i], and sums[o] the sum of channel o over all images and pixels (the
+ * bias gradient; NULL: not wanted). With relu_y (a ReLU's output, laid out as g), g is first
+ * masked as relu_backward masks it. tinygrad_edu.jit fuses a ReLU into these two calls. */
+void tge_sbatch_major(long O, long N, long P, const float *rows, const float *bias, int relu,
+                      float *y, int nthreads);
+void tge_dbatch_major(long O, long N, long P, const double *rows, const double *bias, int relu,
+                      double *y, int nthreads);
+void tge_schannel_major(long N, long O, long P, const float *g, const float *relu_y, float *rows,
+                        float *sums, int nthreads);
+void tge_dchannel_major(long N, long O, long P, const double *g, const double *relu_y,
+                        double *rows, double *sums, int nthreads);
 
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */

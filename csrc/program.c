@@ -104,16 +104,16 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
             tge_dscale_rows(a[0].i, a[1].i, a[2].p, a[3].p, a[4].i, a[5].d, a[6].p);
             break;
         case TGE_SBATCH_MAJOR:
-            tge_sbatch_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].i);
+            tge_sbatch_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].i, a[6].p, a[7].i);
             break;
         case TGE_DBATCH_MAJOR:
-            tge_dbatch_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].i);
+            tge_dbatch_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].i, a[6].p, a[7].i);
             break;
         case TGE_SCHANNEL_MAJOR:
-            tge_schannel_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].i);
+            tge_schannel_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].p, a[7].i);
             break;
         case TGE_DCHANNEL_MAJOR:
-            tge_dchannel_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].i);
+            tge_dchannel_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].p, a[7].i);
             break;
         default:   /* not a kernel: the table is corrupt */
             result = -2;

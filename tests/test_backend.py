@@ -1145,6 +1145,38 @@ def test_batch_major_and_channel_major_swap_the_leading_axes(each_backend, shape
     assert np.array_equal(backend.channel_major(grad[::-1])[0], grad[::-1].swapaxes(0, 1))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(20, 3, 24, 24), (3, 2, 5), (64, 2, 8, 8)])
+def test_the_c_layout_kernels_with_a_relu_fused_equal_the_two_calls_they_replace(shape, dtype):
+    """tinygrad_edu.jit fuses a ReLU into the C layout kernels: batch_major with relu = 1 writes
+    relu(batch_major(rows, bias)), channel_major with relu_y masks g as relu_backward(y, g) would
+    first; both bit for bit, NaN, inf and -0.0 included (relu keeps NaN and -0.0, relu_backward
+    zeroes where y <= 0, whatever g is)."""
+    if "c" not in backend.available():
+        pytest.skip("the C kernels are not built")
+    ck = backend.c_kernels
+    kernels, ffi = ck._KERNELS[np.dtype(dtype)], ck.ffi
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal(shape).astype(dtype)
+    rows.flat[:4] = [np.nan, -0.0, np.inf, -np.inf]
+    bias = rng.standard_normal(shape[:1]).astype(dtype)
+    o, n, p = shape[0], shape[1], int(np.prod(shape[2:]))
+    with backend.use("c"):
+        expected = backend.relu(backend.batch_major(rows, bias))
+        fused = np.empty(expected.shape, dtype)
+        kernels.batch_major(o, n, p, ffi.from_buffer(kernels.array, rows), ffi.from_buffer(kernels.array, bias), 1,
+                            ffi.from_buffer(kernels.array, fused), 2)
+        assert fused.tobytes() == expected.tobytes()
+
+        grad = rng.standard_normal(expected.shape).astype(dtype)
+        grad.flat[:3] = [np.nan, np.inf, -0.0]
+        want_rows, want_sums = backend.channel_major(backend.relu_backward(expected, grad))
+        got_rows, got_sums = np.empty_like(want_rows), np.empty_like(want_sums)
+        kernels.channel_major(n, o, p, ffi.from_buffer(kernels.array, grad), ffi.from_buffer(kernels.array, expected),
+                              ffi.from_buffer(kernels.array, got_rows), ffi.from_buffer(kernels.array, got_sums), 2)
+        assert got_rows.tobytes() == want_rows.tobytes() and got_sums.tobytes() == want_sums.tobytes()
+
+
 def test_batch_major_and_channel_major_name_their_bad_arguments(each_backend):
     rows = np.zeros((3, 2, 4))
     with pytest.raises(ValueError, match="rows must have at least 2 dimensions"):

@@ -139,8 +139,55 @@ def test_optimizers_with_state_replay_as_eager(c_backend, rng, make_optimizer):
 
 
 def test_a_cnn_with_pooling_and_dropout_replays_as_eager(c_backend, rng):
+    """... with its ReLU fused into the convolution's layout kernels, both ways, bit for bit."""
     step = run_both(rng, SmallCNN, lambda p: optim.SGD(p, lr=0.1, momentum=0.5), (1, 8, 8), [5, 5, 3])
-    assert "im2col" in str(step) and "max_pool_backward" in str(step)
+    program = str(step)
+    assert "im2col" in program and "max_pool_backward" in program
+    assert "then relu" in program and "relu_backward first" in program
+    assert "float32 relu " not in program and "float32 relu_backward " not in program   # no call of their own
+
+
+class ConvOutputUsedTwice(SmallCNN):
+    def forward(self, x):
+        z = self.conv(x)
+        return self.fc(self.pool(F.relu(z) + z).flatten(1))
+
+
+@pytest.mark.parametrize("case", ["the convolution's output read twice", "the convolution's output returned",
+                                  "an optimizer that may read anything"])
+def test_a_relu_is_not_fused_where_the_array_between_is_used_elsewhere(c_backend, rng, case):
+    """Fusing drops the convolution's output z (forward) or dL/dz (backward): where something
+    else reads it, the two calls stay, and the replay still equals eager."""
+    make_optimizer = lambda p: optim.SGD(p, lr=0.1, momentum=0.5)   # noqa: E731
+    if case == "the convolution's output read twice":
+        jitted = run_both(rng, ConvOutputUsedTwice, make_optimizer, (1, 8, 8), [4, 4])
+        assert "float32 relu " in str(jitted) and "float32 relu_backward " in str(jitted)
+        assert "then relu" not in str(jitted) and "relu_backward first" not in str(jitted)
+        return
+
+    def returns_z(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            z = model.conv(x)
+            loss = nn.CrossEntropyLoss()(model.fc(model.pool(F.relu(z)).flatten(1)), y)
+            loss.backward()
+            opt.step()
+            return loss, z
+        return step
+    (m1, o1), (m2, o2) = twins(SmallCNN, make_optimizer)
+    if case == "an optimizer that may read anything":
+        o2.replay_touches_only_parameters = False
+    eager, jitted = returns_z(m1, o1), tg.jit(returns_z(m2, o2))
+    for x, y in batches(rng, (1, 8, 8), [3] * 5):
+        (loss, z), (loss2, z2) = eager(x, y), jitted(x, y)
+        assert loss.item() == loss2.item() and np.array_equal(z.data, z2.data)
+    assert_same_state(m1, m2)
+    program = str(jitted)
+    assert "float32 relu " in program and "then relu" not in program     # z is returned, or may be read
+    if case == "the convolution's output returned":
+        assert "relu_backward first" in program                    # dL/dz is read by nothing else
+    else:
+        assert "float32 relu_backward " in program
 
 
 def test_the_plain_path_replays_as_eager(c_backend, rng):

@@ -445,7 +445,7 @@ def batch_major(rows, bias):
     o, n = rows.shape[:2]
     y = np.empty((n, o) + rows.shape[2:], rows.dtype)
     _run(types.batch_major, o, n, math.prod(rows.shape[2:]), _contiguous(rows, types),
-         ffi.NULL if bias is None else _contiguous(bias, types), ffi.from_buffer(types.array, y),
+         ffi.NULL if bias is None else _contiguous(bias, types), 0, ffi.from_buffer(types.array, y),
          _threads_for(y.size))
     return y
 
@@ -455,7 +455,7 @@ def channel_major(grad, need_sums):
     n, o = grad.shape[:2]
     rows = np.empty((o, n) + grad.shape[2:], grad.dtype)
     sums = np.empty(o, grad.dtype) if need_sums else None
-    _run(types.channel_major, n, o, math.prod(grad.shape[2:]), _contiguous(grad, types),
+    _run(types.channel_major, n, o, math.prod(grad.shape[2:]), _contiguous(grad, types), ffi.NULL,
          ffi.from_buffer(types.array, rows), ffi.NULL if sums is None else ffi.from_buffer(types.array, sums),
          _threads_for(rows.size))
     return rows, sums

@@ -16,6 +16,11 @@ class Optimizer:
     """Base class: ``params`` is an iterable of Tensors, or of dicts (param groups) with their own
     hyperparameters. Updates happen in place on ``p.data``, outside any graph."""
 
+    # tinygrad_edu.jit replays ``step()`` as one call, and may count on it touching only the
+    # parameters, their .grad and ``self.state``, never an array the step's forward made (a
+    # subclass whose step reads an activation must set this to False).
+    replay_touches_only_parameters = True
+
     def __init__(self, params, defaults):
         self.defaults = defaults
         self.state = {}  # Parameter -> dict of buffers (momentum, Adam moments, step count)
