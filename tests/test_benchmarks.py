@@ -598,6 +598,38 @@ def test_cnn_jitted_step_interleaved_with_torch(benchmark, batch):
     _info(benchmark, batch=batch, torch_min=min(timed), torch_median=float(np.median(timed)))
 
 
+@pytest.mark.benchmark(group="train-step-cnn-relu-fusion")
+@pytest.mark.parametrize("batch", [1, 12, CNN_BATCH_SIZE])
+def test_cnn_jitted_step_with_and_without_the_relu_fusion(benchmark, batch, monkeypatch):
+    """What tinygrad_edu.jit's fuse_relus gains: the jitted CNN step, and the same step captured
+    with that rewrite turned off, in turns in one process (the unfused step's times in
+    extra_info). Two copies of the model with the same weights take the same batches: their
+    weights must come out equal bit for bit."""
+    if "c" not in backend.available():
+        pytest.skip("C kernels not built")
+    jit_module = sys.modules["tinygrad_edu.jit"]
+    models = []
+    for _ in range(2):
+        tg.manual_seed(0)
+        models.append(cnn(nn))
+    fused, unfused = (_cnn_step(tg, model, batch, jitted=True) for model in models)
+    unfused_seconds = []
+    rounds = ROUNDS // 4
+    with backend.use("c"):
+        for _ in range(3):   # the jit's warm-up and two capture calls
+            fused()
+        with monkeypatch.context() as m:
+            m.setattr(jit_module, "fuse_relus", lambda steps, outputs: list(steps))
+            for _ in range(3):
+                unfused()
+        benchmark.pedantic(fused, setup=_turns(unfused, fused, unfused_seconds), rounds=rounds,
+                           warmup_rounds=2)
+    for p, q in zip(*(model.parameters() for model in models), strict=True):
+        assert np.array_equal(p.detach().numpy(), q.detach().numpy())
+    timed = unfused_seconds[-rounds:]
+    _info(benchmark, batch=batch, unfused_min=min(timed), unfused_median=float(np.median(timed)))
+
+
 @pytest.mark.slow
 @pytest.mark.benchmark(group="epoch-cnn")
 @pytest.mark.parametrize("impl", ["tinygrad_edu", "tinygrad_edu-jit", "torch"])
