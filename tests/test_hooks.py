@@ -1,6 +1,9 @@
-"""Hooks: Tensor.register_hook, Tensor.retain_grad, Module.register_forward_pre_hook and
-Module.register_forward_hook, against PyTorch where it has the same API; their errors; the
+"""Hooks: Tensor.register_hook, Tensor.retain_grad, Module.register_forward_pre_hook,
+Module.register_forward_hook, Module.register_full_backward_pre_hook and
+Module.register_full_backward_hook, against PyTorch where it has the same API; their errors; the
 engine's own gradient arrays out of a hook's reach; and their refusal inside tinygrad_edu.jit."""
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -285,6 +288,146 @@ def test_forward_hooks_on_sub_modules_record_activations_during_backward_too(rng
     assert model[0].weight.grad is not None
 
 
+# --- a module's backward hooks ------------------------------------------------------------------
+def twin_mlps():
+    """The same float64 MLP on both libraries (PyTorch's initialisation, copied into ours)."""
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3),
+                                 torch.nn.Tanh(), torch.nn.Linear(3, 2)).double()
+    ours = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        p.data[...] = q.detach().numpy()
+    return ours, theirs
+
+
+def gradients_seen(lib, model, x_data, x_needs_grad, add_hooks, backwards=1):
+    """What each module's backward hooks saw, by module name: per call, (grad_input, grad_output)
+    as arrays (None kept); then the parameters' .grad."""
+    seen = {}
+    add_hooks(model, seen)
+    x = lib.tensor(x_data.copy(), requires_grad=x_needs_grad)
+    loss = (model(x) ** 2).sum()
+    for _ in range(backwards):
+        loss.backward(retain_graph=True)
+    return seen, [numpy_of(p.grad) for p in model.parameters()]
+
+
+def record_in(seen, name, result=None):
+    def hook(module, grad_input, grad_output):
+        seen.setdefault(name, []).append(tuple(tuple(None if g is None else numpy_of(g) for g in grads)
+                                               for grads in (grad_input, grad_output)))
+        return result(grad_input) if result else None
+    return hook
+
+
+def assert_seen_alike(ours, theirs):
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert len(ours[name]) == len(theirs[name]), name
+        for call_ours, call_theirs in zip(ours[name], theirs[name]):
+            for grads_ours, grads_theirs in zip(call_ours, call_theirs):
+                assert [g is None for g in grads_ours] == [g is None for g in grads_theirs], name
+                for g, h in zip(grads_ours, grads_theirs):
+                    if g is not None:
+                        np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("x_needs_grad", [False, True])
+@pytest.mark.parametrize("backwards", [1, 2])
+def test_backward_hooks_see_the_gradients_pytorch_sees_layer_by_layer(rng, x_needs_grad, backwards):
+    """Each Linear, a Tanh and the whole Sequential: grad_input and grad_output as PyTorch gives
+    them, once per backward (a retained graph walked twice calls them twice), and (None,) as
+    grad_input where the input needs no gradient."""
+    def add_hooks(model, seen):
+        for name in ("0", "1", "2", "4"):
+            model[int(name)].register_full_backward_hook(record_in(seen, name))
+        model.register_full_backward_hook(record_in(seen, "model"))
+    x_data = rng.standard_normal((6, 5))
+    (ours, theirs) = twin_mlps()
+    with pytest.warns(UserWarning) if not x_needs_grad else contextlib.nullcontext():   # PyTorch's
+        seen_theirs, grads_theirs = gradients_seen(torch, theirs, x_data, x_needs_grad, add_hooks, backwards)
+    seen_ours, grads_ours = gradients_seen(tg, ours, x_data, x_needs_grad, add_hooks, backwards)
+    assert_seen_alike(seen_ours, seen_theirs)
+    assert (seen_ours["0"][0][0][0] is None) == (not x_needs_grad)
+    for g, h in zip(grads_ours, grads_theirs):
+        np.testing.assert_allclose(g, h, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["grad_input of a Linear", "grad_output of a Linear (pre-hook)"])
+def test_a_backward_hook_that_returns_gradients_replaces_them_as_in_pytorch(rng, kind):
+    def add_hooks(model, seen):
+        if kind.startswith("grad_input"):
+            model[2].register_full_backward_hook(record_in(seen, "2", lambda gi: (gi[0] * 3.0,)))
+        else:
+            model[2].register_full_backward_pre_hook(lambda m, go: (go[0] * 0.5,))
+            model[2].register_full_backward_hook(record_in(seen, "2"))
+    x_data = rng.standard_normal((6, 5))
+    ours, theirs = twin_mlps()
+    seen_theirs, grads_theirs = gradients_seen(torch, theirs, x_data, True, add_hooks)
+    seen_ours, grads_ours = gradients_seen(tg, ours, x_data, True, add_hooks)
+    assert_seen_alike(seen_ours, seen_theirs)
+    _, plain = gradients_seen(tg, twin_mlps()[0], x_data, True, lambda model, seen: None)
+    assert not np.allclose(grads_ours[0], plain[0])   # the layers below took the new gradient
+    for g, h in zip(grads_ours, grads_theirs):
+        np.testing.assert_allclose(g, h, rtol=1e-12)
+
+
+class Bilinear(nn.Module):
+    """Two tensor arguments and a number: (a * b).sum(1) * scale."""
+
+    def forward(self, a, b, scale):
+        return (a * b).sum(1) * scale
+
+
+def test_a_module_of_several_arguments_gets_one_entry_each_as_in_pytorch(rng):
+    a_data, b_data = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    seen = {}
+    results = []
+    for lib, module in ((tg, Bilinear()), (torch, torch.nn.Module())):
+        if lib is torch:
+            module.forward = Bilinear.forward.__get__(module)
+        module.register_full_backward_hook(record_in(seen.setdefault(lib.__name__, {}), "m"))
+        a, b = leaves(lib, a_data, b_data)
+        (module(a, b, 2.0) ** 2).sum().backward()
+        results.append((numpy_of(a.grad), numpy_of(b.grad)))
+    assert_seen_alike(seen["tinygrad_edu"], seen["torch"])
+    assert seen["tinygrad_edu"]["m"][0][0][2] is None   # the number's entry
+    for g, h in zip(*results):
+        np.testing.assert_allclose(g, h, rtol=1e-12)
+
+
+def test_backward_hooks_name_what_they_cannot_take(rng):
+    a, b = leaves(tg, rng.standard_normal((3, 4)), rng.standard_normal((3, 4)))
+    module = Bilinear()
+    module.register_full_backward_hook(lambda m, gi, go: (gi[0] * 2.0, gi[1], None))
+    with pytest.raises(RuntimeError, match="one argument that needs a gradient, and this call has 2"):
+        module(a, b, 1.0).sum().backward()
+    layer = nn.Linear(3, 2)
+    layer.register_full_backward_hook(lambda m, gi, go: gi[0])
+    with pytest.raises(TypeError, match="returned Tensor; it returns None or a tuple of 1"):
+        layer(tg.tensor(rng.standard_normal((4, 3)).astype(np.float32), requires_grad=True)).sum().backward()
+    pairs = nn.Module()
+    pairs.forward = lambda x: (x, x * 2.0)
+    pairs.register_full_backward_hook(lambda m, gi, go: None)
+    with pytest.raises(TypeError, match="need it to return one Tensor, but it returned tuple"):
+        pairs(tg.ones(2, requires_grad=True))
+
+
+def test_a_removed_backward_hook_is_not_called_and_no_grad_calls_none():
+    layer = nn.Linear(3, 2)
+    calls = []
+    handle = layer.register_full_backward_hook(lambda m, gi, go: calls.append(m))
+    pre = layer.register_full_backward_pre_hook(lambda m, go: calls.append("pre"))
+    layer(tg.ones(1, 3)).sum().backward()
+    assert calls == ["pre", layer]
+    with tg.no_grad():
+        layer(tg.ones(1, 3))
+    handle.remove()
+    pre.remove()
+    layer(tg.ones(1, 3)).sum().backward()
+    assert calls == ["pre", layer]
+
+
 # --- tinygrad_edu.jit refuses hooks it would skip --------------------------------------------
 def jitted_mlp_step(rng):
     tg.manual_seed(0)
@@ -299,6 +442,8 @@ HOOKS = {
     "tensor hook on a weight": lambda model: model[0].weight.register_hook(lambda g: None),
     "forward hook": lambda model: model[1].register_forward_hook(lambda m, args, out: None),
     "forward pre-hook": lambda model: model[2].register_forward_pre_hook(lambda m, args: None),
+    "backward hook": lambda model: model[0].register_full_backward_hook(lambda m, gi, go: None),
+    "backward pre-hook": lambda model: model[2].register_full_backward_pre_hook(lambda m, go: None),
 }
 
 

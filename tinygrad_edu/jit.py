@@ -67,9 +67,9 @@ Limits (as JAX's ``jit`` and tinygrad's ``TinyJit`` have)
 - Tensor arguments are inputs: their values are copied in at each call; they may not require
   gradients (close over the parameters instead). Other arguments are part of the key, as JAX's
   static arguments: a new value means a new capture.
-- Hooks (``register_hook``, ``retain_grad``, a Module's forward hooks) are Python: a capture
-  during which one would run raises, and a hook registered after a capture makes the next call
-  capture again. Compute such statistics outside the jitted function.
+- Hooks (``register_hook``, ``retain_grad``, a Module's forward and backward hooks) are Python:
+  a capture during which one would run raises, and a hook registered after a capture makes the
+  next call capture again. Compute such statistics outside the jitted function.
 - On the NumPy backend there is nothing to replay in C: the function runs eagerly (with a
   warning, once).
 """

@@ -7,13 +7,15 @@ dotted names such as ``layers.0.weight`` as in PyTorch. They are kept in one pla
 themselves. A plain Python list of layers is not a Module: nothing in it is found; we warn.
 """
 
+import functools
 import types
 import warnings
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..tensor import RemovableHandle, Tensor, _refuse_hooks_under_capture, float32, float64
+from ..tensor import (RemovableHandle, Tensor, _refuse_hooks_under_capture, float32, float64,
+                      is_grad_enabled)
 
 
 class Parameter(Tensor):
@@ -44,6 +46,124 @@ def _kind(value):
     return Parameter if isinstance(value, Parameter) else Module if isinstance(value, Module) else None
 
 
+class _BackwardHooks:
+    """One call of a module with backward hooks. Each Tensor argument that needs a gradient reaches
+    ``forward`` through a view, and the output reaches the caller through one: nodes of the graph
+    of their own, whose tensor hooks (``Tensor.register_hook``) see dL/doutput and dL/dargument
+    once each is complete. The output's hook runs the pre-hooks (which may replace dL/doutput),
+    and the module's hooks run once every argument that the output depends on has its gradient
+    (at once, if none has). A new call, a new ``_BackwardHooks``; a second backward over the same
+    graph starts again at the output."""
+
+    def __init__(self, module, pre_hooks, hooks):
+        self.module, self.pre_hooks, self.hooks = module, pre_hooks, hooks
+        self.views = {}          # position of an argument -> the view forward got
+        self.count = 0           # positional arguments
+        self.expected = set()    # the positions whose gradient the hooks wait for
+        self.grad_output, self.grad_inputs = None, {}
+
+    @classmethod
+    def of(cls, module):
+        """The backward hooks of ``module`` for one call, or None if it has none."""
+        pre_hooks = list((module._backward_pre_hooks or {}).values())
+        hooks = list((module._backward_hooks or {}).values())
+        return cls(module, pre_hooks, hooks) if (pre_hooks or hooks) and is_grad_enabled() else None
+
+    def arguments(self, args):
+        self.count = len(args)
+        args = list(args)
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor) and a.requires_grad:
+                args[i] = self.views[i] = a.reshape(a.shape)
+        return tuple(args)
+
+    def output(self, output):
+        if not isinstance(output, Tensor):
+            raise TypeError(f"backward hooks of {type(self.module).__name__} need it to return one "
+                            f"Tensor, but it returned {type(output).__name__}")
+        if not output.requires_grad:
+            return output
+        self.expected = self._arguments_reached_from(output)
+        view = output.reshape(output.shape)
+        view.register_hook(self._on_grad_output)
+        for i in self.expected:
+            self.views[i].register_hook(functools.partial(self._on_grad_input, i))
+        return view
+
+    def _arguments_reached_from(self, output):
+        """The positions of the argument views that ``output`` was computed from (a walk down the
+        graph from it); an argument forward did not use gets no gradient, and is not waited for."""
+        position = {view: i for i, view in self.views.items()}
+        found, stack, seen = set(), [output], set()
+        while stack:
+            t = stack.pop()
+            if t in position:
+                found.add(position[t])
+                continue
+            if t._ctx is not None and t._ctx not in seen:
+                seen.add(t._ctx)
+                stack.extend(t._ctx.parents)
+        return found
+
+    def _on_grad_output(self, grad):
+        self.grad_inputs = {}
+        replaced = None
+        for hook in self.pre_hooks:
+            new = hook(self.module, (grad,))
+            if new is not None:
+                grad = replaced = self._one_gradient(new, grad, "grad_output", hook)
+        self.grad_output = grad
+        if not self.expected:   # no argument needs a gradient: the hooks need not wait
+            self._call_hooks(None)
+        return replaced
+
+    def _on_grad_input(self, i, grad):
+        self.grad_inputs[i] = grad
+        if len(self.grad_inputs) == len(self.expected):
+            return self._call_hooks(i)
+        return None
+
+    def _call_hooks(self, last):
+        """The module's hooks, with the gradients collected; returns what replaces dL/d of the
+        argument ``last`` (whose tensor hook is running), or None."""
+        grad_input = tuple(self.grad_inputs.get(i) for i in range(self.count))
+        replaced = None
+        for hook in self.hooks:
+            new = hook(self.module, grad_input, (self.grad_output,))
+            if new is None:
+                continue
+            if not isinstance(new, tuple) or len(new) != self.count:
+                raise TypeError(f"backward hook '{_name(hook)}' of {type(self.module).__name__} "
+                                f"returned {_described(new)}; it returns None or a tuple of "
+                                f"{self.count} gradient(s), one per positional argument")
+            changed = [i for i in range(self.count) if new[i] is not grad_input[i]]
+            if changed and (len(self.expected) != 1 or changed != [last]):
+                # with several, the others' gradients have flowed on before the last one came
+                raise RuntimeError(f"backward hook '{_name(hook)}' of {type(self.module).__name__} "
+                                   f"replaced grad_input {changed}: a replacement is taken for a "
+                                   f"module with one argument that needs a gradient, and this "
+                                   f"call has {len(self.expected)}")
+            if changed:
+                grad_input = new
+                replaced = new[last]
+        return replaced
+
+    def _one_gradient(self, new, old, what, hook):
+        if not isinstance(new, tuple) or len(new) != 1 or not isinstance(new[0], Tensor):
+            raise TypeError(f"backward pre-hook '{_name(hook)}' of {type(self.module).__name__} "
+                            f"returned {_described(new)}; it returns None or a 1-tuple: the new "
+                            f"{what}")
+        return new[0]
+
+
+def _name(hook):
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def _described(value):
+    return f"a tuple of {len(value)}" if isinstance(value, tuple) else type(value).__name__
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -51,10 +171,12 @@ class Module:
     """Base class of every layer and model: subclass it, assign layers in ``__init__``, and write
     ``forward``. Calling the module calls ``forward``."""
 
-    # Forward hooks, id -> function in registration order; None (on the class) until a module
-    # gets its first, so a call without hooks costs two attribute reads
+    # Hooks, id -> function in registration order; None (on the class) until a module gets its
+    # first, so a call without hooks costs four attribute reads
     _forward_pre_hooks = None
     _forward_hooks = None
+    _backward_pre_hooks = None
+    _backward_hooks = None
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -63,27 +185,33 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        if self._forward_pre_hooks is None and self._forward_hooks is None:
+        if (self._forward_pre_hooks is None and self._forward_hooks is None
+                and self._backward_pre_hooks is None and self._backward_hooks is None):
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
 
     def _call_with_hooks(self, args, kwargs):
         """``forward`` between the hooks: each pre-hook may replace the positional arguments, each
-        forward hook the output (see ``register_forward_pre_hook`` and ``register_forward_hook``)."""
+        forward hook the output (see ``register_forward_pre_hook`` and ``register_forward_hook``);
+        with backward hooks, the arguments and the output pass through ``_BackwardHooks``."""
         pre_hooks = list((self._forward_pre_hooks or {}).values())   # a hook may remove itself
         hooks = list((self._forward_hooks or {}).values())
-        if pre_hooks or hooks:
-            _refuse_hooks_under_capture(f"a forward hook of {type(self).__name__}")
+        backward = _BackwardHooks.of(self)
+        if pre_hooks or hooks or backward:
+            _refuse_hooks_under_capture(f"a {'backward' if backward else 'forward'} hook of "
+                                        f"{type(self).__name__}")
         for hook in pre_hooks:
             new_args = hook(self, args)
             if new_args is not None:
                 args = new_args if isinstance(new_args, tuple) else (new_args,)   # as PyTorch does
+        if backward:
+            args = backward.arguments(args)
         output = self.forward(*args, **kwargs)
         for hook in hooks:
             new_output = hook(self, args, output)
             if new_output is not None:
                 output = new_output
-        return output
+        return backward.output(output) if backward else output
 
     def _add_hook(self, kind, hook):
         if not callable(hook):
@@ -104,6 +232,25 @@ class Module:
         ReLUs) without changing ``forward``. Returns a handle: ``handle.remove()`` takes the hook
         off. As in PyTorch."""
         return self._add_hook("_forward_hooks", hook)
+
+    def register_full_backward_pre_hook(self, hook):
+        """Call ``hook(module, grad_output)`` in every backward that reaches this module's output,
+        ``grad_output`` = (dL/doutput,), before the module's own gradients are computed. It returns
+        None, or new ``grad_output`` (a tuple) used in their place. For a module that returns one
+        Tensor. Returns a handle: ``handle.remove()`` takes the hook off. As in PyTorch."""
+        return self._add_hook("_backward_pre_hooks", hook)
+
+    def register_full_backward_hook(self, hook):
+        """Call ``hook(module, grad_input, grad_output)`` in every backward that reaches this
+        module's output, once dL/d of its arguments are known: ``grad_input`` has one entry per
+        positional argument (None for one that is not a Tensor or needs no gradient),
+        ``grad_output`` = (dL/doutput,). The gradient flow layer by layer, without changing
+        ``forward``. The hook returns None, or a new ``grad_input`` (a tuple), used in its place
+        (for a module with one argument that needs a gradient). For a module that returns one
+        Tensor. Returns a handle: ``handle.remove()`` takes the hook off. As in PyTorch, the
+        module's ``forward`` gets a view of each Tensor argument and the caller a view of its
+        output: nodes of the graph that the hooks watch."""
+        return self._add_hook("_backward_hooks", hook)
 
     # --- parameters and sub-modules: the attributes that are Parameters and Modules ------------
     def __setattr__(self, name, value):
