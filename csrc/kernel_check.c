@@ -181,6 +181,34 @@ static void check_cross_entropy(long N, long C)
     free(Z), free(D), free(L), free(S), free(y);
 }
 
+/* A convolution's output: (O, N, P) -> (N, O, P) + bias (then the ReLU, with relu), and back with
+ * each channel's sum (the gradient first masked where the ReLU's output is <= 0, with relu); the
+ * gradient is rows read as (N, O, P): any numbers will do. */
+static void check_layouts(int relu)
+{
+    long O = 5, N = 3, P = 19;
+    float *rows = floats(O * N * P), *bias = floats(O), *y = malloc(sizeof(float) * O * N * P);
+    float *back = malloc(sizeof(float) * O * N * P), *sums = malloc(sizeof(float) * O);
+    tge_sbatch_major(O, N, P, rows, bias, relu, y, 2);
+    tge_schannel_major(N, O, P, rows, relu ? y : NULL, back, sums, 2);
+    double error = 0;
+    for (long o = 0; o < O; o++) {
+        double sum = 0;
+        for (long n = 0; n < N; n++)
+            for (long i = 0; i < P; i++) {
+                float z = rows[(o * N + n) * P + i] + bias[o], want_y = relu && z < 0 ? 0 : z;
+                float g = rows[(n * O + o) * P + i], want_back = relu && want_y <= 0 ? 0 : g;
+                error = fmax(error, fabs(y[(n * O + o) * P + i] - want_y));
+                error = fmax(error, fabs(back[(o * N + n) * P + i] - want_back));
+                sum += want_back;
+            }
+        error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
+    }
+    report(relu ? "sbatch_major then ReLU, schannel_major after relu_backward"
+                : "sbatch_major with a bias and schannel_major with sums", error, 1e-5);
+    free(rows), free(bias), free(y), free(back), free(sums);
+}
+
 static void check_windows(void)
 {
     struct tge_window w = {2, 3, 7, 6, 3, 2, 2, 1, 1, 2, 1, 1, 0, 0}; /* N C H W kh kw sh sw dh dw pt pl */
@@ -232,46 +260,8 @@ static void check_windows(void)
     report("smax_pool 2x2 and its backward", error, 1e-5);
     free(x), free(cols), free(dx), free(g), free(y), free(gy), free(dxp), free(arg);
 
-    /* a convolution's output: (O, N, P) -> (N, O, P) + bias, and back with each channel's sum */
-    long O = 5, N = 3, P = 19;
-    float *rows = floats(O * N * P), *bias = floats(O), *out = malloc(sizeof(float) * O * N * P);
-    float *back = malloc(sizeof(float) * O * N * P), *sums = malloc(sizeof(float) * O);
-    tge_sbatch_major(O, N, P, rows, bias, 0, out, 2);
-    tge_schannel_major(N, O, P, out, NULL, back, sums, 2);
-    error = 0;
-    for (long o = 0; o < O; o++) {
-        double sum = 0;
-        for (long n = 0; n < N; n++)
-            for (long i = 0; i < P; i++) {
-                float want = rows[(o * N + n) * P + i] + bias[o];
-                error = fmax(error, fabs(out[(n * O + o) * P + i] - want));
-                error = fmax(error, fabs(back[(o * N + n) * P + i] - want));
-                sum += want;
-            }
-        error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
-    }
-    report("sbatch_major with a bias and schannel_major with sums", error, 1e-5);
-
-    /* with the ReLU fused in: forward max(rows + bias, 0); backward g where that is > 0, else 0
-     * (g = rows read as (N, O, P): any numbers will do) */
-    float *relu_out = malloc(sizeof(float) * O * N * P);
-    tge_sbatch_major(O, N, P, rows, bias, 1, relu_out, 2);
-    tge_schannel_major(N, O, P, rows, relu_out, back, sums, 2);
-    error = 0;
-    for (long o = 0; o < O; o++) {
-        double sum = 0;
-        for (long n = 0; n < N; n++)
-            for (long i = 0; i < P; i++) {
-                float z = rows[(o * N + n) * P + i] + bias[o], y = z < 0 ? 0 : z;
-                float g = y > 0 ? rows[(n * O + o) * P + i] : 0;
-                error = fmax(error, fabs(relu_out[(n * O + o) * P + i] - y));
-                error = fmax(error, fabs(back[(o * N + n) * P + i] - g));
-                sum += g;
-            }
-        error = fmax(error, fabs(sums[o] - sum) / (1 + fabs(sum)));
-    }
-    report("sbatch_major then ReLU, schannel_major after relu_backward", error, 1e-5);
-    free(rows), free(bias), free(out), free(back), free(sums), free(relu_out);
+    check_layouts(0);
+    check_layouts(1);
 }
 
 static void check_program(void)

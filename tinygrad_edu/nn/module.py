@@ -14,8 +14,8 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..tensor import (RemovableHandle, Tensor, _refuse_hooks_under_capture, float32, float64,
-                      is_grad_enabled)
+from ..tensor import (RemovableHandle, Tensor, _hook_name, _refuse_hooks_under_capture, float32,
+                      float64, is_grad_enabled)
 
 
 class Parameter(Tensor):
@@ -133,13 +133,13 @@ class _BackwardHooks:
             if new is None:
                 continue
             if not isinstance(new, tuple) or len(new) != self.count:
-                raise TypeError(f"backward hook '{_name(hook)}' of {type(self.module).__name__} "
+                raise TypeError(f"backward hook '{_hook_name(hook)}' of {type(self.module).__name__} "
                                 f"returned {_described(new)}; it returns None or a tuple of "
                                 f"{self.count} gradient(s), one per positional argument")
             changed = [i for i in range(self.count) if new[i] is not grad_input[i]]
             if changed and (len(self.expected) != 1 or changed != [last]):
                 # with several, the others' gradients have flowed on before the last one came
-                raise RuntimeError(f"backward hook '{_name(hook)}' of {type(self.module).__name__} "
+                raise RuntimeError(f"backward hook '{_hook_name(hook)}' of {type(self.module).__name__} "
                                    f"replaced grad_input {changed}: a replacement is taken for a "
                                    f"module with one argument that needs a gradient, and this "
                                    f"call has {len(self.expected)}")
@@ -150,14 +150,10 @@ class _BackwardHooks:
 
     def _one_gradient(self, new, old, what, hook):
         if not isinstance(new, tuple) or len(new) != 1 or not isinstance(new[0], Tensor):
-            raise TypeError(f"backward pre-hook '{_name(hook)}' of {type(self.module).__name__} "
+            raise TypeError(f"backward pre-hook '{_hook_name(hook)}' of {type(self.module).__name__} "
                             f"returned {_described(new)}; it returns None or a 1-tuple: the new "
                             f"{what}")
         return new[0]
-
-
-def _name(hook):
-    return getattr(hook, "__qualname__", None) or repr(hook)
 
 
 def _described(value):
