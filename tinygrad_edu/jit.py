@@ -337,7 +337,7 @@ def _unread(pointer, size, kernel, steps, k, returned):
             continue
         for call in calls:
             pointers = [q for a in call.args for q in (a if isinstance(a, list) else [a])
-                        if isinstance(q, ffi.CData) and ffi.typeof(q).kind == "pointer"]
+                        if isinstance(q, ffi.CData)]   # arrays (from_buffer) and pointers
             if any(lo <= _address(q) < hi for q in pointers):
                 return False
     return True
