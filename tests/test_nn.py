@@ -46,6 +46,17 @@ def test_named_parameters_dotted_and_in_definition_order():
     assert sum(isinstance(m, nn.Linear) for m in net.modules()) == 4
 
 
+def test_get_submodule_finds_each_module_by_the_name_named_modules_gives():
+    net = Net()
+    for name, module in net.named_modules():
+        assert net.get_submodule(name) is module
+    assert net.get_submodule("blocks.1.fc") is net.blocks[1].fc
+    with pytest.raises(AttributeError, match="Block has no submodule 'conv' \\(looking up 'blocks.0.conv'\\)"):
+        net.get_submodule("blocks.0.conv")
+    with pytest.raises(AttributeError, match="Linear has no submodule 'weight'"):
+        net.get_submodule("first.weight")   # a parameter, not a module (as PyTorch refuses it)
+
+
 def test_module_call_backward_and_zero_grad():
     net = Net()
     out = net(tg.randn(5, 2))

@@ -298,6 +298,17 @@ class Module:
     def modules(self):
         return (m for _, m in self.named_modules())
 
+    def get_submodule(self, target):
+        """The module at the dotted name ``target`` (as ``named_modules`` names it: "layers.0";
+        "" is this one). As in PyTorch; an AttributeError names the part that is not there."""
+        module = self
+        for part in target.split(".") if target else []:
+            if part not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no submodule '{part}' (looking "
+                                     f"up '{target}')")
+            module = module._modules[part]
+        return module
+
     def named_parameters(self, prefix="", recurse=True):
         """Yield (dotted name, Parameter) in definition order; a shared Parameter appears once."""
         self._warn_unregistered()
