@@ -335,11 +335,8 @@ def _unread(pointer, size, kernel, steps, k, returned):
             if any(np.may_share_memory(a, memory) for a in arrays):
                 return False
             continue
-        for call in calls:
-            pointers = [q for a in call.args for q in (a if isinstance(a, list) else [a])
-                        if isinstance(q, ffi.CData)]   # arrays (from_buffer) and pointers
-            if any(lo <= _address(q) < hi for q in pointers):
-                return False
+        if any(lo <= _address(q) < hi for call in calls for q in _pointers(call)):
+            return False
     return True
 
 
@@ -374,11 +371,16 @@ def _weight_gradient_call(steps, k, x, y, size, owners, linear):
                 and _address(step.args[10]) == spans[0][0] and _address(step.args[7]) == spans[1][0]
                 and step.args[12] == backend.c_kernels.ffi.NULL):
             return step
-        pointers = [p for a in step.args for p in (a if isinstance(a, list) else [a])
-                    if isinstance(p, backend.c_kernels.ffi.CData)]
-        if any(lo <= _address(p) < hi for p in pointers for lo, hi in spans):
+        if any(lo <= _address(p) < hi for p in _pointers(step) for lo, hi in spans):
             return None
     return None
+
+
+def _pointers(call):
+    """The C memory a kernel call points into: its cffi arguments (arrays made by from_buffer,
+    and pointers), axpy_many's lists of them included."""
+    return [p for a in call.args for p in (a if isinstance(a, list) else [a])
+            if isinstance(p, backend.c_kernels.ffi.CData)]
 
 
 def _same_key(a, b):

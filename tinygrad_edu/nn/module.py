@@ -111,7 +111,7 @@ class _BackwardHooks:
         for hook in self.pre_hooks:
             new = hook(self.module, (grad,))
             if new is not None:
-                grad = replaced = self._one_gradient(new, grad, "grad_output", hook)
+                grad = replaced = self._new_grad_output(new, hook)
         self.grad_output = grad
         if not self.expected:   # no argument needs a gradient: the hooks need not wait
             self._call_hooks(None)
@@ -148,11 +148,12 @@ class _BackwardHooks:
                 replaced = new[last]
         return replaced
 
-    def _one_gradient(self, new, old, what, hook):
+    def _new_grad_output(self, new, hook):
+        """The dL/doutput in what a pre-hook returned (a 1-tuple), or a TypeError naming it."""
         if not isinstance(new, tuple) or len(new) != 1 or not isinstance(new[0], Tensor):
             raise TypeError(f"backward pre-hook '{_hook_name(hook)}' of {type(self.module).__name__} "
                             f"returned {_described(new)}; it returns None or a 1-tuple: the new "
-                            f"{what}")
+                            f"grad_output")
         return new[0]
 
 
