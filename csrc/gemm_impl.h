@@ -111,28 +111,84 @@ static void FN(pack_a)(int trans, const T *A, long lda, long i0, long p0, long m
     }
 }
 
-/* Copy the kc x nc block of op(B) at (p0, j0) into column panels of NR, zero-padded. */
-static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long kc, long nc, T *out)
+/* Interleave the lanes of a and b: (a0, b0, a1, b1, ...) from their first halves (lo) or their
+ * second halves (hi). Applied log2(VL) times to VL rows, pairing row i with row i + VL/2 each
+ * time, they transpose a VL x VL block in registers (see transpose). */
+#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#define TRANSPOSE_IN_REGISTERS 1
+#if LANES == 16
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+#elif LANES == 8
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+#elif LANES == 4
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
+#define HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
+#else
+#define LO(a, b) __builtin_shufflevector(a, b, 0, 2)
+#define HI(a, b) __builtin_shufflevector(a, b, 1, 3)
+#endif
+/* r[j][l] becomes r[l][j]. One round takes rows (i, i + VL/2) to rows (2i, 2i + 1); after
+ * log2(VL) rounds element (j, l) has moved to (l, j). */
+static inline void FN(transpose)(V r[VL])
 {
-    for (long jr = 0; jr < nc; jr += NR) {
-        int n = nc - jr < NR ? (int)(nc - jr) : NR;
-        if (!trans) {
-            for (long p = 0; p < kc; p++) {
-                const T *src = B + (p0 + p) * ldb + j0 + jr;
-                for (int j = 0; j < n; j++) out[p * NR + j] = src[j];
-                for (int j = n; j < NR; j++) out[p * NR + j] = 0;
-            }
-        } else {  /* op(B)[p][j] = B[j][p]: read rows of B, which run along p */
-            for (int j = 0; j < n; j++) {
-                const T *src = B + (j0 + jr + j) * ldb + p0;
-                for (long p = 0; p < kc; p++) out[p * NR + j] = src[p];
-            }
-            for (int j = n; j < NR; j++)
-                for (long p = 0; p < kc; p++) out[p * NR + j] = 0;
+    for (int round = 1; round < VL; round *= 2) {
+        V t[VL];
+        for (int i = 0; i < VL / 2; i++) {
+            t[2 * i] = LO(r[i], r[i + VL / 2]);
+            t[2 * i + 1] = HI(r[i], r[i + VL / 2]);
         }
-        out += NR * kc;
+        for (int i = 0; i < VL; i++) r[i] = t[i];
     }
 }
+#undef LO
+#undef HI
+#else
+#define TRANSPOSE_IN_REGISTERS 0
+#endif
+
+/* Copy the kc x nc block of op(B) at (p0, j0) into column panels of NR, zero-padded: panel jr
+ * holds op(B)[p][jr..jr+NR) for p = 0..kc-1, one after the other. The whole panels are copied a
+ * vector at a time (element by element, the packing took longer than the products of a 64-row
+ * block: 64x500 @ 500x4096 and 64x4096 @ (500x4096)^T); the last, partial one element by element. */
+static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long kc, long nc, T *out)
+{
+    const long whole = nc / NR * NR;   /* columns in whole panels */
+    if (!trans) {   /* B's rows run along j: read them in order, a vector to each panel */
+        for (long p = 0; p < kc; p++) {
+            const T *src = B + (p0 + p) * ldb + j0;
+            for (long jr = 0; jr < whole; jr += NR) {
+                FN(store)(out + jr * kc + p * NR, FN(load)(src + jr));
+                FN(store)(out + jr * kc + p * NR + VL, FN(load)(src + jr + VL));
+            }
+        }
+    } else if (TRANSPOSE_IN_REGISTERS) {   /* op(B)[p][j] = B[j][p]: VL x VL blocks transposed */
+        for (long jr = 0; jr < whole; jr += NR) {
+            T *panel = out + jr * kc;
+            long p = 0;
+            for (; p + VL <= kc; p += VL)
+                for (int h = 0; h < NR; h += VL) {   /* the panel's two vectors of columns */
+                    V r[VL];
+                    for (int j = 0; j < VL; j++) r[j] = FN(load)(B + (j0 + jr + h + j) * ldb + p0 + p);
+                    FN(transpose)(r);
+                    for (int l = 0; l < VL; l++) FN(store)(panel + (p + l) * NR + h, r[l]);
+                }
+            for (; p < kc; p++)
+                for (int j = 0; j < NR; j++) panel[p * NR + j] = B[(j0 + jr + j) * ldb + p0 + p];
+        }
+    }
+    for (long jr = TRANSPOSE_IN_REGISTERS || !trans ? whole : 0; jr < nc; jr += NR) {
+        int n = nc - jr < NR ? (int)(nc - jr) : NR;
+        T *panel = out + jr * kc;
+        for (long p = 0; p < kc; p++) {
+            for (int j = 0; j < n; j++)
+                panel[p * NR + j] = trans ? B[(j0 + jr + j) * ldb + p0 + p] : B[(p0 + p) * ldb + j0 + jr + j];
+            for (int j = n; j < NR; j++) panel[p * NR + j] = 0;
+        }
+    }
+}
+#undef TRANSPOSE_IN_REGISTERS
 
 /* Columns [j_begin, j_end) of C: blocks of B (NC x KC) packed once and reused for all rows. */
 static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, long lda,
@@ -243,13 +299,17 @@ static void FN(step_rows)(T *U, long ldu, T step, const T *C, long ldc, long i0,
     }
 }
 
-/* Shallow K (weight gradients at a small batch): B is a few rows, and the work is writing C, so
- * sweep C row block by row block, in the order memory runs. When C is overwritten (beta == 0)
+/* Shallow K (weight gradients at a small batch, a first convolution's few taps): B is a few
+ * rows, and the work is writing C, so sweep C row block by row block, in the order memory runs,
+ * NC columns at a time: B's NC-column block then stays in L2 for all the row blocks (without the
+ * blocks, conv1 of the lecture's CNN at batch 64, 20x25 @ 25x36864, read its 3.7 MB B from
+ * memory once per row block: 54 GFLOP/s, 88 at batch 12). When C is overwritten (beta == 0)
  * tiles may overlap, which keeps every tile full width: the first at j_begin, the next from C's
- * 64-byte boundary on (so no store straddles two cache lines), the last one ending at j_end. An
- * overlapped column is computed twice, identically. Aligning costs a tile per row block, so only
- * long rows are aligned (512x12 @ 12x784 into a NumPy array, which is 16-byte aligned: 58 -> 47
- * us; 96x12 @ 12x128 would lose 25%). Inlined twice: see gemm_direct. With U, SGD's step too. */
+ * 64-byte boundary on (so no store straddles two cache lines), the last one of a block ending at
+ * the block's end. An overlapped column is computed twice, identically. Aligning costs a tile per
+ * row block, so only long rows are aligned (512x12 @ 12x784 into a NumPy array, which is 16-byte
+ * aligned: 58 -> 47 us; 96x12 @ 12x128 would lose 25%). Inlined twice: see gemm_direct. With U,
+ * SGD's step too. */
 static inline __attribute__((always_inline)) void FN(gemm_shallow)(long M, long K, T alpha,
         const T *A, long a_rs, long a_cs, const T *B, long ldb, T beta, T *C, long ldc,
         const T *bias, long j_begin, long j_end, T *U, long ldu, T step)
@@ -257,18 +317,21 @@ static inline __attribute__((always_inline)) void FN(gemm_shallow)(long M, long 
     int overlap = beta == 0 && j_end - j_begin >= NR;
     int align = overlap && j_end - j_begin >= 8 * NR && ldc * sizeof(T) % 64 == 0;
     long head = align ? FN(to_line)(C + j_begin, NR) : 0;
-    for (long ir = 0; ir < M; ir += MR) {
-        int m = M - ir < MR ? (int)(M - ir) : MR;
-        for (long jr = j_begin; jr < j_end; jr = jr == j_begin && head ? jr + head : jr + NR) {
-            long j = overlap && jr + NR > j_end ? j_end - NR : jr;
-            int n = j_end - j < NR ? (int)(j_end - j) : NR;
-            FN(tile_direct)(K, A + ir * a_rs, a_rs, a_cs, B + j, ldb, C + ir * ldc + j, ldc,
-                            alpha, beta, bias ? bias + j : NULL, m, n, 0);
+    for (long jc = j_begin, jc_end; jc < j_end; jc = jc_end) {
+        jc_end = j_end - jc > (jc == j_begin ? head : 0) + NC ? jc + (jc == j_begin ? head : 0) + NC : j_end;
+        for (long ir = 0; ir < M; ir += MR) {
+            int m = M - ir < MR ? (int)(M - ir) : MR;
+            for (long jr = jc; jr < jc_end; jr = jr == j_begin && head ? jr + head : jr + NR) {
+                long j = overlap && jr + NR > jc_end ? jc_end - NR : jr;
+                int n = j_end - j < NR ? (int)(j_end - j) : NR;
+                FN(tile_direct)(K, A + ir * a_rs, a_rs, a_cs, B + j, ldb, C + ir * ldc + j, ldc,
+                                alpha, beta, bias ? bias + j : NULL, m, n, 0);
+            }
+            /* the row block just written is still in L1: the step reads it there (one pass over
+             * C from memory fewer than an axpy_many after the product: 22% of the two for the
+             * MLP's first layer at batch 12) */
+            if (U) FN(step_rows)(U, ldu, step, C, ldc, ir, ir + m, jc, jc_end);
         }
-        /* the row block just written is still in L1: the step reads it there (one pass over C
-         * from memory fewer than an axpy_many after the product: 22% of the two for the MLP's
-         * first layer at batch 12) */
-        if (U) FN(step_rows)(U, ldu, step, C, ldc, ir, ir + m, j_begin, j_end);
     }
 }
 
@@ -389,18 +452,21 @@ static __attribute__((noinline)) void FN(dot_part)(int rows, long p, IV keep,
     }
 }
 
-/* A block's dot products over the first kv of k (all of it, or none when K is below a vector):
- * the whole vectors up to end, then (with `tail`) the masked vector at p = kv - VL. */
+/* A block's dot products over [p0, p1) of k: the whole vectors, then (with `tail`, in the last
+ * piece of k) the masked vector at p = kv - VL. */
 static inline __attribute__((always_inline)) void FN(dot_block)(const int tail, const int rows,
-        long kv, long end, IV last, const T *const *arow, const T *const *brow, V acc[DM][DN])
+        long p0, long p1, long kv, IV last, const T *const *arow, const T *const *brow,
+        V acc[DM][DN])
 {
-    FN(dot_rows)(rows, 0, end, arow, brow, acc);
+    FN(dot_rows)(rows, p0, p1, arow, brow, acc);
     if (tail) FN(dot_part)(rows, kv - VL, last, arow, brow, acc);
 }
 
-/* All DM x DN blocks of columns [j_begin, j_end); inlined twice by gemm_dot (see there). */
+/* All DM x DN blocks of columns [j_begin, j_end) over the piece [p0, p1) of k; inlined twice by
+ * gemm_dot (see there). The `first` piece writes each sum to C, later ones add theirs, and the
+ * `final` one also applies alpha, beta and the bias (k comes in pieces only when beta == 0). */
 static inline __attribute__((always_inline)) void FN(dot_sweep)(const int tail, long M, long K,
-        long kv, long end, IV last, T alpha, const T *A, long lda,
+        long p0, long p1, int first, int final, long kv, IV last, T alpha, const T *A, long lda,
         const T *B, long ldb, T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
 {
     for (long j0 = j_begin; j0 < j_end; j0 += DN) {
@@ -415,28 +481,38 @@ static inline __attribute__((always_inline)) void FN(dot_sweep)(const int tail, 
             for (int i = 0; i < DM; i++)
                 for (int j = 0; j < DN; j++) acc[i][j] = (V){0};
             switch (m) {  /* (no test of kv here: GCC then zeroed the accumulators in memory) */
-            case 1: FN(dot_block)(tail, 1, kv, end, last, arow, brow, acc); break;
-            case 2: FN(dot_block)(tail, 2, kv, end, last, arow, brow, acc); break;
+            case 1: FN(dot_block)(tail, 1, p0, p1, kv, last, arow, brow, acc); break;
+            case 2: FN(dot_block)(tail, 2, p0, p1, kv, last, arow, brow, acc); break;
 #if DM > 3
-            case 3: FN(dot_block)(tail, 3, kv, end, last, arow, brow, acc); break;
+            case 3: FN(dot_block)(tail, 3, p0, p1, kv, last, arow, brow, acc); break;
 #endif
 #if DM > 4
-            case 4: FN(dot_block)(tail, 4, kv, end, last, arow, brow, acc); break;
-            case 5: FN(dot_block)(tail, 5, kv, end, last, arow, brow, acc); break;
+            case 4: FN(dot_block)(tail, 4, p0, p1, kv, last, arow, brow, acc); break;
+            case 5: FN(dot_block)(tail, 5, p0, p1, kv, last, arow, brow, acc); break;
 #endif
-            default: FN(dot_block)(tail, DM, kv, end, last, arow, brow, acc); break;
+            default: FN(dot_block)(tail, DM, p0, p1, kv, last, arow, brow, acc); break;
             }
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) {
                     T s = FN(hsum)(acc[i][j]);
-                    for (long p = kv; p < K; p++) s += arow[i][p] * brow[j][p];
                     T *cp = C + (i0 + i) * ldc + j0 + j;
+                    if (!first) s += *cp;   /* the earlier pieces' sum */
+                    if (!final) {
+                        *cp = s;
+                        continue;
+                    }
+                    for (long p = kv; p < K; p++) s += arow[i][p] * brow[j][p];
                     T r = alpha * s + (bias ? bias[j0 + j] : 0);
                     *cp = beta != 0 ? r + beta * *cp : r;
                 }
         }
     }
 }
+
+/* Depth taken DOT_KC at a time when it is longer: a block then reads its rows of A and B from
+ * L2 instead of memory (conv1's weight gradient at batch 64, 20x36864 @ (25x36864)^T: 3.7 and
+ * 2.9 MB, read 4 and 7 times over: 39 GFLOP/s in one piece). */
+#define DOT_KC 2048
 
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
                          T beta, T *C, long ldc, const T *bias, long j_begin, long j_end)
@@ -449,14 +525,23 @@ static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T 
     long kv = K >= VL ? K : 0, end = kv - kv % VL;
     IV last;  /* the lanes of the tail vector (at p = K - VL) that are past end */
     for (int l = 0; l < VL; l++) last[l] = l >= VL - (kv - end) ? -1 : 0;
-    /* Rows that need no masked part get a copy of the sweep without the call, whose
-     * accumulators never leave registers (12x128 @ (64x128)^T, against the kernel before the
-     * masked parts: 1.12-1.14x faster, 1.05-1.08x with one copy for both). */
-    if (end < kv)
-        FN(dot_sweep)(1, M, K, kv, end, last, alpha, A, lda, B, ldb, beta, C, ldc, bias, j_begin, j_end);
-    else
-        FN(dot_sweep)(0, M, K, kv, end, last, alpha, A, lda, B, ldb, beta, C, ldc, bias, j_begin, j_end);
+    long piece = beta == 0 && end > DOT_KC ? DOT_KC : end;
+    for (long p0 = 0;; p0 += piece) {
+        long p1 = end - p0 > piece ? p0 + piece : end;
+        int first = p0 == 0, final = p1 == end;
+        /* The piece that needs no masked part gets a copy of the sweep without the call, whose
+         * accumulators never leave registers (12x128 @ (64x128)^T, against the kernel before
+         * the masked parts: 1.12-1.14x faster, 1.05-1.08x with one copy for both). */
+        if (final && end < kv)
+            FN(dot_sweep)(1, M, K, p0, p1, first, final, kv, last, alpha, A, lda, B, ldb, beta, C,
+                          ldc, bias, j_begin, j_end);
+        else
+            FN(dot_sweep)(0, M, K, p0, p1, first, final, kv, last, alpha, A, lda, B, ldb, beta, C,
+                          ldc, bias, j_begin, j_end);
+        if (final) return;
+    }
 }
+#undef DOT_KC
 #undef DM
 #undef DN
 

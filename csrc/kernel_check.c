@@ -292,8 +292,9 @@ int main(void)
     for (int k = 0; k < 4; k++) {
         if (isas[k] > top || tge_set_isa(isas[k]) != isas[k]) continue;
         printf("-- instruction set %d\n", isas[k]);
-        long shapes[][3] = {{1, 1, 1}, {12, 37, 19}, {12, 512, 784}, {7, 13, 1}, {45, 33, 70}, {1, 784, 512}};
-        for (int s = 0; s < 6; s++)
+        long shapes[][3] = {{1, 1, 1}, {12, 37, 19}, {12, 512, 784}, {7, 13, 1}, {45, 33, 70}, {1, 784, 512},
+                            {5, 9, 4500}, {7, 2100, 25}};   /* (M, N, K) */
+        for (int s = 0; s < 8; s++)
             for (int t = 0; t < 4; t++)
                 check_gemm(shapes[s][0], shapes[s][1], shapes[s][2], t & 1, t >> 1, s % 2, s == 3 ? 1.0f : 0.0f,
                            1 + (s % 2));

@@ -13,7 +13,8 @@ BACKENDS = backend.available()
 needs_c = pytest.mark.skipif("c" not in BACKENDS, reason="C kernels not built")
 SHAPES = [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (7, 13, 5), (12, 784, 512), (784, 12, 512),
           (12, 512, 784), (31, 17, 97), (97, 61, 37), (64, 64, 64), (130, 70, 259),
-          (37, 1, 70), (512, 1, 784)]   # K = 1: batch-1 weight gradients, an outer product
+          (37, 1, 70), (512, 1, 784),   # K = 1: batch-1 weight gradients, an outer product
+          (5, 4500, 9), (7, 25, 2100)]  # depth in pieces (conv1's weight gradient); C in column blocks
 
 
 @pytest.fixture(params=BACKENDS)

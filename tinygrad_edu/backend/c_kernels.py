@@ -66,6 +66,10 @@ PARALLEL_MIN_ELEMENTS = 32_768
 # 1107 vs 780 and 620 vs 597; 64x784 @ 784x512, the MLP at batch 64, 857 vs 612; 128 rows 1.0-1.7x
 # slower), and so does every product of NUMPY_FROM_FMAS multiply-adds or more, thin or not, as its
 # blocks outgrow the caches (12x4096 @ 4096x4096: 25962 vs 8635 us; 512^3: 4102 vs 3038).
+# On an Intel AVX-512 core the packed path runs even with OpenBLAS at conv2's shapes at batch 64
+# (64x500 @ 500x4096 112 vs 112 GFLOP/s, its weight gradient 101 vs 100, its input gradient 127
+# vs 113), but sending them to ours made the jitted CNN step only 3% faster (6% at batch 12):
+# not worth a rule per instruction set.
 # A product thin both ways (few rows and a short depth) is all stores and short k loops for ours,
 # and OpenBLAS does it faster once it is more than tiny: conv1 of the lecture's CNN, 20x25 @
 # 25x(N 24 24), took 1.48x OpenBLAS's time at batch 1, 1.16x at 12, 1.42x at 64 (one thread, AVX2
