@@ -59,6 +59,7 @@ import numpy as np
 
 import mnist_common as common
 import sweep_report
+from tinygrad_edu.utils import progress_bars_wanted
 from tinygrad_edu.utils.files import atomic_write_text
 
 try:
@@ -401,7 +402,7 @@ class Progress:
 
     def __init__(self, total_epochs):
         self.bar = None
-        if sys.stderr.isatty() or "ipykernel" in sys.modules:
+        if progress_bars_wanted():
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_epochs, unit="epoch", desc="sweep")
 

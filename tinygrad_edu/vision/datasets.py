@@ -10,7 +10,6 @@ import http.client
 import math
 import os
 import struct
-import sys
 import time
 import urllib.request
 import zlib
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tensor import Tensor
+from ..utils import progress_bars_wanted
 from ..utils.data import Dataset
 from ..utils.files import atomic_path, file_lock, remove_stale_parts
 
@@ -267,7 +267,7 @@ def _fetch(url, out, timeout, deadline, chunk=1 << 16):
     with response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                  disable=not (sys.stderr.isatty() or "ipykernel" in sys.modules), leave=False) as bar:
+                  disable=not progress_bars_wanted(), leave=False) as bar:
             received = 0
             while True:
                 try:   # read1: what has arrived, so a trickling server cannot hold one read for hours
