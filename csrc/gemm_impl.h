@@ -685,40 +685,52 @@ static void FN(axpy)(long n, T alpha, const T *restrict X, T *restrict Y)
     for (long i = 0; i < head; i++) Y[i] += alpha * X[i];
 }
 
-/* axpy_many in parallel: the arrays are seen as one run of elements, and each thread takes its
- * slice [begin, end) of that run. */
+/* Y := alpha X + beta Y: the momentum buffer's update, buf := momentum buf + (1 - dampening) g. */
+static void FN(axpby)(long n, T alpha, const T *restrict X, T beta, T *restrict Y)
+{
+    for (long i = 0; i < n; i++) Y[i] = beta * Y[i] + alpha * X[i];
+}
+
+/* axpby_many in parallel: the arrays are seen as one run of elements, and each thread takes its
+ * slice [begin, end) of that run. With beta == 1 it is axpy_many, and axpy does the slices. */
 typedef struct {
     long count, begin, end;
-    T alpha;
+    T alpha, beta;
     const long *n;
     const T *const *X;
     T *const *Y;
-} FN(axpy_job);
+} FN(axpby_job);
 
-static void FN(axpy_slice)(void *arg)
+static void FN(axpby_slice)(void *arg)
 {
-    FN(axpy_job) *job = arg;
+    FN(axpby_job) *job = arg;
     long start = 0;  /* where array i starts in the run */
     for (long i = 0; i < job->count && start < job->end; start += job->n[i], i++) {
         long lo = job->begin > start ? job->begin : start;
         long hi = job->end < start + job->n[i] ? job->end : start + job->n[i];
-        if (lo < hi) FN(axpy)(hi - lo, job->alpha, job->X[i] + (lo - start), job->Y[i] + (lo - start));
+        if (lo >= hi) continue;
+        const T *x = job->X[i] + (lo - start);
+        T *y = job->Y[i] + (lo - start);
+        if (job->beta == 1)
+            FN(axpy)(hi - lo, job->alpha, x, y);
+        else
+            FN(axpby)(hi - lo, job->alpha, x, job->beta, y);
     }
 }
 
-static void FN(axpy_many)(long count, T alpha, const long *n, const T *const *X, T *const *Y,
-                          int nthreads)
+static void FN(axpby_many)(long count, T alpha, T beta, const long *n, const T *const *X,
+                           T *const *Y, int nthreads)
 {
     long total = 0;
     for (long i = 0; i < count; i++) total += n[i];
     long chunk = tge_piece_length(total, nthreads, 16);  /* 16 elements: whole cache lines */
-    FN(axpy_job) jobs[TGE_MAX_JOBS];
+    FN(axpby_job) jobs[TGE_MAX_JOBS];
     int n_jobs = 0;
     for (long begin = 0; begin < total; begin += chunk, n_jobs++) {
         long end = begin + chunk < total ? begin + chunk : total;
-        jobs[n_jobs] = (FN(axpy_job)){count, begin, end, alpha, n, X, Y};
+        jobs[n_jobs] = (FN(axpby_job)){count, begin, end, alpha, beta, n, X, Y};
     }
-    tge_parallel(FN(axpy_slice), jobs, sizeof(FN(axpy_job)), n_jobs);
+    tge_parallel(FN(axpby_slice), jobs, sizeof(FN(axpby_job)), n_jobs);
 }
 
 static void FN(relu)(long n, const T *restrict Z, T *restrict Y)

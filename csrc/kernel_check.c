@@ -155,6 +155,29 @@ static void check_elementwise(void)
     report("stotal: the mean of 33", fabs(mean - sum / (n - 4)), 1e-6);
 }
 
+/* axpby_many over two arrays of different lengths, in 1 and 3 threads, against the formula;
+ * beta = 1 must give axpy_many's numbers bit for bit. */
+static void check_axpby_many(int threads)
+{
+    long n[2] = {37, 1000};
+    float *X[2] = {floats(n[0]), floats(n[1])}, *Y[2] = {floats(n[0]), floats(n[1])};
+    float *Y0[2] = {floats(n[0]), floats(n[1])}, *Z[2] = {floats(n[0]), floats(n[1])};
+    for (int a = 0; a < 2; a++)
+        for (long i = 0; i < n[a]; i++) Y0[a][i] = Z[a][i] = Y[a][i];
+    tge_saxpby_many(2, 0.9f, 0.7f, n, (const float *const *)X, Y, threads);
+    double error = 0;
+    for (int a = 0; a < 2; a++)
+        for (long i = 0; i < n[a]; i++) error = fmax(error, fabs(Y[a][i] - (0.9 * X[a][i] + 0.7 * Y0[a][i])));
+    tge_saxpby_many(2, 0.9f, 1.0f, n, (const float *const *)X, Y0, threads);
+    tge_saxpy_many(2, 0.9f, n, (const float *const *)X, Z, threads);
+    for (int a = 0; a < 2; a++)
+        for (long i = 0; i < n[a]; i++) error += Y0[a][i] != Z[a][i];
+    char what[96];
+    snprintf(what, sizeof what, "saxpby_many, and with beta 1 axpy_many, %d thread(s)", threads);
+    report(what, error, 1e-6);
+    for (int a = 0; a < 2; a++) free(X[a]), free(Y[a]), free(Y0[a]), free(Z[a]);
+}
+
 static void check_cross_entropy(long N, long C)
 {
     float *Z = floats(N * C), *D = malloc(sizeof(float) * N * C), *L = malloc(sizeof(float) * N);
@@ -307,6 +330,8 @@ int main(void)
         check_linear_backward(40, 30, 20);     /* the direct path with a deep K */
         check_linear_backward(40, 50, 70);     /* the packed path */
         check_elementwise();
+        check_axpby_many(1);
+        check_axpby_many(3);
         check_cross_entropy(12, 10);
         check_cross_entropy(3, 1);
     }

@@ -164,12 +164,22 @@ void tge_dger(long M, long N, double alpha, const double *x, const double *y, do
 void tge_saxpy_many(long count, float alpha, const long *n, const float *const *X, float *const *Y,
                     int nthreads)
 {
-    DISPATCH(axpy_many, f32, count, alpha, n, X, Y, nthreads)
+    DISPATCH(axpby_many, f32, count, alpha, 1, n, X, Y, nthreads)
 }
 void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X,
                     double *const *Y, int nthreads)
 {
-    DISPATCH(axpy_many, f64, count, alpha, n, X, Y, nthreads)
+    DISPATCH(axpby_many, f64, count, alpha, 1, n, X, Y, nthreads)
+}
+void tge_saxpby_many(long count, float alpha, float beta, const long *n, const float *const *X,
+                     float *const *Y, int nthreads)
+{
+    DISPATCH(axpby_many, f32, count, alpha, beta, n, X, Y, nthreads)
+}
+void tge_daxpby_many(long count, double alpha, double beta, const long *n, const double *const *X,
+                     double *const *Y, int nthreads)
+{
+    DISPATCH(axpby_many, f64, count, alpha, beta, n, X, Y, nthreads)
 }
 void tge_srelu(long n, const float *Z, float *Y) { DISPATCH(relu, f32, n, Z, Y) }
 void tge_drelu(long n, const double *Z, double *Y) { DISPATCH(relu, f64, n, Z, Y) }

@@ -40,6 +40,12 @@ void tge_saxpy_many(long count, float alpha, const long *n, const float *const *
                     int nthreads);
 void tge_daxpy_many(long count, double alpha, const long *n, const double *const *X,
                     double *const *Y, int nthreads);
+/* For i < count: Y[i] := alpha * X[i] + beta * Y[i] (SGD's momentum buffers: alpha = 1 - dampening,
+ * beta = momentum), split between threads as tge_saxpy_many; with beta == 1 it is that call. */
+void tge_saxpby_many(long count, float alpha, float beta, const long *n, const float *const *X,
+                     float *const *Y, int nthreads);
+void tge_daxpby_many(long count, double alpha, double beta, const long *n, const double *const *X,
+                     double *const *Y, int nthreads);
 
 /* ReLU over n contiguous elements: Y = max(Z, 0) (NaN stays NaN), and its gradient as in
  * PyTorch: DZ = 0 where Y <= 0 (even if G is inf or NaN there), else G. NumPy's maximum with a scalar is not vectorised (0.3 ns per
@@ -133,7 +139,7 @@ enum tge_kernel {
     TGE_SCROSS_ENTROPY, TGE_DCROSS_ENTROPY, TGE_SIM2COL, TGE_DIM2COL, TGE_SCOL2IM, TGE_DCOL2IM,
     TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD,
     TGE_STOTAL, TGE_DTOTAL, TGE_SSCALE_ROWS, TGE_DSCALE_ROWS, TGE_SBATCH_MAJOR, TGE_DBATCH_MAJOR,
-    TGE_SCHANNEL_MAJOR, TGE_DCHANNEL_MAJOR
+    TGE_SCHANNEL_MAJOR, TGE_DCHANNEL_MAJOR, TGE_SAXPBY_MANY, TGE_DAXPBY_MANY
 };
 union tge_arg {
     void *p;

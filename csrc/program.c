@@ -45,6 +45,12 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
         case TGE_DAXPY_MANY:
             tge_daxpy_many(a[0].i, a[1].d, a[2].p, a[3].p, a[4].p, a[5].i);
             break;
+        case TGE_SAXPBY_MANY:
+            tge_saxpby_many(a[0].i, (float)a[1].d, (float)a[2].d, a[3].p, a[4].p, a[5].p, a[6].i);
+            break;
+        case TGE_DAXPBY_MANY:
+            tge_daxpby_many(a[0].i, a[1].d, a[2].d, a[3].p, a[4].p, a[5].p, a[6].i);
+            break;
         case TGE_SRELU:
             tge_srelu(a[0].i, a[1].p, a[2].p);
             break;

@@ -1019,8 +1019,42 @@ def test_axpy_many_updates_every_pair_like_axpy(each_backend):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="2 x arrays but 1 y arrays"):
         backend.axpy_many(1.0, xs[:2], ys[:1])
-    with pytest.raises(ValueError, match="axpy: x is"):
+    with pytest.raises(ValueError, match="axpy_many: x is"):
         backend.axpy_many(1.0, [xs[0], xs[1]], [ys[0], ys[0]])
+
+
+def test_axpby_many_is_the_momentum_update_of_every_pair(each_backend):
+    """ys[i] = alpha xs[i] + beta ys[i] (SGD's momentum buffers), on the same mix of arrays as
+    axpy_many: C takes the contiguous ones, NumPy the views and the overlapping pair."""
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal(40)
+    ys = [rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal(3),
+          rng.standard_normal((6, 4)).astype(np.float32).T, base[10:20], np.zeros(0, np.float32),
+          rng.standard_normal(5000).astype(np.float32)]                  # long: split between threads
+    xs = [rng.standard_normal(y.shape).astype(y.dtype) for y in ys]
+    xs[3] = base[15:25]
+    expected = [y.dtype.type(0.9) * y + y.dtype.type(0.75) * x for x, y in zip(xs, ys)]
+    backend.axpby_many(0.75, xs, 0.9, ys)
+    for got, want in zip(ys, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="axpby_many: 2 x arrays but 1 y arrays"):
+        backend.axpby_many(1.0, xs[:2], 0.5, ys[:1])
+    with pytest.raises(ValueError, match="axpby_many: y is read-only"):
+        frozen = np.zeros(3)
+        frozen.flags.writeable = False
+        backend.axpby_many(1.0, [np.ones(3)], 0.5, [frozen])
+    with pytest.raises(TypeError, match="beta"):
+        backend.axpby_many(1.0, xs[:1], "0.5", ys[:1])
+
+
+def test_axpby_many_with_beta_one_is_axpy_many_bit_for_bit(each_backend):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(1000).astype(np.float32)
+    a = rng.standard_normal(1000).astype(np.float32)
+    b = a.copy()
+    backend.axpby_many(-0.1, [x], 1.0, [a])
+    backend.axpy_many(-0.1, [x], [b])
+    assert np.array_equal(a, b)
 
 
 # --- windows: im2col, col2im, max pooling ------------------------------------------------------------

@@ -138,6 +138,31 @@ def test_optimizers_with_state_replay_as_eager(c_backend, rng, make_optimizer):
              classes=3)
 
 
+def test_sgd_with_momentum_replays_its_step_as_two_kernel_calls(c_backend, rng, monkeypatch):
+    """Every momentum buffer moved on in one axpby_many, then every weight in one axpy_many: in C
+    while the settings and the buffers are those of the capture. A changed learning rate, or new
+    buffers (a state loaded), send the call back to Python, and the steps stay the eager ones."""
+    from tinygrad_edu.jit import KernelsIfUnchanged
+    in_c = []
+    run_kernels = KernelsIfUnchanged._run_kernels
+    monkeypatch.setattr(KernelsIfUnchanged, "_run_kernels",
+                        lambda self: in_c.append(1) or run_kernels(self))
+    make_sgd = lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1)   # noqa: E731
+    (m1, o1), (m2, o2) = twins(lambda: LectureMLP((20, 12, 3)), make_sgd)
+    eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
+    for k, (x, y) in enumerate(batches(rng, (20,), [4] * 10, classes=3)):
+        for opt in (o1, o2):
+            opt.param_groups[0]["lr"] = 0.05 if k == 5 else 0.1   # in Python at k = 5 only
+            if k == 7:
+                opt.load_state_dict(opt.state_dict())   # the same numbers in new buffers: Python from here
+        assert jitted(x, y).item() == eager(x, y).item()
+        assert_same_state(m1, m2)
+        for p, q in zip(m1.parameters(), m2.parameters()):
+            assert np.array_equal(o1.state[p]["momentum_buffer"], o2.state[q]["momentum_buffer"])
+    assert "float32 axpby_many 4 arrays, * 0.9, float32 axpy_many 4 arrays while unchanged" in str(jitted)
+    assert len(in_c) == 4   # the capture's check at k = 2, the replays at k = 3, 4 and 6
+
+
 def test_a_cnn_with_pooling_and_dropout_replays_as_eager(c_backend, rng):
     """... with its ReLU fused into the convolution's layout kernels, both ways, bit for bit."""
     step = run_both(rng, SmallCNN, lambda p: optim.SGD(p, lr=0.1, momentum=0.5), (1, 8, 8), [5, 5, 3])

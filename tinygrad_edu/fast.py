@@ -213,3 +213,9 @@ def sgd_update(lr, directions, weights):
     """``w -= lr * d`` for every (d, w) pair, in place, in one C call without temporaries
     (PyTorch's optimizers batch their updates the same way: "foreach")."""
     backend.axpy_many(-lr, directions, weights)
+
+
+def momentum_update(momentum, dampening, grads, buffers):
+    """``buf = momentum * buf + (1 - dampening) * g`` for every (g, buf) pair, in place, in one C
+    call without temporaries: SGD's momentum buffers, before ``sgd_update`` steps along them."""
+    backend.axpby_many(1 - dampening, grads, momentum, buffers)

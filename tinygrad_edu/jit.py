@@ -143,9 +143,10 @@ class GradStep:
 
 
 class KernelsIfUnchanged(PythonStep):
-    """A call replayed whole whose work was kernel calls alone (``SGD.step`` without momentum on
-    the fast layer: one ``axpy_many``). Its object's ``replay_key()`` names what the calls depend on
-    (the learning rate, the arrays of the parameters and their ``.grad``): while it is what it was
+    """A call replayed whole whose work was kernel calls alone (``SGD.step`` on the fast layer
+    without weight decay or Nesterov: an ``axpby_many`` for the momentum buffers, if any, and an
+    ``axpy_many``). Its object's ``replay_key()`` names what the calls depend on (the learning rate,
+    the momentum buffers, the arrays of the parameters and their ``.grad``): while it is what it was
     at capture, the recorded calls run in C and the versions are bumped; otherwise the call is made
     again in Python (a learning-rate schedule moved on, say), which is always right."""
 
@@ -690,6 +691,8 @@ def _describe_kernel(name, a):
         return f"{dtype} cross_entropy {a[0]}x{a[1]}"
     if kind == "axpy_many":
         return f"{dtype} axpy_many {a[0]} arrays"
+    if kind == "axpby_many":
+        return f"{dtype} axpby_many {a[0]} arrays, * {a[2]:g}"
     if kind == "ger":
         return f"{dtype} ger {a[0]}x{a[1]}"
     if kind == "total":
@@ -736,7 +739,7 @@ class _State:
             if grad is not None:   # in place: a captured step may add into this very array
                 np.copyto(grad.data, grad_data)
         for optimizer, state in self.optimizers:
-            optimizer.state = _copy_state(state)
+            optimizer.state = _copy_state(state, into=optimizer.state)
         for tensor, data, version in self.changed:
             np.copyto(tensor.data, data)
             tensor._counter().value = version
@@ -758,9 +761,21 @@ class _State:
         return None
 
 
-def _copy_state(state):
-    """An optimizer's per-parameter state, copied; its keys are the parameters themselves."""
-    return {p: copy.deepcopy(entry) for p, entry in state.items()}
+def _copy_state(state, into=None):
+    """An optimizer's per-parameter state, copied; its keys are the parameters themselves. With
+    ``into`` (the optimizer's state now), an array that is still there with the same shape and
+    dtype is written in place and kept: a replay's kernel calls point into it (SGD's momentum
+    buffers), and a new array would send every later step back to Python."""
+    copied = {p: copy.deepcopy(entry) for p, entry in state.items()}
+    for p, entry in copied.items():
+        now = (into or {}).get(p, {})
+        for name, value in entry.items():
+            kept = now.get(name)
+            if (isinstance(value, np.ndarray) and isinstance(kept, np.ndarray)
+                    and kept.shape == value.shape and kept.dtype == value.dtype):
+                np.copyto(kept, value)
+                entry[name] = kept
+    return copied
 
 
 def _same(a, b):

@@ -1,6 +1,6 @@
 """The kernels behind the engine: matrix product (``gemm``), nn.Linear's three gradients
 (``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
-(``axpy_many``), ReLU forward and backward (``relu``, ``relu_backward``), the softmax
+(``axpy_many``) and of their momentum buffers (``axpby_many``), ReLU forward and backward (``relu``, ``relu_backward``), the softmax
 cross-entropy loss (``cross_entropy``) with its reduction and gradient scaling (``total``,
 ``scale_rows``), and the windows of convolution and pooling (``im2col``,
 ``col2im``, ``max_pool``, ``max_pool_backward``).
@@ -214,17 +214,29 @@ def axpy_many(alpha, xs, ys):
     of all parameters of a model at once (PyTorch's optimizers batch it the same way with their
     "foreach" ops)."""
     alpha = _real_number("alpha", alpha)
+    _check_pairs("axpy_many", xs, ys)
+    _selected.kernels.axpy_many(alpha, xs, ys)
+
+
+def axpby_many(alpha, xs, beta, ys):
+    """``ys[i] = alpha * xs[i] + beta * ys[i]`` for every pair, in place and without temporaries:
+    SGD's momentum buffers, ``buf = momentum * buf + (1 - dampening) * g``, all in one call."""
+    alpha, beta = _real_number("alpha", alpha), _real_number("beta", beta)
+    _check_pairs("axpby_many", xs, ys)
+    _selected.kernels.axpby_many(alpha, xs, beta, ys)
+
+
+def _check_pairs(name, xs, ys):
     if len(xs) != len(ys):
-        raise ValueError(f"axpy_many: {len(xs)} x arrays but {len(ys)} y arrays")
+        raise ValueError(f"{name}: {len(xs)} x arrays but {len(ys)} y arrays")
     for x, y in zip(xs, ys):
         if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
                 and x.dtype in _FLOAT_DTYPES and y.dtype in _FLOAT_DTYPES):
             _check_float_arrays(None, ("x", x), ("y", y))   # tested inline first: runs per parameter
         if x.shape != y.shape or x.dtype != y.dtype:
-            raise ValueError(f"axpy: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
+            raise ValueError(f"{name}: x is {x.shape} {x.dtype} but y is {y.shape} {y.dtype}")
         if not y.flags.writeable:
-            raise ValueError("axpy: y is read-only")
-    _selected.kernels.axpy_many(alpha, xs, ys)
+            raise ValueError(f"{name}: y is read-only")
 
 
 def relu(z):

@@ -40,6 +40,11 @@ def axpy_many(alpha, xs, ys):
         y += alpha * x
 
 
+def axpby_many(alpha, xs, beta, ys):
+    for x, y in zip(xs, ys):
+        y[...] = beta * y + alpha * x   # the right side first: x may overlap y
+
+
 def relu(z):
     return np.maximum(z, 0)
 
