@@ -53,6 +53,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -608,7 +609,8 @@ THREAD_LIMITS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "
 
 
 class WorkerLost(Exception):
-    """A worker ended without its run's result: killed (kill -9, the OS out of memory) or crashed."""
+    """A worker ended without its run's result: killed (kill -9, the OS out of memory), crashed,
+    or its run raised an error."""
 
 
 def run_parallel(todo, jobs, data_dir, run_dir, progress, finished, jit=True):
@@ -763,6 +765,10 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
                     raise WorkerLost(f"Dask lost the worker training {config['key']} on every attempt "
                                      f"({attempts.get(config['key'], '?')}): the run itself may kill it "
                                      f"(out of memory?)") from None
+                except Exception as error:   # the run raised on its worker: as with a local worker,
+                    traceback.print_exception(error)   # its traceback first, then the sweep's one line
+                    raise WorkerLost(f"the run {config['key']} failed on its Dask worker with "
+                                     f"{type(error).__name__} (its traceback is printed above)") from None
                 save_run(run_dir, result)
                 finished[config["key"]] = result
         except BaseException:   # Ctrl-C, SIGTERM, an error: cancel what is still queued or running

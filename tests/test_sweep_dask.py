@@ -1,6 +1,7 @@
 """examples/mnist_sweep.py on Dask (``--executor dask``), against a real LocalCluster of worker
 processes: the same results.json as the local executor, byte for byte; a restart after the
-driver is killed resumes; a worker killed mid-run is run again; a running scheduler's address.
+driver is killed resumes; a worker killed mid-run is run again; a running scheduler's address;
+a run that raises on its worker ends the sweep with its traceback and one line.
 
 They need the ``distributed`` extra (``pip install -e ".[distributed]"``) and the real MNIST (the
 ``mnist_root`` fixture). Subprocess timeouts are hang guards (see test_examples.HANG_GUARD).
@@ -124,3 +125,23 @@ def test_dask_sweep_stops_on_ctrl_c_with_one_line_and_closes_its_cluster(tmp_pat
     assert returncode == 130 and err.strip().splitlines() == [
         f"interrupted: {saved} finished run(s) are saved in {tmp_path / 'runs'}; run the same command again to "
         f"continue"], err
+
+
+def test_a_run_that_raises_on_its_worker_ends_the_sweep_with_its_traceback_and_one_line(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """As with local workers: the run's own traceback, then one line naming the run (and the
+    finished runs are kept: main() says so). On a cluster of worker threads in this process, where
+    train_run can be made to fail; no data is read."""
+    def failing_run(config, data_dir, report, jit):
+        raise ValueError("no such layer size")
+    monkeypatch.setattr(mnist_sweep, "train_run", failing_run)
+    args = mnist_sweep.parse_args(quick_sweep_args(tmp_path, tmp_path, "--layers", "2", "--executor", "dask"))
+    todo = mnist_sweep.run_configs(args)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        args.scheduler = cluster.scheduler_address
+        with pytest.raises(mnist_sweep.WorkerLost, match=f"the run {todo[0]['key']} failed on its Dask worker "
+                                                         r"with ValueError \(its traceback is printed above\)"):
+            mnist_sweep.run_dask(todo, args, tmp_path, tmp_path, mnist_sweep.Progress(1), {})
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: no such layer size" in err and "failing_run" in err
