@@ -20,6 +20,17 @@
 #define EXP(x) (sizeof(T) == sizeof(float) ? expf(x) : exp(x))
 #define LOG(x) (sizeof(T) == sizeof(float) ? logf(x) : log(x))
 #define SMALL_M 32                    /* up to this many rows (or depth), skip packing */
+/* __builtin_shufflevector (GCC 12 and later, clang) turns vectors in registers: hsum and the
+ * transposing pack_b use it, with plainer code without it. TGE_NO_SHUFFLEVECTOR builds the plainer
+ * code anyway (CI checks it, as GCC 10 and 11 would build it). */
+#if defined(__has_builtin) && !defined(TGE_NO_SHUFFLEVECTOR)
+#if __has_builtin(__builtin_shufflevector)
+#define SHUFFLES 1
+#endif
+#endif
+#ifndef SHUFFLES
+#define SHUFFLES 0
+#endif
 #define AHEAD 16                      /* rows of B fetched ahead by the deep direct tiles */
 
 typedef T FN(vec) __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));
@@ -114,8 +125,7 @@ static void FN(pack_a)(int trans, const T *A, long lda, long i0, long p0, long m
 /* Interleave the lanes of a and b: (a0, b0, a1, b1, ...) from their first halves (lo) or their
  * second halves (hi). Applied log2(VL) times to VL rows, pairing row i with row i + VL/2 each
  * time, they transpose a VL x VL block in registers (see transpose). */
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
-#define TRANSPOSE_IN_REGISTERS 1
+#if SHUFFLES
 #if LANES == 16
 #define LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
 #define HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
@@ -144,14 +154,13 @@ static inline void FN(transpose)(V r[VL])
 }
 #undef LO
 #undef HI
-#else
-#define TRANSPOSE_IN_REGISTERS 0
 #endif
 
 /* Copy the kc x nc block of op(B) at (p0, j0) into column panels of NR, zero-padded: panel jr
  * holds op(B)[p][jr..jr+NR) for p = 0..kc-1, one after the other. The whole panels are copied a
  * vector at a time (element by element, the packing took longer than the products of a 64-row
- * block: 64x500 @ 500x4096 and 64x4096 @ (500x4096)^T); the last, partial one element by element. */
+ * block: 64x500 @ 500x4096 and 64x4096 @ (500x4096)^T); the last, partial one element by element,
+ * as is every panel of a transposed B without SHUFFLES. */
 static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long kc, long nc, T *out)
 {
     const long whole = nc / NR * NR;   /* columns in whole panels */
@@ -163,7 +172,9 @@ static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long k
                 FN(store)(out + jr * kc + p * NR + VL, FN(load)(src + jr + VL));
             }
         }
-    } else if (TRANSPOSE_IN_REGISTERS) {   /* op(B)[p][j] = B[j][p]: VL x VL blocks transposed */
+    }
+#if SHUFFLES
+    else {   /* op(B)[p][j] = B[j][p]: VL x VL blocks transposed */
         for (long jr = 0; jr < whole; jr += NR) {
             T *panel = out + jr * kc;
             long p = 0;
@@ -178,7 +189,8 @@ static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long k
                 for (int j = 0; j < NR; j++) panel[p * NR + j] = B[(j0 + jr + j) * ldb + p0 + p];
         }
     }
-    for (long jr = TRANSPOSE_IN_REGISTERS || !trans ? whole : 0; jr < nc; jr += NR) {
+#endif
+    for (long jr = SHUFFLES || !trans ? whole : 0; jr < nc; jr += NR) {
         int n = nc - jr < NR ? (int)(nc - jr) : NR;
         T *panel = out + jr * kc;
         for (long p = 0; p < kc; p++) {
@@ -188,7 +200,6 @@ static void FN(pack_b)(int trans, const T *B, long ldb, long p0, long j0, long k
         }
     }
 }
-#undef TRANSPOSE_IN_REGISTERS
 
 /* Columns [j_begin, j_end) of C: blocks of B (NC x KC) packed once and reused for all rows. */
 static void FN(gemm_cols)(int ta, int tb, long M, long K, T alpha, const T *A, long lda,
@@ -301,15 +312,16 @@ static void FN(step_rows)(T *U, long ldu, T step, const T *C, long ldc, long i0,
 
 /* Shallow K (weight gradients at a small batch, a first convolution's few taps): B is a few
  * rows, and the work is writing C, so sweep C row block by row block, in the order memory runs,
- * NC columns at a time: B's NC-column block then stays in L2 for all the row blocks (without the
- * blocks, conv1 of the lecture's CNN at batch 64, 20x25 @ 25x36864, read its 3.7 MB B from
- * memory once per row block: 54 GFLOP/s, 88 at batch 12). When C is overwritten (beta == 0)
- * tiles may overlap, which keeps every tile full width: the first at j_begin, the next from C's
- * 64-byte boundary on (so no store straddles two cache lines), the last one of a block ending at
- * the block's end. An overlapped column is computed twice, identically. Aligning costs a tile per
- * row block, so only long rows are aligned (512x12 @ 12x784 into a NumPy array, which is 16-byte
- * aligned: 58 -> 47 us; 96x12 @ 12x128 would lose 25%). Inlined twice: see gemm_direct. With U,
- * SGD's step too. */
+ * NC columns at a time: B's NC-column block then stays in L2 for all the row blocks. (Without the
+ * blocks, 20x25 @ 25x36864, the shape of conv1 of the lecture's CNN at batch 64, read its 3.7 MB
+ * B from memory once per row block: 52 GFLOP/s, 69 with them. OpenBLAS does conv1 by default,
+ * see c_kernels.numpy_is_faster; the blocks serve wide weight gradients.) When C is overwritten
+ * (beta == 0) tiles may overlap, which keeps every tile full width: the first at j_begin, the
+ * next from C's 64-byte boundary on (so no store straddles two cache lines), the last one of a
+ * block ending at the block's end. An overlapped column is computed twice, identically. Aligning
+ * costs a tile per row block, so only long rows are aligned (512x12 @ 12x784 into a NumPy array,
+ * which is 16-byte aligned: 58 -> 47 us; 96x12 @ 12x128 would lose 25%). Inlined twice: see
+ * gemm_direct. With U, SGD's step too. */
 static inline __attribute__((always_inline)) void FN(gemm_shallow)(long M, long K, T alpha,
         const T *A, long a_rs, long a_cs, const T *B, long ldb, T beta, T *C, long ldc,
         const T *bias, long j_begin, long j_end, T *U, long ldu, T step)
@@ -396,7 +408,7 @@ static void FN(gemm_direct)(int ta, long M, long K, T alpha, const T *A, long ld
  * much as the dot products themselves when K is a few hundred). */
 static inline T FN(hsum)(V v)
 {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#if SHUFFLES
 #if LANES == 16
     v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
     v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
@@ -510,8 +522,8 @@ static inline __attribute__((always_inline)) void FN(dot_sweep)(const int tail, 
 }
 
 /* Depth taken DOT_KC at a time when it is longer: a block then reads its rows of A and B from
- * L2 instead of memory (conv1's weight gradient at batch 64, 20x36864 @ (25x36864)^T: 3.7 and
- * 2.9 MB, read 4 and 7 times over: 39 GFLOP/s in one piece). */
+ * L2 instead of memory (conv1's weight gradient at batch 64, 20x36864 @ (25x36864)^T, streamed
+ * its 2.9 MB A from memory once for each of B's 7 blocks of rows: 39 GFLOP/s, 58 in pieces). */
 #define DOT_KC 2048
 
 static void FN(gemm_dot)(long M, long K, T alpha, const T *A, long lda, const T *B, long ldb,
@@ -780,6 +792,7 @@ static long FN(cross_entropy)(long N, long C, const T *restrict Z, const int64_t
 #undef KC
 #undef NC
 #undef SMALL_M
+#undef SHUFFLES
 #undef AHEAD
 #undef EXP
 #undef LOG

@@ -765,10 +765,10 @@ def run_dask(todo, args, data_dir, run_dir, progress, finished):
                     raise WorkerLost(f"Dask lost the worker training {config['key']} on every attempt "
                                      f"({attempts.get(config['key'], '?')}): the run itself may kill it "
                                      f"(out of memory?)") from None
-                except Exception as error:   # the run raised on its worker: as with a local worker,
-                    traceback.print_exception(error)   # its traceback first, then the sweep's one line
-                    raise WorkerLost(f"the run {config['key']} failed on its Dask worker with "
-                                     f"{type(error).__name__} (its traceback is printed above)") from None
+                except Exception as error:   # raised by the run on its worker, or by Dask: as with a
+                    traceback.print_exception(error)   # local worker, its traceback first, then one line
+                    raise WorkerLost(f"the run {config['key']} ended with {type(error).__name__} "
+                                     f"(its traceback is printed above)") from None
                 save_run(run_dir, result)
                 finished[config["key"]] = result
         except BaseException:   # Ctrl-C, SIGTERM, an error: cancel what is still queued or running

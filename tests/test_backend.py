@@ -1023,14 +1023,14 @@ def test_axpy_many_updates_every_pair_like_axpy(each_backend):
         backend.axpy_many(1.0, [xs[0], xs[1]], [ys[0], ys[0]])
 
 
-def test_axpby_many_is_the_momentum_update_of_every_pair(each_backend):
+def test_axpby_many_is_the_momentum_update_of_every_pair(each_backend, threads_for_every_update):
     """ys[i] = alpha xs[i] + beta ys[i] (SGD's momentum buffers), on the same mix of arrays as
-    axpy_many: C takes the contiguous ones, NumPy the views and the overlapping pair."""
+    axpy_many: C takes the contiguous ones, in two threads, NumPy the views and the overlapping pair."""
     rng = np.random.default_rng(6)
     base = rng.standard_normal(40)
     ys = [rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal(3),
           rng.standard_normal((6, 4)).astype(np.float32).T, base[10:20], np.zeros(0, np.float32),
-          rng.standard_normal(5000).astype(np.float32)]                  # long: split between threads
+          rng.standard_normal(5000).astype(np.float32)]                  # split between the threads
     xs = [rng.standard_normal(y.shape).astype(y.dtype) for y in ys]
     xs[3] = base[15:25]
     expected = [y.dtype.type(0.9) * y + y.dtype.type(0.75) * x for x, y in zip(xs, ys)]
@@ -1045,6 +1045,23 @@ def test_axpby_many_is_the_momentum_update_of_every_pair(each_backend):
         backend.axpby_many(1.0, [np.ones(3)], 0.5, [frozen])
     with pytest.raises(TypeError, match="beta"):
         backend.axpby_many(1.0, xs[:1], "0.5", ys[:1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_wide_shallow_product_into_rows_that_start_off_a_cache_line(each_backend, dtype):
+    """K = 25 and 1040 columns, written into rows 1040 items apart that start 4 items past a
+    64-byte boundary: the C sweep aligns its tiles after a first one of 4 columns, so its first
+    block of columns is 4 + NC wide and the last is narrower than a tile, which then reaches back
+    into the block before."""
+    rng = np.random.default_rng(8)
+    a, b = _operands(rng, 7, 25, 1040, False, False, dtype)
+    item = np.dtype(dtype).itemsize
+    memory = np.zeros(7 * 1040 + 64, dtype)
+    start = (-memory.ctypes.data % 64) // item + 4
+    out = memory[start:start + 7 * 1040].reshape(7, 1040)
+    backend.gemm(a, b, out=out)
+    _assert_matches(out, _reference(a, b, False, False), 25, dtype)
+    assert not memory[:start].any() and not memory[start + 7 * 1040:].any()   # nothing written outside
 
 
 def test_axpby_many_with_beta_one_is_axpy_many_bit_for_bit(each_backend):

@@ -115,6 +115,24 @@ def test_fast_sgd_update_equals_the_plain_loop(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_momentum_update_equals_the_plain_loop(backend, dtype):
+    """optim.SGD's plain loop, buf *= momentum; buf += (1 - dampening) * g, against the one call."""
+    rng = np.random.default_rng(2)
+    buffers = [rng.standard_normal(shape).astype(dtype) for shape in [(5, 3), (3,), (40_000,)]]
+    grads = [rng.standard_normal(b.shape).astype(dtype) for b in buffers]
+    expected = [b.copy() for b in buffers]
+    for g, buf in zip(grads, expected):
+        buf *= 0.9
+        buf += (1 - 0.2) * g
+    with tg.backend.use(backend):
+        fast.momentum_update(0.9, 0.2, grads, buffers)
+    eps = np.finfo(dtype).eps
+    for b, e in zip(buffers, expected):
+        np.testing.assert_allclose(b, e, rtol=4 * eps, atol=4 * eps)   # C fuses the multiply-add
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_fast_op_passes_gradcheck(backend):
     rng = np.random.default_rng(1)
     x, w, b = leaves(rng, (3, 4), (2, 4), (2,))

@@ -147,7 +147,7 @@ def test_sgd_with_momentum_replays_its_step_as_two_kernel_calls(c_backend, rng, 
     run_kernels = KernelsIfUnchanged._run_kernels
     monkeypatch.setattr(KernelsIfUnchanged, "_run_kernels",
                         lambda self: in_c.append(1) or run_kernels(self))
-    make_sgd = lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1)   # noqa: E731
+    make_sgd = lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.2)   # noqa: E731
     (m1, o1), (m2, o2) = twins(lambda: LectureMLP((20, 12, 3)), make_sgd)
     eager, jitted = training_step(m1, o1), tg.jit(training_step(m2, o2))
     for k, (x, y) in enumerate(batches(rng, (20,), [4] * 10, classes=3)):

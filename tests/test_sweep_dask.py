@@ -140,8 +140,8 @@ def test_a_run_that_raises_on_its_worker_ends_the_sweep_with_its_traceback_and_o
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
         args.scheduler = cluster.scheduler_address
-        with pytest.raises(mnist_sweep.WorkerLost, match=f"the run {todo[0]['key']} failed on its Dask worker "
-                                                         r"with ValueError \(its traceback is printed above\)"):
+        with pytest.raises(mnist_sweep.WorkerLost, match=f"the run {todo[0]['key']} ended with ValueError "
+                                                         r"\(its traceback is printed above\)"):
             mnist_sweep.run_dask(todo, args, tmp_path, tmp_path, mnist_sweep.Progress(1), {})
     err = capsys.readouterr().err
     assert "Traceback" in err and "ValueError: no such layer size" in err and "failing_run" in err

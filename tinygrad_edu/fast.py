@@ -7,7 +7,8 @@ and ``tests/test_fast.py`` checks values and gradients equal), in fewer and fast
 - ``ReLU``: ``ops.ReLU`` on the C kernels (NumPy's ``maximum`` with a scalar is not vectorised);
 - ``CrossEntropy``: ``ops.LogSoftmax`` then ``ops.NLLLoss`` in one pass that also leaves
   ``softmax - onehot`` ready for backward;
-- ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call;
+- ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call, and
+  ``momentum_update``: ``buf = momentum * buf + (1 - dampening) * g`` for every buffer in one;
 - ``Conv2d``: ``ops.Conv2d`` as one matrix product (im2col), on the C GEMM;
 - ``MaxPool2d``: ``ops.MaxPool2d`` in one C pass each way.
 
