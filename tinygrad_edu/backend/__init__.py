@@ -1,9 +1,9 @@
 """The kernels behind the engine: matrix product (``gemm``), nn.Linear's three gradients
 (``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
-(``axpy_many``) and of their momentum buffers (``axpby_many``), ReLU forward and backward (``relu``, ``relu_backward``), the softmax
-cross-entropy loss (``cross_entropy``) with its reduction and gradient scaling (``total``,
-``scale_rows``), and the windows of convolution and pooling (``im2col``,
-``col2im``, ``max_pool``, ``max_pool_backward``).
+(``axpy_many``) and of their momentum buffers (``axpby_many``), ReLU forward and backward
+(``relu``, ``relu_backward``), the softmax cross-entropy loss (``cross_entropy``) with its
+reduction and gradient scaling (``total``, ``scale_rows``), and the windows of convolution and
+pooling (``im2col``, ``col2im``, ``max_pool``, ``max_pool_backward``).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``

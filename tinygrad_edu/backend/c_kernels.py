@@ -97,21 +97,21 @@ def numpy_is_faster(m, n, k):
 # (measured: 256x20 C 16.1 vs NumPy 26.3 us; 64x100 C 22.2 vs 17.7; 12x10 C 2.3 vs 9.0)
 NUMPY_FROM_LOGITS = 6144
 # per dtype: the cffi types of its arrays and pointers, and its kernels
-_Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many axpby_many relu "
-                                              "relu_backward cross_entropy total scale_rows im2col "
-                                              "col2im max_pool max_pool_backward batch_major "
-                                              "channel_major")
+_Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many "
+                                              "axpby_many relu relu_backward cross_entropy total "
+                                              "scale_rows im2col col2im max_pool max_pool_backward "
+                                              "batch_major channel_major")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
-                                   lib.tge_sger, lib.tge_saxpy_many, lib.tge_saxpby_many, lib.tge_srelu,
-                                   lib.tge_srelu_backward, lib.tge_scross_entropy, lib.tge_stotal,
-                                   lib.tge_sscale_rows, lib.tge_sim2col,
+                                   lib.tge_sger, lib.tge_saxpy_many, lib.tge_saxpby_many,
+                                   lib.tge_srelu, lib.tge_srelu_backward, lib.tge_scross_entropy,
+                                   lib.tge_stotal, lib.tge_sscale_rows, lib.tge_sim2col,
                                    lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward,
                                    lib.tge_sbatch_major, lib.tge_schannel_major),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
-                                   lib.tge_dger, lib.tge_daxpy_many, lib.tge_daxpby_many, lib.tge_drelu,
-                                   lib.tge_drelu_backward, lib.tge_dcross_entropy, lib.tge_dtotal,
-                                   lib.tge_dscale_rows, lib.tge_dim2col,
+                                   lib.tge_dger, lib.tge_daxpy_many, lib.tge_daxpby_many,
+                                   lib.tge_drelu, lib.tge_drelu_backward, lib.tge_dcross_entropy,
+                                   lib.tge_dtotal, lib.tge_dscale_rows, lib.tge_dim2col,
                                    lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward,
                                    lib.tge_dbatch_major, lib.tge_dchannel_major),
 }
