@@ -29,7 +29,8 @@ ffibuilder.set_source(
     '#include "kernels.h"',   # the prototypes, so every call is checked against them
     sources=[f"{CSRC}/kernels.c", f"{CSRC}/conv.c", f"{CSRC}/pool.c", f"{CSRC}/program.c"],
     include_dirs=[CSRC],
-    depends=[f"{CSRC}/kernels.h", f"{CSRC}/gemm_impl.h", f"{CSRC}/conv_impl.h", f"{CSRC}/pool.h"],
+    depends=[f"{CSRC}/kernels.h", f"{CSRC}/gemm_impl.h", f"{CSRC}/conv_impl.h",
+             f"{CSRC}/winograd_impl.h", f"{CSRC}/pool.h"],
     # gnu11, not c11: strict ISO mode stops gcc from fusing multiply-adds (10-20% slower)
     extra_compile_args=["-O3", "-std=gnu11", "-Werror=implicit-function-declaration"] + SANITIZE_FLAGS,
     extra_link_args=SANITIZE_FLAGS,

@@ -1,6 +1,6 @@
 /* tinygrad_edu C kernels: dispatch to the best instruction set this CPU has.
  *
- * gemm_impl.h is compiled once per (element type, instruction set); at run time
+ * gemm_impl.h and winograd_impl.h are compiled once per (element type, instruction set); at run time
  * __builtin_cpu_supports picks AVX-512, AVX2+FMA or the SSE2 baseline, so one build runs on any
  * x86-64. On other CPUs only the portable flavour is built (GCC lowers the vectors itself).
  */
@@ -20,6 +20,7 @@
 #define LANES 4
 #define SUF f32_base
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -29,6 +30,7 @@
 #define LANES 2
 #define SUF f64_base
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -43,6 +45,7 @@
 #define LANES 8
 #define SUF f32_avx2
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -52,6 +55,7 @@
 #define LANES 4
 #define SUF f64_avx2
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -65,6 +69,7 @@
 #define LANES 16
 #define SUF f32_avx512
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -74,6 +79,7 @@
 #define LANES 8
 #define SUF f64_avx512
 #include "gemm_impl.h"
+#include "winograd_impl.h"
 #undef T
 #undef VB
 #undef LANES
@@ -198,6 +204,50 @@ long tge_scross_entropy(long N, long C, const float *Z, const int64_t *y, float 
 long tge_dcross_entropy(long N, long C, const double *Z, const int64_t *y, double *D, double *L)
 {
     DISPATCH(cross_entropy, f64, N, C, Z, y, D, L)
+}
+
+void tge_swinograd_input(const struct tge_window *w, const float *BT, long m, const float *x,
+                         float *V, int nthreads)
+{
+    DISPATCH(winograd_input, f32, w, BT, m, x, V, nthreads)
+}
+void tge_swinograd_input_backward(const struct tge_window *w, const float *BT, long m,
+                                  const float *dV, float *dx, int nthreads)
+{
+    DISPATCH(winograd_input_backward, f32, w, BT, m, dV, dx, nthreads)
+}
+void tge_swinograd_output(const struct tge_window *w, const float *AT, long m, const float *M,
+                          const float *bias, int relu, float *y, int nthreads)
+{
+    DISPATCH(winograd_output, f32, w, AT, m, M, bias, relu, y, nthreads)
+}
+void tge_swinograd_output_backward(const struct tge_window *w, const float *AT, long m,
+                                   const float *g, const float *relu_y, float *dM, float *sums,
+                                   int add_sums, int nthreads)
+{
+    DISPATCH(winograd_output_backward, f32, w, AT, m, g, relu_y, dM, sums, add_sums, nthreads)
+}
+
+void tge_dwinograd_input(const struct tge_window *w, const double *BT, long m, const double *x,
+                         double *V, int nthreads)
+{
+    DISPATCH(winograd_input, f64, w, BT, m, x, V, nthreads)
+}
+void tge_dwinograd_input_backward(const struct tge_window *w, const double *BT, long m,
+                                  const double *dV, double *dx, int nthreads)
+{
+    DISPATCH(winograd_input_backward, f64, w, BT, m, dV, dx, nthreads)
+}
+void tge_dwinograd_output(const struct tge_window *w, const double *AT, long m, const double *M,
+                          const double *bias, int relu, double *y, int nthreads)
+{
+    DISPATCH(winograd_output, f64, w, AT, m, M, bias, relu, y, nthreads)
+}
+void tge_dwinograd_output_backward(const struct tge_window *w, const double *AT, long m,
+                                   const double *g, const double *relu_y, double *dM, double *sums,
+                                   int add_sums, int nthreads)
+{
+    DISPATCH(winograd_output_backward, f64, w, AT, m, g, relu_y, dM, sums, add_sums, nthreads)
 }
 
 /* A loss's reduction and the scaling of its gradient: small loops, no instruction-set flavours. */

@@ -120,6 +120,39 @@ void tge_schannel_major(long N, long O, long P, const float *g, const float *rel
 void tge_dchannel_major(long N, long O, long P, const double *g, const double *relu_y,
                         double *rows, double *sums, int nthreads);
 
+/* Winograd's minimal filtering on 8 x 8 tiles, m x m outputs each (tinygrad_edu/fast.py's
+ * WinogradConv2d). The tiles' array holds, for each of 64 transformed positions (a, b), a row per
+ * channel of one number per tile (n, ty, tx), tile (ty, tx) of the TH x TW = ceil(OH / m) x
+ * ceil(OW / m) covering an image's outputs:
+ *   input:           V[8a + b][c][(n TH + ty) TW + tx] = (BT d BT^T)[a][b], d the 8 x 8 pixels of
+ *                    x[n][c] from row ty m - pt, column tx m - pl (0 outside the plane);
+ *   input_backward:  dx (overwritten) = the sum of each tile's BT^T dV BT, added where it was read;
+ *   output:          y[n][o][ty m + i][tx m + j] = (AT M AT^T)[i][j] + bias[o] (bias may be NULL;
+ *                    relu != 0: then the ReLU), inside the OH x OW plane;
+ *   output_backward: dM[8a + b][o][tile] = (AT^T g AT)[a][b], g the tile's m x m gradients (0
+ *                    outside the plane, and where relu_y <= 0 if relu_y is given), and sums[o]
+ *                    each channel's sum of g (NULL: not wanted; add_sums != 0: added to sums).
+ * The input side takes the convolution's window (stride and dilation 1, kh = kw = 9 - m); the
+ * output side a window whose N, C, OH, OW are the output's N, O, OH, OW. BT is 8 x 8, AT m x 8. */
+void tge_swinograd_input(const struct tge_window *w, const float *BT, long m, const float *x,
+                         float *V, int nthreads);
+void tge_dwinograd_input(const struct tge_window *w, const double *BT, long m, const double *x,
+                         double *V, int nthreads);
+void tge_swinograd_input_backward(const struct tge_window *w, const float *BT, long m,
+                                  const float *dV, float *dx, int nthreads);
+void tge_dwinograd_input_backward(const struct tge_window *w, const double *BT, long m,
+                                  const double *dV, double *dx, int nthreads);
+void tge_swinograd_output(const struct tge_window *w, const float *AT, long m, const float *M,
+                          const float *bias, int relu, float *y, int nthreads);
+void tge_dwinograd_output(const struct tge_window *w, const double *AT, long m, const double *M,
+                          const double *bias, int relu, double *y, int nthreads);
+void tge_swinograd_output_backward(const struct tge_window *w, const float *AT, long m,
+                                   const float *g, const float *relu_y, float *dM, float *sums,
+                                   int add_sums, int nthreads);
+void tge_dwinograd_output_backward(const struct tge_window *w, const double *AT, long m,
+                                   const double *g, const double *relu_y, double *dM, double *sums,
+                                   int add_sums, int nthreads);
+
 /* Which instruction set the kernels use: 3 = AVX-512, 2 = AVX2+FMA, 1 = SSE2 (x86-64 baseline),
  * 0 = portable C. tge_set_isa forces a lower one (for tests); it returns the ISA now in use. */
 int tge_isa(void);
@@ -139,7 +172,10 @@ enum tge_kernel {
     TGE_SCROSS_ENTROPY, TGE_DCROSS_ENTROPY, TGE_SIM2COL, TGE_DIM2COL, TGE_SCOL2IM, TGE_DCOL2IM,
     TGE_SMAX_POOL, TGE_DMAX_POOL, TGE_SMAX_POOL_BACKWARD, TGE_DMAX_POOL_BACKWARD,
     TGE_STOTAL, TGE_DTOTAL, TGE_SSCALE_ROWS, TGE_DSCALE_ROWS, TGE_SBATCH_MAJOR, TGE_DBATCH_MAJOR,
-    TGE_SCHANNEL_MAJOR, TGE_DCHANNEL_MAJOR, TGE_SAXPBY_MANY, TGE_DAXPBY_MANY
+    TGE_SCHANNEL_MAJOR, TGE_DCHANNEL_MAJOR, TGE_SAXPBY_MANY, TGE_DAXPBY_MANY,
+    TGE_SWINOGRAD_INPUT, TGE_DWINOGRAD_INPUT, TGE_SWINOGRAD_INPUT_BACKWARD,
+    TGE_DWINOGRAD_INPUT_BACKWARD, TGE_SWINOGRAD_OUTPUT, TGE_DWINOGRAD_OUTPUT,
+    TGE_SWINOGRAD_OUTPUT_BACKWARD, TGE_DWINOGRAD_OUTPUT_BACKWARD
 };
 union tge_arg {
     void *p;

@@ -121,6 +121,32 @@ long tge_run_program(const struct tge_call *calls, long n, long *status)
         case TGE_DCHANNEL_MAJOR:
             tge_dchannel_major(a[0].i, a[1].i, a[2].i, a[3].p, a[4].p, a[5].p, a[6].p, a[7].i);
             break;
+        case TGE_SWINOGRAD_INPUT:
+            tge_swinograd_input(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i);
+            break;
+        case TGE_DWINOGRAD_INPUT:
+            tge_dwinograd_input(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i);
+            break;
+        case TGE_SWINOGRAD_INPUT_BACKWARD:
+            tge_swinograd_input_backward(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i);
+            break;
+        case TGE_DWINOGRAD_INPUT_BACKWARD:
+            tge_dwinograd_input_backward(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i);
+            break;
+        case TGE_SWINOGRAD_OUTPUT:
+            tge_swinograd_output(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i, a[6].p, a[7].i);
+            break;
+        case TGE_DWINOGRAD_OUTPUT:
+            tge_dwinograd_output(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].i, a[6].p, a[7].i);
+            break;
+        case TGE_SWINOGRAD_OUTPUT_BACKWARD:
+            tge_swinograd_output_backward(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].p, a[6].p,
+                                           a[7].i, a[8].i);
+            break;
+        case TGE_DWINOGRAD_OUTPUT_BACKWARD:
+            tge_dwinograd_output_backward(a[0].p, a[1].p, a[2].i, a[3].p, a[4].p, a[5].p, a[6].p,
+                                           a[7].i, a[8].i);
+            break;
         default:   /* not a kernel: the table is corrupt */
             result = -2;
             failed = 1;

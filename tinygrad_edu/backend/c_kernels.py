@@ -100,20 +100,26 @@ NUMPY_FROM_LOGITS = 6144
 _Kernels = collections.namedtuple("_Kernels", "array pointer gemm linear_backward ger axpy_many "
                                               "axpby_many relu relu_backward cross_entropy total "
                                               "scale_rows im2col col2im max_pool max_pool_backward "
-                                              "batch_major channel_major")
+                                              "batch_major channel_major winograd_input "
+                                              "winograd_input_backward winograd_output "
+                                              "winograd_output_backward")
 _KERNELS = {
     np.dtype(np.float32): _Kernels("float[]", "float *", lib.tge_sgemm, lib.tge_slinear_backward,
                                    lib.tge_sger, lib.tge_saxpy_many, lib.tge_saxpby_many,
                                    lib.tge_srelu, lib.tge_srelu_backward, lib.tge_scross_entropy,
                                    lib.tge_stotal, lib.tge_sscale_rows, lib.tge_sim2col,
                                    lib.tge_scol2im, lib.tge_smax_pool, lib.tge_smax_pool_backward,
-                                   lib.tge_sbatch_major, lib.tge_schannel_major),
+                                   lib.tge_sbatch_major, lib.tge_schannel_major,
+                                   lib.tge_swinograd_input, lib.tge_swinograd_input_backward,
+                                   lib.tge_swinograd_output, lib.tge_swinograd_output_backward),
     np.dtype(np.float64): _Kernels("double[]", "double *", lib.tge_dgemm, lib.tge_dlinear_backward,
                                    lib.tge_dger, lib.tge_daxpy_many, lib.tge_daxpby_many,
                                    lib.tge_drelu, lib.tge_drelu_backward, lib.tge_dcross_entropy,
                                    lib.tge_dtotal, lib.tge_dscale_rows, lib.tge_dim2col,
                                    lib.tge_dcol2im, lib.tge_dmax_pool, lib.tge_dmax_pool_backward,
-                                   lib.tge_dbatch_major, lib.tge_dchannel_major),
+                                   lib.tge_dbatch_major, lib.tge_dchannel_major,
+                                   lib.tge_dwinograd_input, lib.tge_dwinograd_input_backward,
+                                   lib.tge_dwinograd_output, lib.tge_dwinograd_output_backward),
 }
 ISA_NAMES = {3: "avx512", 2: "avx2", 1: "sse2", 0: "portable"}
 
@@ -252,6 +258,10 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     if _run(types.gemm, trans_a, trans_b, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, pbias, threads) != 0:
         raise MemoryError(f"gemm: could not allocate scratch memory for a {m}x{k} @ {k}x{n} product")
     return out
+
+
+def batched_gemm(a, b, trans_a, trans_b, out, accumulate):
+    return _numpy(numpy_kernels.batched_gemm, a, b, trans_a, trans_b, out, accumulate)
 
 
 def linear_backward(grad, x, weight, need_dx, need_dw, need_db):
@@ -478,3 +488,47 @@ def channel_major(grad, need_sums):
          ffi.from_buffer(types.array, rows), ffi.NULL if sums is None else ffi.from_buffer(types.array, sums),
          _threads_for(rows.size))
     return rows, sums
+
+
+def _tile_count(oh, ow, m):
+    return -(-oh // m) * -(-ow // m)
+
+
+def winograd_input(x, window, BT, m):
+    types = _KERNELS[x.dtype]
+    n, c = window[:2]
+    v = np.empty((64, c, n * _tile_count(*window[12:], m)), x.dtype)
+    _run(types.winograd_input, _window(window), _contiguous(BT, types), m, _contiguous(x, types),
+         ffi.from_buffer(types.array, v), _threads_for(v.size))
+    return v
+
+
+def winograd_input_backward(dv, window, BT, m, out):
+    types = _KERNELS[dv.dtype]
+    _run(types.winograd_input_backward, _window(window), _contiguous(BT, types), m,
+         _contiguous(dv, types), ffi.from_buffer(types.array, out), _threads_for(dv.size))
+    return out
+
+
+def _output_window(y_shape):
+    """The window the output side of Winograd's kernels reads: N, C (the output's O), OH, OW."""
+    n, o, oh, ow = y_shape
+    return (n, o, oh, ow) + (1,) * 8 + (oh, ow)
+
+
+def winograd_output(M, AT, bias, out):
+    types = _KERNELS[M.dtype]
+    _run(types.winograd_output, _window(_output_window(out.shape)), _contiguous(AT, types),
+         len(AT), _contiguous(M, types), ffi.NULL if bias is None else _contiguous(bias, types), 0,
+         ffi.from_buffer(types.array, out), _threads_for(M.size))
+    return out
+
+
+def winograd_output_backward(grad, AT, out, sums, add):
+    types = _KERNELS[grad.dtype]
+    _run(types.winograd_output_backward, _window(_output_window(grad.shape)),
+         _contiguous(AT, types), len(AT), _contiguous(grad, types), ffi.NULL,
+         ffi.from_buffer(types.array, out),
+         ffi.NULL if sums is None else ffi.from_buffer(types.array, sums), int(add),
+         _threads_for(out.size))
+    return out, sums

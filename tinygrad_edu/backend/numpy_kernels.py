@@ -23,6 +23,14 @@ def gemm(a, b, trans_a, trans_b, alpha, beta, out, bias=None):
     return out
 
 
+def batched_gemm(a, b, trans_a, trans_b, out, accumulate):
+    a, b = a.swapaxes(1, 2) if trans_a else a, b.swapaxes(1, 2) if trans_b else b
+    if accumulate:
+        out += np.matmul(a, b)
+        return out
+    return np.matmul(a, b, out=out)
+
+
 def linear_backward(grad, x, weight, need_dx, need_dw, need_db, out=(None, None, None)):
     dx, dw, db = out   # arrays to write into (the C backend's, which a jitted step reuses), or None
     return (np.matmul(grad, weight, out=dx) if need_dx else None,     # dL/dx = dL/dy W
@@ -155,3 +163,71 @@ def batch_major(rows, bias):
 def channel_major(grad, need_sums):
     rows = np.ascontiguousarray(grad.swapaxes(0, 1))
     return rows, rows.reshape(len(rows), -1).sum(1) if need_sums else None
+
+
+def _tile_counts(oh, ow, m):
+    return -(-oh // m), -(-ow // m)     # tiles of m x m outputs, the last ones partly outside
+
+
+def winograd_input(x, window, BT, m):
+    n, c, h, w, _, _, _, _, _, _, top, left, oh, ow = window
+    a = len(BT)
+    th, tw = _tile_counts(oh, ow, m)
+    # the images in a frame of zeros covering every tile: tile (ty, tx) starts at (ty m, tx m)
+    framed = np.zeros((n, c, (th - 1) * m + a, (tw - 1) * m + a), x.dtype)
+    rows, cols = min(h, framed.shape[2] - top), min(w, framed.shape[3] - left)
+    framed[:, :, top:top + rows, left:left + cols] = x[:, :, :rows, :cols]
+    s = framed.strides
+    tiles = np.lib.stride_tricks.as_strided(framed, (n, c, th, tw, a, a),
+                                            s[:2] + (m * s[2], m * s[3]) + s[2:])
+    v = np.tensordot(np.tensordot(BT, tiles, (1, 4)), BT, (5, 1))     # (a, N, C, TH, TW, b)
+    return np.ascontiguousarray(v.transpose(0, 5, 2, 1, 3, 4)).reshape(a * a, c, n * th * tw)
+
+
+def winograd_input_backward(dv, window, BT, m, out):
+    n, c, h, w, _, _, _, _, _, _, top, left, oh, ow = window
+    a = len(BT)
+    th, tw = _tile_counts(oh, ow, m)
+    d = np.tensordot(np.tensordot(BT, dv.reshape(a, a, c, n, th, tw), (0, 0)), BT, (1, 0))
+    d = d.transpose(2, 1, 3, 4, 0, 5)                                  # (N, C, TH, TW, p, q)
+    framed = np.zeros((n, c, th * m + a, tw * m + a), dv.dtype)
+    for p in range(0, a, m):             # the tiles overlap: add each m x m block of them in turn
+        for q in range(0, a, m):
+            block = d[..., p:p + m, q:q + m]
+            bh, bw = block.shape[-2:]
+            padded = np.zeros((n, c, th, tw, m, m), dv.dtype)
+            padded[..., :bh, :bw] = block
+            framed[:, :, p:p + th * m, q:q + tw * m] += padded.transpose(0, 1, 2, 4, 3, 5).reshape(
+                n, c, th * m, tw * m)
+    rows, cols = min(h, framed.shape[2] - top), min(w, framed.shape[3] - left)
+    out[...] = 0
+    out[:, :, :rows, :cols] = framed[:, :, top:top + rows, left:left + cols]
+    return out
+
+
+def winograd_output(M, AT, bias, out):
+    n, o, oh, ow = out.shape
+    m, a = AT.shape
+    th, tw = _tile_counts(oh, ow, m)
+    t = np.tensordot(np.tensordot(AT, M.reshape(a, a, o, n, th, tw), (1, 0)), AT, (1, 1))
+    y = t.transpose(2, 1, 3, 0, 4, 5).reshape(n, o, th * m, tw * m)[:, :, :oh, :ow]   # (i, O, N, TH, TW, j)
+    if bias is None:
+        out[...] = y
+    else:
+        np.add(y, bias.reshape(-1, 1, 1), out=out)
+    return out
+
+
+def winograd_output_backward(grad, AT, out, sums, add):
+    n, o, oh, ow = grad.shape
+    m, a = AT.shape
+    th, tw = _tile_counts(oh, ow, m)
+    framed = np.zeros((n, o, th * m, tw * m), grad.dtype)
+    framed[:, :, :oh, :ow] = grad
+    tiles = framed.reshape(n, o, th, m, tw, m)
+    dm = np.tensordot(np.tensordot(AT, tiles, (0, 3)), AT, (5, 0))     # (a, N, O, TH, TW, b)
+    out[...] = dm.transpose(0, 5, 2, 1, 3, 4).reshape(a * a, o, n * th * tw)
+    if sums is not None:
+        totals = grad.sum((0, 2, 3), dtype=np.float64)
+        sums[...] = sums + totals if add else totals
+    return out, sums
