@@ -242,6 +242,8 @@ def _contract_cases():
         "Reshape": lambda: t(3, 2).reshape(6), "Permute": lambda: t(3, 2).T,
         "GetItem": lambda: t(3, 2)[tg.tensor([0, 0, 2])], "Cat": lambda: tg.cat([t(3, 2), t(1, 2)]),
         "Conv2d": lambda: F.conv2d(t(2, 2, 5, 5), t(3, 2, 3, 3), t(3), stride=2, padding=1),
+        "WinogradConv2d": lambda: tg.fast.WinogradConv2d.apply(t(2, 2, 5, 5), t(3, 2, 3, 3), t(3),
+                                                               padding=((1, 1), (1, 1))),
         "MaxPool2d": lambda: F.max_pool2d(t(2, 2, 5, 5), 3, stride=1, padding=1),
         "AvgPool2d": lambda: F.avg_pool2d(t(2, 2, 5, 5), 3, stride=1, padding=1),
     }

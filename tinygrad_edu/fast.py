@@ -9,7 +9,9 @@ and ``tests/test_fast.py`` checks values and gradients equal), in fewer and fast
   ``softmax - onehot`` ready for backward;
 - ``sgd_update``: ``p -= lr * d`` for every parameter of a model in one call, and
   ``momentum_update``: ``buf = momentum * buf + (1 - dampening) * g`` for every buffer in one;
-- ``Conv2d``: ``ops.Conv2d`` as one matrix product (im2col), on the C GEMM;
+- ``Conv2d``: ``ops.Conv2d`` as one matrix product (im2col), on the C GEMM, and
+  ``WinogradConv2d``: the same by Winograd's minimal filtering, with fewer multiplications, where
+  ``winograd_pays`` (stride 1, a square kernel of 2-7, enough channels and images);
 - ``MaxPool2d``: ``ops.MaxPool2d`` in one C pass each way.
 
 Which path runs is decided in one place, ``enabled()``, asked by ``nn.functional`` and ``optim``:
@@ -17,6 +19,10 @@ the fast layer when the C kernels are the backend in use and ``set_fast`` has no
 the plain path otherwise (the NumPy backend, no compiler, or ``tinygrad_edu.set_fast(False)`` to
 watch the plain ops run on the C build).
 """
+
+import functools
+import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -183,6 +189,168 @@ class Conv2d(Function):
                 backend.gemm(w, dY, trans_a=True, out=dX.reshape(len(dX), -1))  # W^T dL/dY
             dx = backend.col2im(dcols, ctx.x_shape, *ctx.window)
         return dx, dw, db
+
+
+class WinogradConv2d(Function):
+    """``ops.Conv2d`` with stride 1, no dilation, one group and a square kernel of r = 2..7, by
+    Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+    Networks", 2015): fewer multiplications than the windows have elements.
+
+    One row first. m = 9 - r outputs of a correlation, y_i = sum_k d_{i+k} g_k, read 8 inputs d.
+    Taking them as a polynomial product evaluated at 8 points and interpolated back (Cook-Toom),
+
+        y = A^T [(G g) * (B^T d)]        (* elementwise: 8 multiplications, not m r)
+
+    with B^T (8 x 8), G (8 x r) and A^T (m x 8) fixed by the points (``winograd_matrices``).
+    In 2-D the same is done along both axes of an 8 x 8 tile of the image:
+
+        Y = A^T [ (G g G^T) * (B^T d B) ] A       (64 multiplications for m^2 outputs, not m^2 r^2)
+
+    and summed over input channels c, the elementwise product becomes, for each of the 64 (a, b),
+    a matrix product over channels: with U = G g G^T per filter (o, c), V = B^T d B per tile and
+    channel, M_ab = U_ab V_ab ((O x C) @ (C x tiles)). The lecture CNN's conv2 (r = 5: 4 x 4
+    outputs a tile) then takes 64 multiplications where im2col's product takes 400.
+
+    Backward is each step's adjoint, in reverse, the transposes of the same matrices:
+
+        dL/dM_ab = (A dL/dY A^T)_ab,   dL/dU_ab = dL/dM_ab V_ab^T,   dL/dV_ab = U_ab^T dL/dM_ab,
+        dL/dg = G^T dL/dU G,           dL/dd = B dL/dV B^T (added where tiles overlap).
+
+    In float64 the result matches ``ops.Conv2d`` to ~1e-14; in float32 its rounding error is ~10x
+    im2col's (the transforms add and subtract numbers up to ~5 times larger than the result)."""
+
+    kernel_only = True   # tinygrad_edu.jit replays its kernel calls (and NumPy's products)
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, padding=((0, 0), (0, 0))):
+        o, c, r, _ = weight.shape
+        AT, GG, BT = winograd_matrices(r, x.dtype)
+        m = len(AT)
+        oh, ow = (x.shape[2 + i] + sum(padding[i]) - r + 1 for i in (0, 1))
+        # U: (64, O, C), each filter's G g G^T (G g G^T = GG g, g as a column of r^2 numbers)
+        u = backend.gemm(GG, weight.reshape(o * c, r * r), trans_b=True).reshape(-1, o, c)
+        y = np.empty((x.shape[0], o, oh, ow), x.dtype)
+        chunks = _winograd_chunks(x.shape[0], -(-oh // m) * -(-ow // m), o, x.dtype)
+        products = _Reused(x.dtype)   # M of a chunk: (64, O, tiles), in the same memory each time
+        ctx.v = []
+        for images in chunks:
+            v = backend.winograd_input(x[images], BT, m, (r, r), padding)    # (64, C, tiles)
+            M = backend.batched_gemm(u, v, out=products.array(len(v), o, v.shape[2]))
+            backend.winograd_output(M, AT, y[images].shape, bias, out=y[images])
+            ctx.v.append(v)
+        ctx.u, ctx.chunks, ctx.x_shape, ctx.padding = u, chunks, x.shape, padding
+        ctx.w_shape, ctx.matrices = weight.shape, (AT, GG, BT)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (AT, GG, BT), needs, u = ctx.matrices, ctx.needs_input_grad, ctx.u
+        o, c, r, _ = ctx.w_shape
+        need_db = len(needs) > 2 and needs[2]
+        du = np.empty(u.shape, u.dtype) if needs[1] else None
+        dx = np.empty(ctx.x_shape, u.dtype) if needs[0] else None
+        db = None
+        d_products, d_tiles = _Reused(u.dtype), _Reused(u.dtype)
+        for k, (images, v) in enumerate(zip(ctx.chunks, ctx.v)):
+            g = grad[images]
+            dm, sums = backend.winograd_output_backward(   # the first chunk's dL/db, the rest added
+                g, AT, need_db, out=d_products.array(len(v), o, v.shape[2]), sums=db if k else None)
+            db = sums
+            if needs[1]:   # dL/dU = dL/dM V^T, summed over the chunks
+                backend.batched_gemm(dm, v, trans_b=True, out=du, accumulate=k > 0)
+            if needs[0]:   # dL/dV = U^T dL/dM, then dL/dx
+                dv = backend.batched_gemm(u, dm, trans_a=True, out=d_tiles.array(*v.shape))
+                backend.winograd_input_backward(dv, BT, len(AT), g.shape[:1] + ctx.x_shape[1:],
+                                                (r, r), ctx.padding, out=dx[images])
+        dw = None
+        if needs[1]:   # dL/dg = G^T dL/dU G, all filters in one product
+            dw = backend.gemm(du.reshape(len(du), o * c), GG, trans_a=True).reshape(ctx.w_shape)
+        return dx, dw, db
+
+
+# Winograd pays from this many input channels and this many tiles (N * TH * TW; one C kernel
+# pass takes 16 float32 tiles at once). Measured one thread, float32, forward and backward, time
+# against im2col's: conv2 of the lecture's CNN (20 -> 64, 5x5, 12x12) 0.48 at batch 64, 0.55 at
+# 12, 0.68 at 4 (16 tiles), 1.22 at 2; 8 -> 16 channels 0.74 at batch 8, 0.92 at 4; but 1 -> 20
+# (conv1) 2.9-4.1, and 4 -> 16 (3x3) 1.24-1.47: with few channels the transforms cost more
+# than the product they shrink.
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_TILES = 16
+
+
+def winograd_pays(x_shape, weight_shape, stride, padding, dilation, groups):
+    """Whether a convolution of images ``x_shape`` by filters ``weight_shape`` goes to
+    ``WinogradConv2d`` (it can, and is measured faster there) rather than ``Conv2d``."""
+    r = weight_shape[2]
+    if not (stride == (1, 1) and dilation == (1, 1) and groups == 1 and weight_shape[3] == r
+            and 2 <= r <= 7 and x_shape[1] >= WINOGRAD_MIN_CHANNELS):
+        return False
+    m = 9 - r
+    oh, ow = (x_shape[2 + i] + sum(padding[i]) - r + 1 for i in (0, 1))
+    return x_shape[0] * -(-oh // m) * -(-ow // m) >= WINOGRAD_MIN_TILES
+
+
+# The batch is taken a few images at a time, so that a chunk's products M (64, O, tiles: 4x the
+# output) stay in the L2 cache from the product that writes them to the kernel that reads them,
+# and the same memory serves every chunk.
+WINOGRAD_CHUNK_BYTES = 1 << 20
+
+
+def _winograd_chunks(n, tiles_per_image, o, dtype):
+    """Slices of a batch of ``n`` images whose products (64, O, tiles) take at most
+    WINOGRAD_CHUNK_BYTES each (at least one image)."""
+    per_image = 64 * o * tiles_per_image * np.dtype(dtype).itemsize
+    step = max(1, WINOGRAD_CHUNK_BYTES // per_image)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+class _Reused:
+    """One block of memory that every chunk's temporary array is a view of."""
+
+    def __init__(self, dtype):
+        self.dtype, self.memory = dtype, np.empty(0, dtype)
+
+    def array(self, *shape):
+        size = math.prod(shape)
+        if self.memory.size < size:
+            self.memory = np.empty(size, self.dtype)
+        return self.memory[:size].reshape(shape)
+
+
+_WINOGRAD_POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))   # and infinity
+
+
+@functools.cache
+def winograd_matrices(r, dtype):
+    """``(A^T, G (x) G, B^T)`` for Winograd's F(m x m, r x r) on 8 x 8 tiles (m = 9 - r), from
+    the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity (small numbers: the smallest rounding
+    error), computed exactly in fractions and then rounded to ``dtype``:
+
+        A^T[i, j] = p_j^i                       (the product's value at p_j, interpolated back)
+        G[j, k]   = p_j^k / prod_{l != j} (p_j - p_l)   (the filter polynomial at p_j, scaled)
+        B^T[j]    = the coefficients of prod_{l != j} (x - p_l)   (Lagrange's basis polynomials)
+
+    and the point at infinity as the last row of each (the leading coefficients). G (x) G is
+    the Kronecker product: G g G^T for an r x r filter g is (G (x) G) times g read row by row."""
+    m, points = 9 - r, _WINOGRAD_POINTS
+    at = [[p ** i for p in points] + [int(i == m - 1)] for i in range(m)]
+    g = [[Fraction(p) ** k / math.prod(p - q for q in points if q != p) for k in range(r)]
+         for p in points] + [[int(k == r - 1) for k in range(r)]]
+    bt = [_coefficients([q for q in points if q != p]) + [0] for p in points]
+    bt.append(_coefficients(points))
+    at, g, bt = (np.array(a, dtype=float) for a in (at, g, bt))
+    matrices = at.astype(dtype), np.kron(g, g).astype(dtype), bt.astype(dtype)
+    for a in matrices:
+        a.flags.writeable = False   # cached: shared by every call
+    return matrices
+
+
+def _coefficients(roots):
+    """The coefficients (of x^0, x^1, ...) of prod (x - root)."""
+    c = [Fraction(1)]
+    for root in roots:
+        c = [-root * c[0]] + [c[i - 1] - root * c[i] for i in range(1, len(c))] + [c[-1]]
+    return c
 
 
 def _group_blocks(filters, columns, outputs, groups):

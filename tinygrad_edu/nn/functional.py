@@ -92,7 +92,8 @@ def _check_kernel_fits(size, kernel, padding, dilation, what):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y = the correlation of ``input`` (N, C, H, W) or (C, H, W) with the filters ``weight``
-    (O, C/groups, kh, kw), plus ``bias`` (O,) (``ops.Conv2d``, or ``fast.Conv2d``)."""
+    (O, C/groups, kh, kw), plus ``bias`` (O,) (``ops.Conv2d``, or ``fast.Conv2d`` or
+    ``fast.WinogradConv2d``)."""
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     padding = conv_padding(padding, weight.shape[2:], stride, dilation)
     x, unbatched = _image_batch(input, "conv2d")
@@ -110,7 +111,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _check_kernel_fits(x.shape[2 + axis], weight.shape[2 + axis], padding[axis], dilation[axis],
                            "conv2d")
     options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    op = fast.Conv2d if fast.enabled() else ops.Conv2d
+    if not fast.enabled():
+        op = ops.Conv2d
+    elif fast.winograd_pays(x.shape, weight.shape, **options):
+        op, options = fast.WinogradConv2d, dict(padding=padding)
+    else:
+        op = fast.Conv2d
     y = op.apply(x, weight, **options) if bias is None else op.apply(x, weight, bias, **options)
     return y.squeeze(0) if unbatched else y
 
