@@ -172,6 +172,57 @@ def test_a_cnn_with_pooling_and_dropout_replays_as_eager(c_backend, rng):
     assert "float32 relu " not in program and "float32 relu_backward " not in program   # no call of their own
 
 
+class WinogradCNN(nn.Module):
+    """A convolution that goes to fast.WinogradConv2d (8 input channels, a 3x3 kernel, enough tiles
+    at batch 4), padded, then a ReLU: fused into Winograd's output side both ways."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv0 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=(1, 2))
+        self.fc = nn.Linear(8 * 8 * 10, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(self.conv0(x))).flatten(1))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 20_000])
+def test_a_cnn_on_winograd_replays_as_eager_with_its_relu_fused(c_backend, rng, monkeypatch, chunk_bytes):
+    """... in one chunk of images, and in chunks of 2 (8 KiB of products an image), the last one
+    shorter at batch 5: each chunk's winograd_output writes its slice of the ReLU's output."""
+    monkeypatch.setattr(tg.fast, "WINOGRAD_CHUNK_BYTES", chunk_bytes)
+    step = run_both(rng, WinogradCNN, lambda p: optim.SGD(p, lr=0.05, momentum=0.5), (1, 8, 8), [4, 5, 4])
+    program = str(step)
+    chunks = 1 if chunk_bytes > 100_000 else 2
+    assert program.count("float32 winograd_input ") == chunks
+    assert program.count("6x6 outputs a tile, then relu") == chunks
+    assert program.count("6x6 outputs a tile, relu_backward first") == chunks
+    assert "float32 relu " not in program and "float32 relu_backward " not in program
+
+
+def test_a_relu_is_not_fused_into_winograd_chunks_whose_output_is_returned(c_backend, rng, monkeypatch):
+    monkeypatch.setattr(tg.fast, "WINOGRAD_CHUNK_BYTES", 20_000)
+
+    def returns_z(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            z = model.conv(model.conv0(x))
+            loss = nn.CrossEntropyLoss()(model.fc(F.relu(z).flatten(1)), y)
+            loss.backward()
+            opt.step()
+            return loss, z
+        return step
+    (m1, o1), (m2, o2) = twins(WinogradCNN, lambda p: optim.SGD(p, lr=0.05))
+    eager, jitted = returns_z(m1, o1), tg.jit(returns_z(m2, o2))
+    for x, y in batches(rng, (1, 8, 8), [4] * 5):
+        (loss, z), (loss2, z2) = eager(x, y), jitted(x, y)
+        assert loss.item() == loss2.item() and np.array_equal(z.data, z2.data)
+    assert_same_state(m1, m2)
+    program = str(jitted)
+    assert "float32 relu " in program and "then relu" not in program   # z is returned
+    assert program.count("relu_backward first") == 2                     # dL/dz is read by nothing else
+
+
 class ConvOutputUsedTwice(SmallCNN):
     def forward(self, x):
         z = self.conv(x)

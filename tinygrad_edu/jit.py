@@ -41,8 +41,9 @@ expression as before, so the numbers do not change:
   ``linear_backward`` call that computed the weight's gradient, which then steps the weight one
   block of gradient rows at a time while they are in cache, instead of the optimizer reading the
   whole gradient again at the end (the MLP's step at batch 1 took 0.80x the time, at batch 12 0.95x);
-- ``fuse_relus``: a ReLU right after a convolution moves into the convolution's layout kernels,
-  ``batch_major`` forward and ``channel_major`` backward, saving a pass over the activations each
+- ``fuse_relus``: a ReLU right after a convolution moves into the kernels that lay out the
+  convolution's output (``batch_major`` forward and ``channel_major`` backward, or Winograd's
+  ``winograd_output`` and ``winograd_output_backward``), saving a pass over the activations each
   way (the CNN's step at batch 64 took 0.92x the time, at batch 12 0.94x).
 
 Later calls with the same shapes copy the new inputs into the captured input arrays and run the
@@ -259,24 +260,32 @@ def fuse_sgd_steps(steps):
 
 
 def fuse_relus(steps, outputs):
-    """The captured ``steps`` with each ReLU right after a convolution moved into the
-    convolution's layout kernels (the lecture CNN: Conv2d, then ReLU). Forward, ``batch_major``
-    writes max(rows + bias, 0) straight into the ReLU's output; backward, ``channel_major`` masks
-    dL/dy as ``relu_backward`` does while it swaps the axes. Two passes over the activations are
-    gone each way (the CNN's step at batch 64 took 0.92x the time, at batch 12 0.94x). A pair is
-    fused only if
+    """The captured ``steps`` with each ReLU right after a convolution moved into the kernels
+    that lay the convolution's output out (the lecture CNN: Conv2d, then ReLU). On im2col's path,
+    forward, ``batch_major`` writes max(rows + bias, 0) straight into the ReLU's output, and
+    backward, ``channel_major`` masks dL/dy as ``relu_backward`` does while it swaps the axes
+    (``_fuse_pairs``); on Winograd's, ``winograd_output`` and ``winograd_output_backward`` do the
+    same, one chunk of images at a time (``_fuse_into_chunks``). Two passes over the activations
+    are gone each way (the CNN's step at batch 64 took 0.92x the time, at batch 12 0.94x, on
+    im2col's path). Each element gets the same expression, so the numbers are the same, bit for
+    bit (the third capture call checks it)."""
+    lib = backend.c_kernels.lib
+    returned = _arrays_in(outputs)
+    steps = _fuse_pairs(list(steps), returned, lib)
+    return _fuse_into_chunks(steps, returned, lib)
+
+
+def _fuse_pairs(steps, returned, lib):
+    """``batch_major`` then ``relu``, and ``relu_backward`` then ``channel_major``, fused into one
+    call, when
     - the two calls are next to each other in the program (nothing runs between them), and
     - the array between them (the convolution's output z, or dL/dz) is read by no other step and
-      is not returned: after fusing, nothing writes it.
-    Each element gets the same expression, so the numbers are the same, bit for bit (the third
-    capture call checks it)."""
-    lib = backend.c_kernels.lib
+      is not returned: after fusing, nothing writes it."""
     null = backend.c_kernels.ffi.NULL
     batch_major, relu = (lib.tge_sbatch_major, lib.tge_dbatch_major), (lib.tge_srelu, lib.tge_drelu)
     channel_major = (lib.tge_schannel_major, lib.tge_dchannel_major)
     relu_backward = (lib.tge_srelu_backward, lib.tge_drelu_backward)
-    returned = _arrays_in(outputs)
-    steps, k = list(steps), 0
+    k = 0
     while k + 1 < len(steps):
         first, second = steps[k], steps[k + 1]
         if not (isinstance(first, CStep) and isinstance(second, CStep)):
@@ -287,7 +296,7 @@ def fuse_relus(steps, outputs):
             o, n, p, rows, bias, _, z, threads = first.args
             size, z_read, y = second.args
             if (size == o * n * p and _address(z_read) == _address(z)
-                    and _unread(z, size, first.kernel, steps, k, returned)):
+                    and _unread(z, size, first.kernel, steps, (k, k + 1), returned)):
                 steps[k:k + 2] = [CStep(first.kernel, (o, n, p, rows, bias, 1, y, threads))]
                 steps[k].label = first.label
         elif (first.kernel in relu_backward and second.kernel in channel_major
@@ -296,49 +305,127 @@ def fuse_relus(steps, outputs):
             size, y, g, dz = first.args
             n, o, p, dz_read, _, rows, sums, threads = second.args
             if (size == n * o * p and _address(dz_read) == _address(dz)
-                    and _unread(dz, size, second.kernel, steps, k, returned)):
+                    and _unread(dz, size, second.kernel, steps, (k, k + 1), returned)):
                 steps[k:k + 2] = [CStep(second.kernel, (n, o, p, g, y, rows, sums, threads))]
                 steps[k].label = second.label
         k += 1
     return steps
 
 
-def _unread(pointer, size, kernel, steps, k, returned):
-    """Whether the ``size`` elements at ``pointer``, written by ``steps[k]`` and read by
-    ``steps[k + 1]``, are touched by no other step and are not among the ``returned`` arrays. A
+def _fuse_into_chunks(steps, returned, lib):
+    """A ReLU on a convolution's output z that Winograd's ``winograd_output`` calls wrote, one
+    chunk of images each, moves into those calls (each then writes max(. , 0) into its slice of
+    the ReLU's output y), and a ``relu_backward`` whose dL/dz the ``winograd_output_backward``
+    calls read, chunk by chunk, moves into them (each masks its slice of dL/dy by its slice of y).
+    Fused only if the chunks' slices cover z exactly, nothing else reads or writes z (or dL/dz) and
+    it is not returned, and nothing between the first and the last call involved touches y (or
+    dL/dy and y): those are now read or written earlier, or later, than before."""
+    null = backend.c_kernels.ffi.NULL
+    relu, relu_backward = (lib.tge_srelu, lib.tge_drelu), (lib.tge_srelu_backward, lib.tge_drelu_backward)
+    output = (lib.tge_swinograd_output, lib.tge_dwinograd_output)
+    output_backward = (lib.tge_swinograd_output_backward, lib.tge_dwinograd_output_backward)
+    j = 0
+    while j < len(steps):
+        step = steps[j]
+        forward = isinstance(step, CStep) and step.kernel in relu
+        if not (forward or isinstance(step, CStep) and step.kernel in relu_backward):
+            j += 1
+            continue
+        double = (relu if forward else relu_backward).index(step.kernel)
+        item = 8 if double else 4
+        if forward:   # relu(size, z, y): the chunks write z (argument 6), no ReLU of their own
+            (size, z, y), kernel, at = step.args, output[double], 6
+            moved = [y]
+        else:         # relu_backward(size, y, dL/dy, dL/dz): the chunks read dL/dz (argument 3)
+            (size, y, g, z), kernel, at = step.args, output_backward[double], 3
+            moved = [y, g]
+        lo = _address(z)
+        pieces = sorted(((_address(s.args[at]) - lo) // item, _output_size(s), i)
+                        for i, s in enumerate(steps) if isinstance(s, CStep) and s.kernel is kernel
+                        and lo <= _address(s.args[at]) < lo + size * item
+                        and (not s.args[5] if forward else s.args[4] == null))
+        chunks = sorted(i for _, _, i in pieces)
+        ends = [start + part for start, part, _ in pieces]
+        between = range(chunks[0], j) if forward and chunks else range(j + 1, chunks[-1] + 1 if chunks else 0)
+        if not (pieces and pieces[0][0] == 0 and ends[-1] == size
+                and [start for start, _, _ in pieces[1:]] == ends[:-1]
+                and (chunks[-1] < j if forward else chunks[0] > j)
+                and _unread(z, size, step.kernel, steps, set(chunks) | {j}, returned)
+                and not any(_touched(a, size, item, steps, between) for a in moved)):
+            j += 1
+            continue
+        for start, part, i in pieces:
+            call, args = steps[i], list(steps[i].args)
+            if forward:
+                args[5], args[6] = 1, _slice(y, start, part, item)
+            else:
+                args[3], args[4] = _slice(g, start, part, item), _slice(y, start, part, item)
+            steps[i] = CStep(call.kernel, tuple(args))
+            steps[i].label = call.label
+        del steps[j]
+    return steps
+
+
+def _slice(pointer, start, size, itemsize):
+    """A pointer to ``size`` elements from element ``start`` of the memory ``pointer`` points
+    into; it keeps that memory alive, as ``pointer`` does."""
+    ffi = backend.c_kernels.ffi
+    memory = memoryview(ffi.buffer(pointer, (start + size) * itemsize))[start * itemsize:]
+    return ffi.from_buffer(ffi.getctype(ffi.typeof(pointer).item, "[]"), memory)
+
+
+def _output_size(call):
+    """How many numbers a convolution's output has, from a layout kernel's arguments: N O OH OW
+    of the window of Winograd's output side."""
+    w = call.args[0]
+    return w.N * w.C * w.OH * w.OW
+
+
+def _unread(pointer, size, kernel, steps, skip, returned):
+    """Whether the ``size`` elements at ``pointer``, written and read by the steps at indices
+    ``skip``, are touched by no other step and are not among the ``returned`` arrays."""
+    itemsize = 4 if kernel.__name__[len("tge_")] == "s" else 8
+    memory = _memory(pointer, size, itemsize)
+    if any(np.may_share_memory(a, memory) for a in returned):
+        return False
+    return not _touched(pointer, size, itemsize, steps, [j for j in range(len(steps)) if j not in skip])
+
+
+def _memory(pointer, size, itemsize):
+    ffi = backend.c_kernels.ffi
+    return np.frombuffer(ffi.buffer(ffi.cast("char *", _address(pointer)), size * itemsize), np.uint8)
+
+
+def _touched(pointer, size, itemsize, steps, indices):
+    """Whether a step at one of ``indices`` may touch the ``size`` elements at ``pointer``. A
     kernel touches what its pointers point into; a Python step, the arrays it is given; a call
     replayed whole, anything, unless its object says it touches only its parameters, their
     gradients and its state (an optimizer: never an activation)."""
-    ffi = backend.c_kernels.ffi
-    itemsize = 4 if kernel.__name__[len("tge_")] == "s" else 8
     lo = _address(pointer)
     hi = lo + size * itemsize
-    memory = np.frombuffer(ffi.buffer(ffi.cast("char *", lo), hi - lo), np.uint8)
-    if any(np.may_share_memory(a, memory) for a in returned):
-        return False
-    for j, step in enumerate(steps):
-        if j in (k, k + 1):
-            continue
+    memory = _memory(pointer, size, itemsize)
+    for j in indices:
+        step = steps[j]
         if isinstance(step, CStep):
             calls = [step]
         elif isinstance(step, KernelsIfUnchanged):
             calls = step.kernels
             if not _touches_only_parameters(step.work):
-                return False
+                return True
         elif isinstance(step, GradStep):
             if np.may_share_memory(step.array, memory):
-                return False
+                return True
             continue
         else:   # a PythonStep
             if isinstance(step.work, functools.partial) and not _touches_only_parameters(step.work):
-                return False
+                return True
             arrays = [a for v in (step.args, step.result) for a in _arrays_in(v)]
             if any(np.may_share_memory(a, memory) for a in arrays):
-                return False
+                return True
             continue
         if any(lo <= _address(q) < hi for call in calls for q in _pointers(call)):
-            return False
-    return True
+            return True
+    return False
 
 
 def _touches_only_parameters(call):
@@ -706,7 +793,12 @@ def _describe_kernel(name, a):
         return (f"{dtype} channel_major {a[0]}x{a[1]}x{a[2]} -> {a[1]}x{a[0]}x{a[2]}"
                 + (", relu_backward first" if a[4] != backend.c_kernels.ffi.NULL else "")
                 + (", sums" if a[6] != backend.c_kernels.ffi.NULL else ""))
-    w = a[0]   # the windows of im2col, col2im and the pools
+    w = a[0]   # the windows of im2col, col2im, the pools and Winograd's transforms
+    if kind.startswith("winograd_output"):
+        relu = (", then relu" if kind == "winograd_output" and a[5]
+                else ", relu_backward first" if kind.endswith("backward") and a[4] != backend.c_kernels.ffi.NULL
+                else "")
+        return f"{dtype} {kind} {w.N}x{w.C}x{w.OH}x{w.OW}, {a[2]}x{a[2]} outputs a tile{relu}"
     if kind == "max_pool_backward":
         return f"{dtype} max_pool_backward {w.N}x{w.C}x{w.OH}x{w.OW} -> {w.H}x{w.W}"
     return f"{dtype} {kind} {w.N}x{w.C}x{w.H}x{w.W}, kernel {w.kh}x{w.kw} -> {w.OH}x{w.OW}"
