@@ -400,6 +400,56 @@ def test_the_c_kernels_equal_numpys(dtype, case):
         assert np.array_equal(theirs_no_sums[0], theirs["output_backward"])
 
 
+@needs_c
+@pytest.mark.parametrize("isa", [3, 2, 1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_instruction_set_flavour_equals_the_loops(isa, dtype):
+    """The kernels are compiled once per instruction set (AVX-512, AVX2, SSE2): each flavour this
+    CPU can run against the loop references, on every case."""
+    from tinygrad_edu.backend import c_kernels
+    try:
+        used = c_kernels.lib.tge_set_isa(isa)
+        for case in KERNEL_CASES:
+            k = kernel_inputs(case, dtype, seed=isa)
+            with backend.use("c"):
+                got = all_four(k)
+            for name, expected in references(k).items():
+                assert_close(got[name], expected, 1e-13 if dtype == np.float64 else 1e-5)
+        assert used <= isa
+    finally:
+        c_kernels.lib.tge_set_isa(-1)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
+def test_the_fused_relu_of_the_c_kernels_is_relu_and_relu_backward(dtype, case):
+    """What tinygrad_edu.jit asks of the C kernels when it fuses a ReLU (their relu flag and
+    relu_y mask, which no Python call sets): the output side's y is max(y, 0) of the unfused
+    one, and the backward's masked dM is that of dL/dy zeroed where the ReLU's output is <= 0."""
+    from tinygrad_edu.backend import c_kernels
+    ffi, lib = c_kernels.ffi, c_kernels.lib
+    k = kernel_inputs(case, dtype, seed=7)
+    kernels = c_kernels._KERNELS[np.dtype(dtype)]
+    with backend.use("c"):
+        y = backend.winograd_output(k["M"], k["AT"], k["y_shape"], k["bias"])
+        relu_y = np.maximum(y, 0)
+        relu_y[..., 0] = 0   # exact zeros: masked too (relu_backward's rule is y <= 0)
+        dm_masked, sums_masked = backend.winograd_output_backward(np.where(relu_y > 0, k["grad"], 0), k["AT"])
+    fused = np.empty(k["y_shape"], dtype)
+    arr = kernels.array
+    window = c_kernels._window(c_kernels._output_window(k["y_shape"]))
+    kernels.winograd_output(window, ffi.from_buffer(arr, k["AT"]), len(k["AT"]), ffi.from_buffer(arr, k["M"]),
+                            ffi.from_buffer(arr, k["bias"]), 1, ffi.from_buffer(arr, fused), 1)
+    assert np.array_equal(fused, np.maximum(y, 0))
+    dm = np.empty(dm_masked.shape, dtype)
+    sums = np.empty(k["y_shape"][1], dtype)
+    kernels.winograd_output_backward(window, ffi.from_buffer(arr, k["AT"]), len(k["AT"]),
+                                     ffi.from_buffer(arr, k["grad"]), ffi.from_buffer(arr, relu_y),
+                                     ffi.from_buffer(arr, dm), ffi.from_buffer(arr, sums), 0, 1)
+    assert np.array_equal(dm, dm_masked) and np.array_equal(sums, sums_masked)
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
 def test_each_backward_kernel_is_its_forwards_adjoint(backend_name, case):
