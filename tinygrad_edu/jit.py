@@ -296,7 +296,7 @@ def _fuse_pairs(steps, returned, lib):
             o, n, p, rows, bias, _, z, threads = first.args
             size, z_read, y = second.args
             if (size == o * n * p and _address(z_read) == _address(z)
-                    and _unread(z, size, first.kernel, steps, (k, k + 1), returned)):
+                    and _unread(z, size, _itemsize(first.kernel), steps, (k, k + 1), returned)):
                 steps[k:k + 2] = [CStep(first.kernel, (o, n, p, rows, bias, 1, y, threads))]
                 steps[k].label = first.label
         elif (first.kernel in relu_backward and second.kernel in channel_major
@@ -305,7 +305,7 @@ def _fuse_pairs(steps, returned, lib):
             size, y, g, dz = first.args
             n, o, p, dz_read, _, rows, sums, threads = second.args
             if (size == n * o * p and _address(dz_read) == _address(dz)
-                    and _unread(dz, size, second.kernel, steps, (k, k + 1), returned)):
+                    and _unread(dz, size, _itemsize(second.kernel), steps, (k, k + 1), returned)):
                 steps[k:k + 2] = [CStep(second.kernel, (n, o, p, g, y, rows, sums, threads))]
                 steps[k].label = second.label
         k += 1
@@ -332,7 +332,7 @@ def _fuse_into_chunks(steps, returned, lib):
             j += 1
             continue
         double = (relu if forward else relu_backward).index(step.kernel)
-        item = 8 if double else 4
+        item = _itemsize(step.kernel)
         if forward:   # relu(size, z, y): the chunks write z (argument 6), no ReLU of their own
             (size, z, y), kernel, at = step.args, output[double], 6
             moved = [y]
@@ -346,11 +346,12 @@ def _fuse_into_chunks(steps, returned, lib):
                         and (not s.args[5] if forward else s.args[4] == null))
         chunks = sorted(i for _, _, i in pieces)
         ends = [start + part for start, part, _ in pieces]
-        between = range(chunks[0], j) if forward and chunks else range(j + 1, chunks[-1] + 1 if chunks else 0)
-        if not (pieces and pieces[0][0] == 0 and ends[-1] == size
-                and [start for start, _, _ in pieces[1:]] == ends[:-1]
-                and (chunks[-1] < j if forward else chunks[0] > j)
-                and _unread(z, size, step.kernel, steps, set(chunks) | {j}, returned)
+        covered = (pieces and pieces[0][0] == 0 and ends[-1] == size                # all of z,
+                   and [start for start, _, _ in pieces[1:]] == ends[:-1]          # in order,
+                   and (chunks[-1] < j if forward else chunks[0] > j))             # before/after
+        # the steps whose place relative to the moved reads and writes changes
+        between = (range(chunks[0], j) if forward else range(j + 1, chunks[-1] + 1)) if covered else ()
+        if not (covered and _unread(z, size, item, steps, set(chunks) | {j}, returned)
                 and not any(_touched(a, size, item, steps, between) for a in moved)):
             j += 1
             continue
@@ -375,23 +376,29 @@ def _slice(pointer, start, size, itemsize):
 
 
 def _output_size(call):
-    """How many numbers a convolution's output has, from a layout kernel's arguments: N O OH OW
-    of the window of Winograd's output side."""
+    """How many numbers a Winograd output-side call writes or reads as the convolution's output:
+    N O OH OW of its window."""
     w = call.args[0]
     return w.N * w.C * w.OH * w.OW
 
 
-def _unread(pointer, size, kernel, steps, skip, returned):
-    """Whether the ``size`` elements at ``pointer``, written and read by the steps at indices
-    ``skip``, are touched by no other step and are not among the ``returned`` arrays."""
-    itemsize = 4 if kernel.__name__[len("tge_")] == "s" else 8
+def _unread(pointer, size, itemsize, steps, skip, returned):
+    """Whether the ``size`` elements (of ``itemsize`` bytes) at ``pointer``, written and read by
+    the steps at indices ``skip``, are touched by no other step and are not among the
+    ``returned`` arrays."""
     memory = _memory(pointer, size, itemsize)
     if any(np.may_share_memory(a, memory) for a in returned):
         return False
     return not _touched(pointer, size, itemsize, steps, [j for j in range(len(steps)) if j not in skip])
 
 
+def _itemsize(kernel):
+    """The bytes of an element of a kernel's arrays: tge_s... float, tge_d... double."""
+    return 4 if kernel.__name__[len("tge_")] == "s" else 8
+
+
 def _memory(pointer, size, itemsize):
+    """The ``size`` elements at ``pointer`` as a NumPy array of bytes (to ask may_share_memory)."""
     ffi = backend.c_kernels.ffi
     return np.frombuffer(ffi.buffer(ffi.cast("char *", _address(pointer)), size * itemsize), np.uint8)
 
@@ -423,7 +430,7 @@ def _touched(pointer, size, itemsize, steps, indices):
             if any(np.may_share_memory(a, memory) for a in arrays):
                 return True
             continue
-        if any(lo <= _address(q) < hi for call in calls for q in _pointers(call)):
+        if any(_reaches(q, lo, hi) for call in calls for q in _pointers(call)):
             return True
     return False
 
@@ -459,9 +466,24 @@ def _weight_gradient_call(steps, k, x, y, size, owners, linear):
                 and _address(step.args[10]) == spans[0][0] and _address(step.args[7]) == spans[1][0]
                 and step.args[12] == backend.c_kernels.ffi.NULL):
             return step
-        if any(lo <= _address(p) < hi for p in _pointers(step) for lo, hi in spans):
+        if any(_reaches(p, lo, hi) for p in _pointers(step) for lo, hi in spans):
             return None
     return None
+
+
+def _reaches(pointer, lo, hi):
+    """Whether a kernel's pointer argument may reach into the bytes [lo, hi): an array (from
+    from_buffer) if it overlaps them, a struct (a window) if it does; a bare pointer (a strided
+    view's address), whose extent is not known here, if it starts before hi; NULL never."""
+    ffi = backend.c_kernels.ffi
+    start, kind = _address(pointer), ffi.typeof(pointer)
+    if start == 0:
+        return False
+    if kind.kind == "array":
+        return start < hi and lo < start + ffi.sizeof(pointer)
+    if kind.item.kind == "struct":
+        return start < hi and lo < start + ffi.sizeof(kind.item)
+    return start < hi
 
 
 def _pointers(call):
@@ -999,7 +1021,8 @@ class jit:
                 f"jit: replaying {self.name} did not reproduce running it: {difference} differ. "
                 f"Something in it computes outside what tinygrad_edu.jit records (NumPy on a "
                 f"tensor's .data, a .grad assigned directly, a value read into Python); do that "
-                f"outside the jitted function")
+                f"outside the jitted function. If nothing does, one of the jit's rewrites "
+                f"(fuse_sgd_steps, fuse_relus) is wrong for this program: please report it")
 
     def _key(self, args):
         parts = [backend.name(), is_grad_enabled(), fast.enabled()]
