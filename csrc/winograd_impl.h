@@ -11,6 +11,7 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUF)
 #define TILE 8
+#define SUMS 256   /* output_backward's channels a pass: their sums live on the stack */
 
 /* The tiles are transformed BLOCK at a time, one vector lane per tile (64 bytes: 16 floats or 8
  * doubles): every multiply-add then works on BLOCK tiles at once, and each of a tile block's 64
@@ -241,53 +242,55 @@ static void FN(winograd_output_backward_channels)(void *arg)
     T A[TILE][TILE];
     BLOCKV g[TILE][TILE], dm[TILE][TILE];
     FN(square)(job->mat, m, 1, A);        /* A g A^T = L g R^T with L = R = A */
-    double sums[job->c1 - job->c0];   /* each channel's sum of g */
-    for (long o = job->c0; o < job->c1; o++) sums[o - job->c0] = 0;
-    for (long t0 = 0; t0 < tiles; t0 += BLOCK)
-        for (long o = job->c0; o < job->c1; o++) {   /* channels inner: g is read in order */
-            const long count = tiles - t0 < BLOCK ? tiles - t0 : BLOCK;
-            FN(tile_place) at = FN(tile_at)(t0, TH, TW);
-            for (long k = 0; k < BLOCK; k++, FN(next_tile)(&at, TH, TW)) {
-                /* lanes past the last tile get zeros: a tile with no rows */
-                const long rows = k < count ? (OH - at.ty * m < m ? OH - at.ty * m : m) : 0,
-                           cols = OW - at.tx * m < m ? OW - at.tx * m : m,
-                           first = k < count ? ((at.n * O + o) * OH + at.ty * m) * OW + at.tx * m : 0;
-                const T *go = job->from + first, *mask = job->mask ? job->mask + first : NULL;
-                if (rows == m && cols == m) {   /* the usual tile: no edge to test for */
-                    if (mask)
-                        for (long i = 0; i < m; i++)
-                            for (long j = 0; j < m; j++)
-                                g[i][j][k] = mask[i * OW + j] <= 0 ? 0 : go[i * OW + j];
-                    else
-                        for (long i = 0; i < m; i++)
-                            for (long j = 0; j < m; j++) g[i][j][k] = go[i * OW + j];
-                    continue;
+    for (long o0 = job->c0; o0 < job->c1; o0 += SUMS) {   /* SUMS channels at a time */
+        const long o1 = o0 + SUMS < job->c1 ? o0 + SUMS : job->c1;
+        double sums[SUMS] = {0};   /* each channel's sum of g */
+        for (long t0 = 0; t0 < tiles; t0 += BLOCK)
+            for (long o = o0; o < o1; o++) {   /* channels inner: g is read in order */
+                const long count = tiles - t0 < BLOCK ? tiles - t0 : BLOCK;
+                FN(tile_place) at = FN(tile_at)(t0, TH, TW);
+                for (long k = 0; k < BLOCK; k++, FN(next_tile)(&at, TH, TW)) {
+                    /* lanes past the last tile get zeros: a tile with no rows */
+                    const long rows = k < count ? (OH - at.ty * m < m ? OH - at.ty * m : m) : 0,
+                               cols = OW - at.tx * m < m ? OW - at.tx * m : m,
+                               first = k < count ? ((at.n * O + o) * OH + at.ty * m) * OW + at.tx * m : 0;
+                    const T *go = job->from + first, *mask = job->mask ? job->mask + first : NULL;
+                    if (rows == m && cols == m) {   /* the usual tile: no edge to test for */
+                        if (mask)
+                            for (long i = 0; i < m; i++)
+                                for (long j = 0; j < m; j++)
+                                    g[i][j][k] = mask[i * OW + j] <= 0 ? 0 : go[i * OW + j];
+                        else
+                            for (long i = 0; i < m; i++)
+                                for (long j = 0; j < m; j++) g[i][j][k] = go[i * OW + j];
+                        continue;
+                    }
+                    for (long i = 0; i < m; i++)
+                        for (long j = 0; j < m; j++)
+                            g[i][j][k] = i < rows && j < cols && !(mask && mask[i * OW + j] <= 0)
+                                         ? go[i * OW + j] : 0;
                 }
+                /* the bias gradient: the block's sums lane by lane (a scalar running sum is one long
+                 * chain of dependent additions, the slowest part of this loop), then in double */
+                BLOCKV block = {0};
                 for (long i = 0; i < m; i++)
-                    for (long j = 0; j < m; j++)
-                        g[i][j][k] = i < rows && j < cols && !(mask && mask[i * OW + j] <= 0)
-                                     ? go[i * OW + j] : 0;
+                    for (long j = 0; j < m; j++) block += g[i][j];
+                for (long k = 0; k < BLOCK; k++) sums[o - o0] += block[k];
+                FN(sandwich)(A, g, A, TILE, TILE, m, dm);
+                T *to = job->to + o * tiles + t0;
+                for (int a = 0; a < TILE; a++)
+                    for (int b = 0; b < TILE; b++) {
+                        T *run = to + (a * TILE + b) * plane;
+                        if (count == BLOCK)
+                            *(BLOCKV *)run = dm[a][b];
+                        else
+                            for (long k = 0; k < count; k++) run[k] = dm[a][b][k];
+                    }
             }
-            /* the bias gradient: the block's sums lane by lane (a scalar running sum is one long
-             * chain of dependent additions, the slowest part of this loop), then in double */
-            BLOCKV block = {0};
-            for (long i = 0; i < m; i++)
-                for (long j = 0; j < m; j++) block += g[i][j];
-            for (long k = 0; k < BLOCK; k++) sums[o - job->c0] += block[k];
-            FN(sandwich)(A, g, A, TILE, TILE, m, dm);
-            T *to = job->to + o * tiles + t0;
-            for (int a = 0; a < TILE; a++)
-                for (int b = 0; b < TILE; b++) {
-                    T *run = to + (a * TILE + b) * plane;
-                    if (count == BLOCK)
-                        *(BLOCKV *)run = dm[a][b];
-                    else
-                        for (long k = 0; k < count; k++) run[k] = dm[a][b][k];
-                }
-        }
-    if (job->sums)
-        for (long o = job->c0; o < job->c1; o++)
-            job->sums[o] = (T)((job->add_sums ? job->sums[o] : 0) + sums[o - job->c0]);
+        if (job->sums)
+            for (long o = o0; o < o1; o++)
+                job->sums[o] = (T)((job->add_sums ? job->sums[o] : 0) + sums[o - o0]);
+    }
 }
 
 /* The entry points, as kernels.h declares them (kernels.c picks the flavour): each splits the
@@ -323,6 +326,7 @@ static void FN(winograd_output_backward)(const struct tge_window *w, const T *AT
 #undef BLOCKV
 #undef BLOCK
 #undef TILE
+#undef SUMS
 #undef CAT_
 #undef CAT
 #undef FN

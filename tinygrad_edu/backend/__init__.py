@@ -1,10 +1,11 @@
-"""The kernels behind the engine: matrix product (``gemm``, ``batched_gemm``), nn.Linear's three gradients
-(``linear_backward``), rank-1 update (``ger``), the in-place SGD update of all parameters
-(``axpy_many``) and of their momentum buffers (``axpby_many``), ReLU forward and backward
-(``relu``, ``relu_backward``), the softmax cross-entropy loss (``cross_entropy``) with its
-reduction and gradient scaling (``total``, ``scale_rows``), and the windows of convolution and
-pooling (``im2col``, ``col2im``, ``max_pool``, ``max_pool_backward``), and the tile transforms of
-Winograd's convolution (``winograd_input``, ``winograd_output`` and their adjoints).
+"""The kernels behind the engine: matrix products (``gemm``, and ``batched_gemm`` for a stack),
+nn.Linear's three gradients (``linear_backward``), rank-1 update (``ger``), the in-place SGD
+update of all parameters (``axpy_many``) and of their momentum buffers (``axpby_many``), ReLU
+forward and backward (``relu``, ``relu_backward``), the softmax cross-entropy loss
+(``cross_entropy``) with its reduction and gradient scaling (``total``, ``scale_rows``), the
+windows of convolution and pooling (``im2col``, ``col2im``, ``max_pool``, ``max_pool_backward``),
+and the tile transforms of Winograd's convolution (``winograd_input``, ``winograd_output`` and
+their adjoints).
 
 Two backends implement them: ``"c"`` (the C kernels in csrc/, compiled through cffi) and
 ``"numpy"`` (NumPy/OpenBLAS). The C one is used when it is built; ``TINYGRAD_EDU_BACKEND=c|numpy``
@@ -14,6 +15,7 @@ it, so bad input gets a Python exception naming the problem and never reaches C.
 """
 
 import contextlib
+import math
 import numbers
 import os
 import threading
@@ -22,6 +24,7 @@ import warnings
 import numpy as np
 
 from . import numpy_kernels
+from .numpy_kernels import winograd_tile_counts   # both backends' kernels size their tiles with it
 
 try:
     from . import c_kernels
@@ -457,37 +460,36 @@ def _check_winograd_matrix(what, a, rows, dtype):
     _check_float_arrays(2, (what, a))
     if a.dtype != dtype or a.shape[1] != WINOGRAD_TILE or not (
             a.shape[0] == rows if rows else 2 <= a.shape[0] < WINOGRAD_TILE):
-        wanted = f"({rows}, {WINOGRAD_TILE})" if rows else f"(m, {WINOGRAD_TILE}), 2 <= m < {WINOGRAD_TILE},"
-        raise ValueError(f"{what} must be {dtype} of shape {wanted} got {a.dtype} {a.shape}")
+        wanted = f"({rows}, {WINOGRAD_TILE})" if rows else f"(m, {WINOGRAD_TILE}), 2 <= m < {WINOGRAD_TILE}"
+        raise ValueError(f"{what} must be {dtype} of shape {wanted}, got {a.dtype} {a.shape}")
 
 
-def _winograd_geometry(x_shape, kernel, padding, m):
-    """The window of a convolution on m x m-output tiles (stride 1, no dilation), and how many
-    tiles an image has."""
-    if not (isinstance(m, (int, np.integer)) and not isinstance(m, (bool, np.bool_))
-            and 2 <= m < WINOGRAD_TILE):
-        raise ValueError(f"m (outputs a tile, each way) must be an int from 2 to {WINOGRAD_TILE - 1}, "
-                         f"got {m!r}")
+def _winograd_geometry(x_shape, kernel, padding):
+    """For a convolution of images ``x_shape`` by a square ``kernel`` of r = 2..7 on Winograd's
+    tiles (stride 1, no dilation): its window, m = 9 - r (outputs a tile, each way) and the
+    number of tiles an image has."""
     window = _check_window(x_shape, kernel, (1, 1), padding, (1, 1))
-    if kernel[0] != kernel[1] or kernel[0] + m - 1 != WINOGRAD_TILE:
-        raise ValueError(f"Winograd tiles of {WINOGRAD_TILE}x{WINOGRAD_TILE} give {m}x{m} outputs "
-                         f"of a square kernel of {WINOGRAD_TILE + 1 - m}, not of {kernel}")
-    oh, ow = window[12:]
-    return window, -(-oh // m) * -(-ow // m)
+    if not (kernel[0] == kernel[1] and 2 <= kernel[0] < WINOGRAD_TILE):
+        raise ValueError(f"Winograd's {WINOGRAD_TILE}x{WINOGRAD_TILE} tiles take a square kernel of "
+                         f"2 to {WINOGRAD_TILE - 1}, not {kernel}")
+    m = WINOGRAD_TILE + 1 - kernel[0]
+    th, tw = winograd_tile_counts(*window[12:], m)
+    return window, m, th * tw
 
 
-def winograd_input(x, BT, m, kernel, padding=((0, 0), (0, 0))):
-    """The input side of Winograd's convolution: every 8 x 8 tile d of images ``x`` (N, C, H, W),
-    read m pixels apart (tile (ty, tx) starts at row ty m - top and column tx m - left of the
-    plane; 0 outside it), as ``BT d BT^T``. Returns V (64, C, N*TH*TW), TH x TW tiles an image:
-    ``V[8 a + b, c, (n TH + ty) TW + tx]`` is element (a, b) of the tile's transform."""
+def winograd_input(x, BT, kernel, padding=((0, 0), (0, 0))):
+    """The input side of Winograd's convolution by a square ``kernel`` of r = 2..7: every 8 x 8
+    tile d of images ``x`` (N, C, H, W), read m = 9 - r pixels apart (tile (ty, tx) starts at row
+    ty m - top and column tx m - left of the plane; 0 outside it), as ``BT d BT^T``. Returns V
+    (64, C, N*TH*TW), TH x TW tiles an image: ``V[8 a + b, c, (n TH + ty) TW + tx]`` is element
+    (a, b) of the tile's transform."""
     _check_images("x", x)
     _check_winograd_matrix("BT", BT, WINOGRAD_TILE, x.dtype)
-    window, _ = _winograd_geometry(x.shape, kernel, padding, m)
+    window, m, _ = _winograd_geometry(x.shape, kernel, padding)
     return _selected.kernels.winograd_input(x, window, BT, m)
 
 
-def winograd_input_backward(dv, BT, m, x_shape, kernel, padding=((0, 0), (0, 0)), out=None):
+def winograd_input_backward(dv, BT, x_shape, kernel, padding=((0, 0), (0, 0)), out=None):
     """The adjoint of ``winograd_input``: an array of ``x_shape`` (N, C, H, W), new or ``out``,
     each tile's ``BT^T dV BT`` added onto the pixels it was read from (tiles overlap; the padding's
     share is dropped)."""
@@ -497,7 +499,7 @@ def winograd_input_backward(dv, BT, m, x_shape, kernel, padding=((0, 0), (0, 0))
             and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
         raise ValueError(f"x_shape must be a tuple of 4 positive ints (N, C, H, W), got {x_shape!r}")
     x_shape = tuple(int(v) for v in x_shape)
-    window, tiles = _winograd_geometry(x_shape, kernel, padding, m)
+    window, m, tiles = _winograd_geometry(x_shape, kernel, padding)
     expected = (WINOGRAD_TILE ** 2, x_shape[1], x_shape[0] * tiles)
     if dv.shape != expected:
         raise ValueError(f"winograd_input_backward: dv must have shape {expected} for images of "
@@ -517,7 +519,7 @@ def _check_winograd_y_shape(what, y_shape, AT, tiles_held):
         raise ValueError(f"{what} must be a tuple of 4 positive ints (N, O, OH, OW), got {y_shape!r}")
     n, o, oh, ow = y_shape
     m = AT.shape[0]
-    expected = (WINOGRAD_TILE ** 2, o, n * -(-oh // m) * -(-ow // m))
+    expected = (WINOGRAD_TILE ** 2, o, n * math.prod(winograd_tile_counts(oh, ow, m)))
     if tiles_held != expected:
         raise ValueError(f"M (the tiles' products) must have shape {expected} for outputs of "
                          f"{y_shape} in {m}x{m} tiles, got {tiles_held}")
@@ -554,8 +556,7 @@ def winograd_output_backward(grad, AT, need_sums=True, out=None, sums=None):
     _check_winograd_matrix("AT", AT, None, grad.dtype)
     _check_flag("need_sums", need_sums)
     n, o, oh, ow = grad.shape
-    m = len(AT)
-    shape = (WINOGRAD_TILE ** 2, o, n * -(-oh // m) * -(-ow // m))
+    shape = (WINOGRAD_TILE ** 2, o, n * math.prod(winograd_tile_counts(oh, ow, len(AT))))
     if out is None:
         out = np.empty(shape, grad.dtype)
     else:

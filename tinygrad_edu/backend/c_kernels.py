@@ -490,14 +490,10 @@ def channel_major(grad, need_sums):
     return rows, sums
 
 
-def _tile_count(oh, ow, m):
-    return -(-oh // m) * -(-ow // m)
-
-
 def winograd_input(x, window, BT, m):
     types = _KERNELS[x.dtype]
     n, c = window[:2]
-    v = np.empty((64, c, n * _tile_count(*window[12:], m)), x.dtype)
+    v = np.empty((64, c, n * math.prod(numpy_kernels.winograd_tile_counts(*window[12:], m))), x.dtype)
     _run(types.winograd_input, _window(window), _contiguous(BT, types), m, _contiguous(x, types),
          ffi.from_buffer(types.array, v), _threads_for(v.size))
     return v

@@ -165,18 +165,20 @@ def channel_major(grad, need_sums):
     return rows, rows.reshape(len(rows), -1).sum(1) if need_sums else None
 
 
-def _tile_counts(oh, ow, m):
-    return -(-oh // m), -(-ow // m)     # tiles of m x m outputs, the last ones partly outside
+def winograd_tile_counts(oh, ow, m):
+    """(TH, TW): how many m x m tiles of Winograd's convolution cover OH x OW outputs, each way
+    (the last ones partly past the edge)."""
+    return -(-oh // m), -(-ow // m)
 
 
 def winograd_input(x, window, BT, m):
     n, c, h, w, _, _, _, _, _, _, top, left, oh, ow = window
     a = len(BT)
-    th, tw = _tile_counts(oh, ow, m)
-    # the images in a frame of zeros covering every tile: tile (ty, tx) starts at (ty m, tx m)
+    th, tw = winograd_tile_counts(oh, ow, m)
+    # the images in a frame of zeros covering every tile: tile (ty, tx) starts at (ty m, tx m);
+    # the frame holds the padded images ((TH - 1) m + 8 >= OH + r - 1 = top + H + bottom)
     framed = np.zeros((n, c, (th - 1) * m + a, (tw - 1) * m + a), x.dtype)
-    rows, cols = min(h, framed.shape[2] - top), min(w, framed.shape[3] - left)
-    framed[:, :, top:top + rows, left:left + cols] = x[:, :, :rows, :cols]
+    framed[:, :, top:top + h, left:left + w] = x
     s = framed.strides
     tiles = np.lib.stride_tricks.as_strided(framed, (n, c, th, tw, a, a),
                                             s[:2] + (m * s[2], m * s[3]) + s[2:])
@@ -187,7 +189,7 @@ def winograd_input(x, window, BT, m):
 def winograd_input_backward(dv, window, BT, m, out):
     n, c, h, w, _, _, _, _, _, _, top, left, oh, ow = window
     a = len(BT)
-    th, tw = _tile_counts(oh, ow, m)
+    th, tw = winograd_tile_counts(oh, ow, m)
     d = np.tensordot(np.tensordot(BT, dv.reshape(a, a, c, n, th, tw), (0, 0)), BT, (1, 0))
     d = d.transpose(2, 1, 3, 4, 0, 5)                                  # (N, C, TH, TW, p, q)
     framed = np.zeros((n, c, th * m + a, tw * m + a), dv.dtype)
@@ -199,16 +201,14 @@ def winograd_input_backward(dv, window, BT, m, out):
             padded[..., :bh, :bw] = block
             framed[:, :, p:p + th * m, q:q + tw * m] += padded.transpose(0, 1, 2, 4, 3, 5).reshape(
                 n, c, th * m, tw * m)
-    rows, cols = min(h, framed.shape[2] - top), min(w, framed.shape[3] - left)
-    out[...] = 0
-    out[:, :, :rows, :cols] = framed[:, :, top:top + rows, left:left + cols]
+    out[...] = framed[:, :, top:top + h, left:left + w]
     return out
 
 
 def winograd_output(M, AT, bias, out):
     n, o, oh, ow = out.shape
     m, a = AT.shape
-    th, tw = _tile_counts(oh, ow, m)
+    th, tw = winograd_tile_counts(oh, ow, m)
     t = np.tensordot(np.tensordot(AT, M.reshape(a, a, o, n, th, tw), (1, 0)), AT, (1, 1))
     y = t.transpose(2, 1, 3, 0, 4, 5).reshape(n, o, th * m, tw * m)[:, :, :oh, :ow]   # (i, O, N, TH, TW, j)
     if bias is None:
@@ -221,7 +221,7 @@ def winograd_output(M, AT, bias, out):
 def winograd_output_backward(grad, AT, out, sums, add):
     n, o, oh, ow = grad.shape
     m, a = AT.shape
-    th, tw = _tile_counts(oh, ow, m)
+    th, tw = winograd_tile_counts(oh, ow, m)
     framed = np.zeros((n, o, th * m, tw * m), grad.dtype)
     framed[:, :, :oh, :ow] = grad
     tiles = framed.reshape(n, o, th, m, tw, m)
