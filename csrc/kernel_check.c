@@ -287,6 +287,132 @@ static void check_windows(void)
     check_layouts(1);
 }
 
+/* Winograd's F(m x m, r x r) matrices from the points 0, 1, -1, 2, -2, 1/2, -1/2 and infinity, as
+ * tinygrad_edu/fast.py's winograd_matrices builds them (there in fractions): AT (m x 8),
+ * G (8 x r), BT (8 x 8), row-major. */
+static void winograd_matrices(int r, double *AT, double *G, double *BT)
+{
+    const double p[7] = {0, 1, -1, 2, -2, 0.5, -0.5};
+    const int m = 9 - r;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < 8; j++) AT[i * 8 + j] = j < 7 ? pow(p[j], i) : i == m - 1;
+    for (int j = 0; j < 8; j++)
+        for (int k = 0; k < r; k++) {
+            double f = 1;
+            for (int l = 0; l < 7 && j < 7; l++) f *= l == j ? 1 : p[j] - p[l];
+            G[j * r + k] = j < 7 ? pow(p[j], k) / f : k == r - 1;
+        }
+    for (int j = 0; j < 8; j++) { /* the coefficients of the product of (x - p_l), l != j */
+        double c[9] = {1};
+        int degree = 0;
+        for (int l = 0; l < 7; l++) {
+            if (l == j) continue;
+            for (int d = ++degree; d >= 0; d--) c[d] = (d ? c[d - 1] : 0) - p[l] * c[d];
+        }
+        for (int d = 0; d < 8; d++) BT[j * 8 + d] = d <= degree ? c[d] : 0;
+    }
+}
+
+/* A convolution through the four tile kernels, the products between them in loops here, against
+ * the direct convolution and its gradients: padding, partial tiles, a fused ReLU's mask, sums. */
+static void check_winograd(int r, int threads)
+{
+    const int m = 9 - r;
+    struct tge_window w = {2, 3, 11, 9, r, r, 1, 1, 1, 1, 1, 2, 0, 0}; /* pt 1 (and pb 0), pl 2 (pr 1) */
+    const long O = 4, pb = 0, pr = 1;
+    w.OH = w.H + w.pt + pb - r + 1;
+    w.OW = w.W + w.pl + pr - r + 1;
+    const long TH = (w.OH + m - 1) / m, TW = (w.OW + m - 1) / m, T = w.N * TH * TW;
+    double AT[7 * 8], G[8 * 7], BT[64];
+    winograd_matrices(r, AT, G, BT);
+    float ATf[7 * 8], BTf[64];
+    for (int i = 0; i < m * 8; i++) ATf[i] = (float)AT[i];
+    for (int i = 0; i < 64; i++) BTf[i] = (float)BT[i];
+    long n_x = w.N * w.C * w.H * w.W, n_y = w.N * O * w.OH * w.OW;
+    float *x = floats(n_x), *g = floats(O * w.C * r * r), *bias = floats(O), *gy = floats(n_y);
+    float *V = malloc(sizeof(float) * 64 * w.C * T), *M = malloc(sizeof(float) * 64 * O * T);
+    float *y = malloc(sizeof(float) * n_y), *mask = floats(n_y), *dM = malloc(sizeof(float) * 64 * O * T);
+    float *dV = malloc(sizeof(float) * 64 * w.C * T), *dx = malloc(sizeof(float) * n_x);
+    float *sums = malloc(sizeof(float) * O);
+    double *U = malloc(sizeof(double) * 64 * O * w.C);
+    for (long o = 0; o < O; o++) /* U = G g G^T for each filter */
+        for (long c = 0; c < w.C; c++)
+            for (int a = 0; a < 8; a++)
+                for (int b = 0; b < 8; b++) {
+                    double u = 0;
+                    for (int k = 0; k < r; k++)
+                        for (int l = 0; l < r; l++) u += G[a * r + k] * g[((o * w.C + c) * r + k) * r + l] * G[b * r + l];
+                    U[((a * 8 + b) * O + o) * w.C + c] = u;
+                }
+    tge_swinograd_input(&w, BTf, m, x, V, threads);
+    for (long f = 0; f < 64; f++) /* M_f = U_f V_f */
+        for (long o = 0; o < O; o++)
+            for (long t = 0; t < T; t++) {
+                double sum = 0;
+                for (long c = 0; c < w.C; c++) sum += U[(f * O + o) * w.C + c] * V[(f * w.C + c) * T + t];
+                M[(f * O + o) * T + t] = (float)sum;
+            }
+    struct tge_window out = {w.N, O, w.OH, w.OW, 1, 1, 1, 1, 1, 1, 0, 0, w.OH, w.OW};
+    tge_swinograd_output(&out, ATf, m, M, bias, 0, y, threads);
+    double error = 0;
+    for (long n = 0; n < w.N; n++)
+        for (long o = 0; o < O; o++)
+            for (long i = 0; i < w.OH; i++)
+                for (long j = 0; j < w.OW; j++) {
+                    double want = bias[o];
+                    for (long c = 0; c < w.C; c++)
+                        for (int k = 0; k < r; k++)
+                            for (int l = 0; l < r; l++) {
+                                long row = i + k - w.pt, col = j + l - w.pl;
+                                if (row >= 0 && row < w.H && col >= 0 && col < w.W)
+                                    want += (double)x[((n * w.C + c) * w.H + row) * w.W + col] *
+                                            g[((o * w.C + c) * r + k) * r + l];
+                            }
+                    error = fmax(error, fabs(y[((n * O + o) * w.OH + i) * w.OW + j] - want));
+                }
+    char what[96];
+    snprintf(what, sizeof what, "swinograd_input and _output, F(%dx%d, %dx%d), %d thread(s)", m, m, r, r, threads);
+    report(what, error, 1e-4);
+
+    /* backward, with a ReLU's output as the mask (g is 0 where it is <= 0) */
+    tge_swinograd_output_backward(&out, ATf, m, gy, mask, dM, sums, 0, threads);
+    for (long f = 0; f < 64; f++) /* dV_f = U_f^T dM_f */
+        for (long c = 0; c < w.C; c++)
+            for (long t = 0; t < T; t++) {
+                double sum = 0;
+                for (long o = 0; o < O; o++) sum += U[(f * O + o) * w.C + c] * dM[(f * O + o) * T + t];
+                dV[(f * w.C + c) * T + t] = (float)sum;
+            }
+    tge_swinograd_input_backward(&w, BTf, m, dV, dx, threads);
+    error = 0;
+    for (long i = 0; i < n_x; i++) { /* dL/dx from the masked gradient, directly */
+        long col = i % w.W, row = i / w.W % w.H, c = i / (w.W * w.H) % w.C, n = i / (w.W * w.H * w.C);
+        double want = 0;
+        for (long o = 0; o < O; o++)
+            for (int k = 0; k < r; k++)
+                for (int l = 0; l < r; l++) {
+                    long oi = row - k + w.pt, oj = col - l + w.pl;
+                    if (oi < 0 || oi >= w.OH || oj < 0 || oj >= w.OW) continue;
+                    long at_y = ((n * O + o) * w.OH + oi) * w.OW + oj;
+                    want += (mask[at_y] <= 0 ? 0 : gy[at_y]) * (double)g[((o * w.C + c) * r + k) * r + l];
+                }
+        error = fmax(error, fabs(dx[i] - want));
+    }
+    for (long o = 0; o < O; o++) {
+        double sum = 0;
+        for (long n = 0; n < w.N; n++)
+            for (long i = 0; i < w.OH * w.OW; i++) {
+                long at_y = (n * O + o) * w.OH * w.OW + i;
+                sum += mask[at_y] <= 0 ? 0 : gy[at_y];
+            }
+        error = fmax(error, fabs(sums[o] - sum));
+    }
+    snprintf(what, sizeof what, "swinograd_output_backward (masked) and _input_backward, r %d", r);
+    report(what, error, 1e-4);
+    free(x), free(g), free(bias), free(gy), free(V), free(M), free(y), free(mask), free(dM), free(dV);
+    free(dx), free(sums), free(U);
+}
+
 static void check_program(void)
 {
     float *A = floats(12 * 8), *B = floats(5 * 8), *C = malloc(sizeof(float) * 12 * 5), *R = malloc(sizeof(float) * 60);
@@ -334,6 +460,9 @@ int main(void)
         check_axpby_many(3);
         check_cross_entropy(12, 10);
         check_cross_entropy(3, 1);
+        check_winograd(3, 1);
+        check_winograd(5, 2);
+        check_winograd(7, 1);
     }
     tge_set_isa(top);
     check_windows();
