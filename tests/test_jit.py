@@ -50,6 +50,9 @@ class SmallCNN(nn.Module):
         x = self.pool(F.relu(self.conv(x)))
         return self.fc(self.drop(x.flatten(1)))
 
+    def classify(self, a):   # the layers after the convolution's ReLU, without dropout
+        return self.fc(self.pool(a).flatten(1))
+
 
 def twins(make_model, make_optimizer):
     """Two copies of one model and its optimizer, with the same weights."""
@@ -185,6 +188,9 @@ class WinogradCNN(nn.Module):
     def forward(self, x):
         return self.fc(F.relu(self.conv(self.conv0(x))).flatten(1))
 
+    def classify(self, a):   # the layers after the convolution's ReLU
+        return self.fc(a.flatten(1))
+
 
 @pytest.mark.parametrize("chunk_bytes", [1 << 20, 20_000])
 def test_a_cnn_on_winograd_replays_as_eager_with_its_relu_fused(c_backend, rng, monkeypatch, chunk_bytes):
@@ -222,24 +228,35 @@ def test_a_relu_on_part_of_a_chunked_output_read_elsewhere_too_replays_as_eager(
     assert str(jitted).count("then relu") <= 1   # at most the whole z's ReLU, never the part's
 
 
-def test_a_relu_is_not_fused_into_winograd_chunks_whose_output_is_returned(c_backend, rng, monkeypatch):
-    monkeypatch.setattr(tg.fast, "WINOGRAD_CHUNK_BYTES", 20_000)
-
+def replay_returning_z(rng, make_model, make_optimizer, head, batch, owner_unknown=False):
+    """Eager and jitted training steps that also return the convolution's output z (so the jit
+    may not drop it), from the same weights: their losses, z and final weights must be equal.
+    ``head(model, x)`` is z; the loss is taken on ``model.classify(relu(z))``. Returns the jitted
+    step. ``owner_unknown``: the optimizer does not promise to touch only its parameters."""
     def returns_z(model, opt):
         def step(x, y):
             opt.zero_grad()
-            z = model.conv(model.conv0(x))
-            loss = nn.CrossEntropyLoss()(model.fc(F.relu(z).flatten(1)), y)
+            z = head(model, x)
+            loss = nn.CrossEntropyLoss()(model.classify(F.relu(z)), y)
             loss.backward()
             opt.step()
             return loss, z
         return step
-    (m1, o1), (m2, o2) = twins(WinogradCNN, lambda p: optim.SGD(p, lr=0.05))
+    (m1, o1), (m2, o2) = twins(make_model, make_optimizer)
+    if owner_unknown:
+        o2.replay_touches_only_parameters = False
     eager, jitted = returns_z(m1, o1), tg.jit(returns_z(m2, o2))
-    for x, y in batches(rng, (1, 8, 8), [4] * 5):
+    for x, y in batches(rng, (1, 8, 8), [batch] * 5):
         (loss, z), (loss2, z2) = eager(x, y), jitted(x, y)
         assert loss.item() == loss2.item() and np.array_equal(z.data, z2.data)
     assert_same_state(m1, m2)
+    return jitted
+
+
+def test_a_relu_is_not_fused_into_winograd_chunks_whose_output_is_returned(c_backend, rng, monkeypatch):
+    monkeypatch.setattr(tg.fast, "WINOGRAD_CHUNK_BYTES", 20_000)
+    jitted = replay_returning_z(rng, WinogradCNN, lambda p: optim.SGD(p, lr=0.05),
+                                lambda model, x: model.conv(model.conv0(x)), 4)
     program = str(jitted)
     assert "float32 relu " in program and "then relu" not in program   # z is returned
     assert program.count("relu_backward first") == 2                     # dL/dz is read by nothing else
@@ -270,23 +287,8 @@ def test_a_relu_is_not_fused_where_the_array_between_is_used_elsewhere(c_backend
         assert "float32 relu " in str(jitted) and "then relu" not in str(jitted)
         return
 
-    def returns_z(model, opt):
-        def step(x, y):
-            opt.zero_grad()
-            z = model.conv(x)
-            loss = nn.CrossEntropyLoss()(model.fc(model.pool(F.relu(z)).flatten(1)), y)
-            loss.backward()
-            opt.step()
-            return loss, z
-        return step
-    (m1, o1), (m2, o2) = twins(SmallCNN, make_optimizer)
-    if case == "an optimizer that may read anything":
-        o2.replay_touches_only_parameters = False
-    eager, jitted = returns_z(m1, o1), tg.jit(returns_z(m2, o2))
-    for x, y in batches(rng, (1, 8, 8), [3] * 5):
-        (loss, z), (loss2, z2) = eager(x, y), jitted(x, y)
-        assert loss.item() == loss2.item() and np.array_equal(z.data, z2.data)
-    assert_same_state(m1, m2)
+    jitted = replay_returning_z(rng, SmallCNN, make_optimizer, lambda model, x: model.conv(x), 3,
+                                owner_unknown=case == "an optimizer that may read anything")
     program = str(jitted)
     assert "float32 relu " in program and "then relu" not in program     # z is returned, or may be read
     if case == "the convolution's output returned":

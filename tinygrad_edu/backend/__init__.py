@@ -205,13 +205,19 @@ def batched_gemm(a, b, trans_a=False, trans_b=False, out=None, accumulate=False)
     if b.shape[0] != count or k != k2:
         raise ValueError(f"batched_gemm: op(a) is {count} matrices of {(m, k)} and op(b) "
                          f"{b.shape[0]} of {(k2, n)}; the counts and inner dimensions must agree")
-    if out is None:
-        if accumulate:
-            raise ValueError("batched_gemm: accumulate=True needs an out to add to")
-        out = np.empty((count, m, n), a.dtype)
-    else:
-        _check_result("out", out, (count, m, n), a.dtype, ("a", a), ("b", b))
+    if out is None and accumulate:
+        raise ValueError("batched_gemm: accumulate=True needs an out to add to")
+    out = _result("out", out, (count, m, n), a.dtype, ("a", a), ("b", b))
     return _selected.kernels.batched_gemm(a, b, trans_a, trans_b, out, accumulate)
+
+
+def _result(what, out, shape, dtype, *inputs):
+    """The array a kernel writes: a new one of ``shape`` and ``dtype`` when ``out`` is None,
+    else ``out``, checked by ``_check_result``."""
+    if out is None:
+        return np.empty(shape, dtype)
+    _check_result(what, out, shape, dtype, *inputs)
+    return out
 
 
 def _check_result(what, out, shape, dtype, *inputs):
@@ -504,10 +510,7 @@ def winograd_input_backward(dv, BT, x_shape, kernel, padding=((0, 0), (0, 0)), o
     if dv.shape != expected:
         raise ValueError(f"winograd_input_backward: dv must have shape {expected} for images of "
                          f"{x_shape} and a kernel of {kernel}, got {dv.shape}")
-    if out is None:
-        out = np.empty(x_shape, dv.dtype)
-    else:
-        _check_result("out", out, x_shape, dv.dtype, ("dv", dv), ("BT", BT))
+    out = _result("out", out, x_shape, dv.dtype, ("dv", dv), ("BT", BT))
     return _selected.kernels.winograd_input_backward(dv, window, BT, m, out)
 
 
@@ -539,10 +542,7 @@ def winograd_output(M, AT, y_shape, bias=None, out=None):
         if bias.dtype != M.dtype or bias.shape != (y_shape[1],):
             raise ValueError(f"winograd_output: bias must be {M.dtype} of shape {(y_shape[1],)}, "
                              f"got {bias.dtype} {bias.shape}")
-    if out is None:
-        out = np.empty(y_shape, M.dtype)
-    else:
-        _check_result("out", out, y_shape, M.dtype, ("M", M), ("bias", bias))
+    out = _result("out", out, y_shape, M.dtype, ("M", M), ("bias", bias))
     return _selected.kernels.winograd_output(M, AT, bias, out)
 
 
@@ -557,10 +557,7 @@ def winograd_output_backward(grad, AT, need_sums=True, out=None, sums=None):
     _check_flag("need_sums", need_sums)
     n, o, oh, ow = grad.shape
     shape = (WINOGRAD_TILE ** 2, o, n * math.prod(winograd_tile_counts(oh, ow, len(AT))))
-    if out is None:
-        out = np.empty(shape, grad.dtype)
-    else:
-        _check_result("out", out, shape, grad.dtype, ("grad", grad))
+    out = _result("out", out, shape, grad.dtype, ("grad", grad))
     add = sums is not None
     if add:
         _check_result("sums", sums, (o,), grad.dtype, ("grad", grad), ("out", out))
