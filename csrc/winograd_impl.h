@@ -53,6 +53,32 @@ static void FN(square)(const T *M, long rows, int transposed, T out[TILE][TILE])
         }
 }
 
+/* A block's 64 transformed numbers to or from the tiles' array: X[a][b] is run (a TILE + b) of
+ * `count` tiles (BLOCK but for the last block), `plane` numbers apart; lanes past `count` read 0. */
+static inline void FN(store_planes)(BLOCKV X[TILE][TILE], T *to, long plane, long count)
+{
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) {
+            T *run = to + (a * TILE + b) * plane;
+            if (count == BLOCK)
+                *(BLOCKV *)run = X[a][b];
+            else
+                for (long k = 0; k < count; k++) run[k] = X[a][b][k];
+        }
+}
+
+static inline void FN(load_planes)(const T *from, long plane, long count, BLOCKV X[TILE][TILE])
+{
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) {
+            const T *run = from + (a * TILE + b) * plane;
+            if (count == BLOCK)
+                X[a][b] = *(const BLOCKV *)run;
+            else
+                for (long k = 0; k < BLOCK; k++) X[a][b][k] = k < count ? run[k] : 0;
+        }
+}
+
 /* A tile's place: its image, and its row and column of tiles in the image's TH x TW. The tiles
  * of a block are visited in order with next_tile: dividing for each (three integer divisions,
  * ~25 cycles each) was the costliest part of the output side's loops. */
@@ -138,15 +164,7 @@ static void FN(winograd_input_channels)(void *arg)
                     }
             }
             FN(sandwich)(BT, d, BT, TILE, TILE, TILE, v);
-            T *to = job->to + c * tiles + t0;
-            for (int a = 0; a < TILE; a++)
-                for (int b = 0; b < TILE; b++) {
-                    T *run = to + (a * TILE + b) * plane;
-                    if (count == BLOCK)
-                        *(BLOCKV *)run = v[a][b];
-                    else
-                        for (long k = 0; k < count; k++) run[k] = v[a][b][k];
-                }
+            FN(store_planes)(v, job->to + c * tiles + t0, plane, count);
         }
 }
 
@@ -165,15 +183,7 @@ static void FN(winograd_input_backward_channels)(void *arg)
     for (long t0 = 0; t0 < tiles; t0 += BLOCK)
         for (long c = job->c0; c < job->c1; c++) {   /* channels inner: dx is written in order */
             const long count = tiles - t0 < BLOCK ? tiles - t0 : BLOCK;
-            const T *from = job->from + c * tiles + t0;
-            for (int a = 0; a < TILE; a++)
-                for (int b = 0; b < TILE; b++) {
-                    const T *run = from + (a * TILE + b) * plane;
-                    if (count == BLOCK)
-                        dv[a][b] = *(const BLOCKV *)run;
-                    else
-                        for (long k = 0; k < BLOCK; k++) dv[a][b][k] = k < count ? run[k] : 0;
-                }
+            FN(load_planes)(job->from + c * tiles + t0, plane, count, dv);
             FN(sandwich)(B, dv, B, TILE, TILE, TILE, dd);
             FN(tile_place) at = FN(tile_at)(t0, TH, TW);
             for (long k = 0; k < count; k++, FN(next_tile)(&at, TH, TW)) {
@@ -206,15 +216,7 @@ static void FN(winograd_output_channels)(void *arg)
         for (long o = job->c0; o < job->c1; o++) {   /* channels inner: y is written in order */
             const T bias = job->bias ? job->bias[o] : 0;
             const long count = tiles - t0 < BLOCK ? tiles - t0 : BLOCK;
-            const T *from = job->from + o * tiles + t0;
-            for (int a = 0; a < TILE; a++)
-                for (int b = 0; b < TILE; b++) {
-                    const T *run = from + (a * TILE + b) * plane;
-                    if (count == BLOCK)
-                        mt[a][b] = *(const BLOCKV *)run;
-                    else
-                        for (long k = 0; k < BLOCK; k++) mt[a][b][k] = k < count ? run[k] : 0;
-                }
+            FN(load_planes)(job->from + o * tiles + t0, plane, count, mt);
             FN(sandwich)(AT, mt, AT, m, m, TILE, y);
             FN(tile_place) at = FN(tile_at)(t0, TH, TW);
             for (long k = 0; k < count; k++, FN(next_tile)(&at, TH, TW)) {
@@ -277,15 +279,7 @@ static void FN(winograd_output_backward_channels)(void *arg)
                     for (long j = 0; j < m; j++) block += g[i][j];
                 for (long k = 0; k < BLOCK; k++) sums[o - o0] += block[k];
                 FN(sandwich)(A, g, A, TILE, TILE, m, dm);
-                T *to = job->to + o * tiles + t0;
-                for (int a = 0; a < TILE; a++)
-                    for (int b = 0; b < TILE; b++) {
-                        T *run = to + (a * TILE + b) * plane;
-                        if (count == BLOCK)
-                            *(BLOCKV *)run = dm[a][b];
-                        else
-                            for (long k = 0; k < count; k++) run[k] = dm[a][b][k];
-                    }
+                FN(store_planes)(dm, job->to + o * tiles + t0, plane, count);
             }
         if (job->sums)
             for (long o = o0; o < o1; o++)
