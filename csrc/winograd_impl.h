@@ -106,6 +106,8 @@ typedef struct {
     const struct tge_window *w;
     const T *mat;         /* B^T (input side) or A^T (output side), row-major */
     long m;               /* outputs a tile, each way */
+    long TH, TW, tiles;   /* tiles an image, each way (ceil(OH / m), ceil(OW / m)), and in all */
+    long plane;           /* numbers in each of the tiles' array's 64 planes: channels x tiles */
     const T *from;
     T *to;
     const T *bias;        /* output: added to each channel, or NULL */
@@ -120,12 +122,13 @@ static void FN(run_tile_jobs)(void (*fn)(void *), const struct tge_window *w, co
                               const T *from, T *to, const T *bias, int relu, const T *mask,
                               T *sums, int add_sums, int nthreads)
 {
+    const long TH = (w->OH + m - 1) / m, TW = (w->OW + m - 1) / m, tiles = w->N * TH * TW;
     long chunk = tge_piece_length(w->C, nthreads, 1);
     FN(tiles_job) jobs[TGE_MAX_JOBS];
     int n = 0;
     for (long c0 = 0; c0 < w->C; c0 += chunk, n++)
-        jobs[n] = (FN(tiles_job)){w, mat, m, from, to, bias, relu, mask, sums, add_sums, c0,
-                                  c0 + chunk < w->C ? c0 + chunk : w->C};
+        jobs[n] = (FN(tiles_job)){w, mat, m, TH, TW, tiles, w->C * tiles, from, to, bias, relu, mask,
+                                  sums, add_sums, c0, c0 + chunk < w->C ? c0 + chunk : w->C};
     tge_parallel(fn, jobs, sizeof(FN(tiles_job)), n);
 }
 
@@ -135,8 +138,8 @@ static void FN(winograd_input_channels)(void *arg)
 {
     FN(tiles_job) *job = arg;
     const struct tge_window *w = job->w;
-    const long C = w->C, H = w->H, W = w->W, m = job->m, TH = (w->OH + m - 1) / m,
-               TW = (w->OW + m - 1) / m, tiles = w->N * TH * TW, plane = C * tiles;
+    const long C = w->C, H = w->H, W = w->W, m = job->m, TH = job->TH, TW = job->TW,
+               tiles = job->tiles, plane = job->plane;
     T BT[TILE][TILE];
     BLOCKV d[TILE][TILE], v[TILE][TILE];
     FN(square)(job->mat, TILE, 0, BT);    /* B^T d B = L d R^T with L = R = B^T */
@@ -173,8 +176,8 @@ static void FN(winograd_input_backward_channels)(void *arg)
 {
     FN(tiles_job) *job = arg;
     const struct tge_window *w = job->w;
-    const long N = w->N, C = w->C, H = w->H, W = w->W, m = job->m, TH = (w->OH + m - 1) / m,
-               TW = (w->OW + m - 1) / m, tiles = N * TH * TW, plane = C * tiles;
+    const long N = w->N, C = w->C, H = w->H, W = w->W, m = job->m, TH = job->TH, TW = job->TW,
+               tiles = job->tiles, plane = job->plane;
     T B[TILE][TILE];
     BLOCKV dv[TILE][TILE], dd[TILE][TILE];
     FN(square)(job->mat, TILE, 1, B);     /* B dV B^T = L dV R^T with L = R = B */
@@ -207,8 +210,8 @@ static void FN(winograd_output_channels)(void *arg)
 {
     FN(tiles_job) *job = arg;
     const struct tge_window *w = job->w;
-    const long O = w->C, OH = w->OH, OW = w->OW, m = job->m, TH = (OH + m - 1) / m,
-               TW = (OW + m - 1) / m, tiles = w->N * TH * TW, plane = O * tiles;
+    const long O = w->C, OH = w->OH, OW = w->OW, m = job->m, TH = job->TH, TW = job->TW,
+               tiles = job->tiles, plane = job->plane;
     T AT[TILE][TILE];
     BLOCKV mt[TILE][TILE], y[TILE][TILE];
     FN(square)(job->mat, m, 0, AT);       /* A^T M A = L M R^T with L = R = A^T */
@@ -239,8 +242,8 @@ static void FN(winograd_output_backward_channels)(void *arg)
 {
     FN(tiles_job) *job = arg;
     const struct tge_window *w = job->w;
-    const long O = w->C, OH = w->OH, OW = w->OW, m = job->m, TH = (OH + m - 1) / m,
-               TW = (OW + m - 1) / m, tiles = w->N * TH * TW, plane = O * tiles;
+    const long O = w->C, OH = w->OH, OW = w->OW, m = job->m, TH = job->TH, TW = job->TW,
+               tiles = job->tiles, plane = job->plane;
     T A[TILE][TILE];
     BLOCKV g[TILE][TILE], dm[TILE][TILE];
     FN(square)(job->mat, m, 1, A);        /* A g A^T = L g R^T with L = R = A */
