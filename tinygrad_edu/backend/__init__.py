@@ -400,14 +400,21 @@ def im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
     return _selected.kernels.im2col(x, window)
 
 
+def _check_shape(what, shape, axes="(N, C, H, W)"):
+    """``shape`` is a tuple of 4 positive ints (the shape of images, or of a convolution's
+    output: ``axes`` names them); returns it as Python ints."""
+    if not (isinstance(shape, tuple) and len(shape) == 4
+            and all(isinstance(v, (int, np.integer)) and v > 0 for v in shape)):
+        raise ValueError(f"{what} must be a tuple of 4 positive ints {axes}, got {shape!r}")
+    return tuple(int(v) for v in shape)
+
+
 def col2im(cols, x_shape, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
     """The adjoint of ``im2col`` (the images' gradient from the columns' gradient): a new array of
     ``x_shape`` (N, C, H, W) in which every entry of ``cols`` is added onto the pixel ``im2col``
     read it from (where windows overlap, the entries add; the padding's share is dropped)."""
     _check_float_arrays(4, ("cols", cols))
-    if not (isinstance(x_shape, tuple) and len(x_shape) == 4
-            and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
-        raise ValueError(f"x_shape must be a tuple of 4 positive ints (N, C, H, W), got {x_shape!r}")
+    x_shape = _check_shape("x_shape", x_shape)
     window = _check_window(x_shape, kernel, stride, padding, dilation)
     n, c, _, _, kh, kw = window[:6]
     expected = (c * kh * kw, n) + window[12:]
@@ -491,8 +498,9 @@ def winograd_input(x, BT, kernel, padding=((0, 0), (0, 0))):
     (a, b) of the tile's transform."""
     _check_images("x", x)
     _check_winograd_matrix("BT", BT, WINOGRAD_TILE, x.dtype)
-    window, m, _ = _winograd_geometry(x.shape, kernel, padding)
-    return _selected.kernels.winograd_input(x, window, BT, m)
+    window, m, tiles = _winograd_geometry(x.shape, kernel, padding)
+    v = np.empty((WINOGRAD_TILE ** 2, x.shape[1], x.shape[0] * tiles), x.dtype)
+    return _selected.kernels.winograd_input(x, window, BT, m, v)
 
 
 def winograd_input_backward(dv, BT, x_shape, kernel, padding=((0, 0), (0, 0)), out=None):
@@ -501,10 +509,7 @@ def winograd_input_backward(dv, BT, x_shape, kernel, padding=((0, 0), (0, 0)), o
     share is dropped)."""
     _check_float_arrays(3, ("dv", dv))
     _check_winograd_matrix("BT", BT, WINOGRAD_TILE, dv.dtype)
-    if not (isinstance(x_shape, tuple) and len(x_shape) == 4
-            and all(isinstance(v, (int, np.integer)) and v > 0 for v in x_shape)):
-        raise ValueError(f"x_shape must be a tuple of 4 positive ints (N, C, H, W), got {x_shape!r}")
-    x_shape = tuple(int(v) for v in x_shape)
+    x_shape = _check_shape("x_shape", x_shape)
     window, m, tiles = _winograd_geometry(x_shape, kernel, padding)
     expected = (WINOGRAD_TILE ** 2, x_shape[1], x_shape[0] * tiles)
     if dv.shape != expected:
@@ -514,18 +519,16 @@ def winograd_input_backward(dv, BT, x_shape, kernel, padding=((0, 0), (0, 0)), o
     return _selected.kernels.winograd_input_backward(dv, window, BT, m, out)
 
 
-def _check_winograd_y_shape(what, y_shape, AT, tiles_held):
+def _check_winograd_y_shape(y_shape, AT, tiles_held):
     """``y_shape`` is an output's (N, O, OH, OW), and ``tiles_held`` the shape of its tiles'
-    array, (64, O, N*TH*TW) for m x m tiles (m from ``AT``)."""
-    if not (isinstance(y_shape, tuple) and len(y_shape) == 4
-            and all(isinstance(v, (int, np.integer)) and v > 0 for v in y_shape)):
-        raise ValueError(f"{what} must be a tuple of 4 positive ints (N, O, OH, OW), got {y_shape!r}")
-    n, o, oh, ow = y_shape
+    array, (64, O, N*TH*TW) for m x m tiles (m from ``AT``); returns y_shape as Python ints."""
+    n, o, oh, ow = y_shape = _check_shape("y_shape", y_shape, "(N, O, OH, OW)")
     m = AT.shape[0]
     expected = (WINOGRAD_TILE ** 2, o, n * math.prod(winograd_tile_counts(oh, ow, m)))
     if tiles_held != expected:
         raise ValueError(f"M (the tiles' products) must have shape {expected} for outputs of "
                          f"{y_shape} in {m}x{m} tiles, got {tiles_held}")
+    return y_shape
 
 
 def winograd_output(M, AT, y_shape, bias=None, out=None):
@@ -535,8 +538,7 @@ def winograd_output(M, AT, y_shape, bias=None, out=None):
     (or None)."""
     _check_float_arrays(3, ("M", M))
     _check_winograd_matrix("AT", AT, None, M.dtype)
-    _check_winograd_y_shape("y_shape", y_shape, AT, M.shape)
-    y_shape = tuple(int(v) for v in y_shape)
+    y_shape = _check_winograd_y_shape(y_shape, AT, M.shape)
     if bias is not None:
         _check_float_arrays(1, ("bias", bias))
         if bias.dtype != M.dtype or bias.shape != (y_shape[1],):

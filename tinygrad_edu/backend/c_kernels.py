@@ -490,13 +490,11 @@ def channel_major(grad, need_sums):
     return rows, sums
 
 
-def winograd_input(x, window, BT, m):
+def winograd_input(x, window, BT, m, out):
     types = _KERNELS[x.dtype]
-    n, c = window[:2]
-    v = np.empty((64, c, n * math.prod(numpy_kernels.winograd_tile_counts(*window[12:], m))), x.dtype)
     _run(types.winograd_input, _window(window), _contiguous(BT, types), m, _contiguous(x, types),
-         ffi.from_buffer(types.array, v), _threads_for(v.size))
-    return v
+         ffi.from_buffer(types.array, out), _threads_for(out.size))
+    return out
 
 
 def winograd_input_backward(dv, window, BT, m, out):

@@ -171,7 +171,7 @@ def winograd_tile_counts(oh, ow, m):
     return -(-oh // m), -(-ow // m)
 
 
-def winograd_input(x, window, BT, m):
+def winograd_input(x, window, BT, m, out):
     n, c, h, w, _, _, _, _, _, _, top, left, oh, ow = window
     a = len(BT)
     th, tw = winograd_tile_counts(oh, ow, m)
@@ -183,7 +183,8 @@ def winograd_input(x, window, BT, m):
     tiles = np.lib.stride_tricks.as_strided(framed, (n, c, th, tw, a, a),
                                             s[:2] + (m * s[2], m * s[3]) + s[2:])
     v = np.tensordot(np.tensordot(BT, tiles, (1, 4)), BT, (5, 1))     # (a, N, C, TH, TW, b)
-    return np.ascontiguousarray(v.transpose(0, 5, 2, 1, 3, 4)).reshape(a * a, c, n * th * tw)
+    out.reshape(a, a, c, n, th, tw)[...] = v.transpose(0, 5, 2, 1, 3, 4)   # one copy, into out
+    return out
 
 
 def winograd_input_backward(dv, window, BT, m, out):
@@ -226,7 +227,7 @@ def winograd_output_backward(grad, AT, out, sums, add):
     framed[:, :, :oh, :ow] = grad
     tiles = framed.reshape(n, o, th, m, tw, m)
     dm = np.tensordot(np.tensordot(AT, tiles, (0, 3)), AT, (5, 0))     # (a, N, O, TH, TW, b)
-    out[...] = dm.transpose(0, 5, 2, 1, 3, 4).reshape(a * a, o, n * th * tw)
+    out.reshape(a, a, o, n, th, tw)[...] = dm.transpose(0, 5, 2, 1, 3, 4)
     if sums is not None:
         totals = grad.sum((0, 2, 3), dtype=np.float64)
         sums[...] = sums + totals if add else totals
