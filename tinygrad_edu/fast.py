@@ -228,13 +228,11 @@ class WinogradConv2d(Function):
     def forward(ctx, x, weight, bias=None, padding=((0, 0), (0, 0))):
         o, c, r, _ = weight.shape
         AT, GG, BT = winograd_matrices(r, x.dtype)
-        m = len(AT)
-        oh, ow = (x.shape[2 + i] + sum(padding[i]) - r + 1 for i in (0, 1))
+        (oh, ow), tiles = _winograd_tiles(x.shape, r, padding)
         # U: (64, O, C), each filter's G g G^T (G g G^T = GG g, g as a column of r^2 numbers)
         u = backend.gemm(GG, weight.reshape(o * c, r * r), trans_b=True).reshape(-1, o, c)
         y = np.empty((x.shape[0], o, oh, ow), x.dtype)
-        chunks = _winograd_chunks(x.shape[0], math.prod(backend.winograd_tile_counts(oh, ow, m)), o,
-                                  x.dtype)
+        chunks = _winograd_chunks(x.shape[0], tiles, o, x.dtype)
         products = _Reused(x.dtype)   # M of a chunk: (64, O, tiles), in the same memory each time
         ctx.v = []
         for images in chunks:
@@ -289,9 +287,14 @@ def winograd_pays(x_shape, weight_shape, stride, padding, dilation, groups):
     if not (stride == (1, 1) and dilation == (1, 1) and groups == 1 and weight_shape[3] == r
             and 2 <= r <= 7 and x_shape[1] >= WINOGRAD_MIN_CHANNELS):
         return False
-    m = 9 - r
+    return x_shape[0] * _winograd_tiles(x_shape, r, padding)[1] >= WINOGRAD_MIN_TILES
+
+
+def _winograd_tiles(x_shape, r, padding):
+    """((OH, OW), tiles an image) of a stride-1 convolution of images ``x_shape`` by an r x r
+    kernel on Winograd's tiles of (9 - r) x (9 - r) outputs."""
     oh, ow = (x_shape[2 + i] + sum(padding[i]) - r + 1 for i in (0, 1))
-    return x_shape[0] * math.prod(backend.winograd_tile_counts(oh, ow, m)) >= WINOGRAD_MIN_TILES
+    return (oh, ow), math.prod(backend.winograd_tile_counts(oh, ow, 9 - r))
 
 
 # The batch is taken a few images at a time, so that a chunk's products M (64, O, tiles: 64 / m^2
